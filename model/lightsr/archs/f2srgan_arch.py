@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: MPL-2.0
+"""F2SRGAN generator (Nguyen et al., IEEE Access 2023) and the Light F2SRGAN student.
+
+Module names follow the published checkpoints, so their state dicts load directly.
+"""
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightsr.archs.arch_util import MeanShift, SepConv
+from lightsr.archs.fourier_arch import FFC
+from lightsr.archs.registry import register_arch
+
+UPSAMPLERS = ("published", "light")
+
+
+class ResidualBlock(nn.Module):
+    """`x + res_scale * B2(PReLU(B1(x)))`, B1 an FFC (Fourier block) or a SepConv."""
+
+    def __init__(self, channels: int, fourier: bool, res_scale: float = 0.1):
+        super().__init__()
+        first = FFC(channels) if fourier else SepConv(channels, channels, 3)
+        self.block1 = nn.Sequential(first, nn.PReLU(channels))
+        self.block2 = nn.Sequential(SepConv(channels, channels, 3))
+        self.res_scale = res_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.res_scale * self.block2(self.block1(x))
+
+
+def published_upsampler(width: int, scale: int) -> nn.Sequential:
+    """Per x2 stage: SepConv(w -> 4w) -> PixelShuffle(2) -> PReLU(w)."""
+    stages = {2: 1, 4: 2, 8: 3}.get(scale)
+    if stages is None:
+        raise ValueError(f"the published upsampler supports scales 2, 4, 8, got {scale}; "
+                         "use upsampler='light' for other scales")
+    layers: List[nn.Module] = []
+    for _ in range(stages):
+        layers += [SepConv(width, 4 * width, 3), nn.PixelShuffle(2), nn.PReLU(width)]
+    return nn.Sequential(*layers)
+
+
+@register_arch
+class F2SRGANGenerator(nn.Module):
+    """F2SRGAN generator; with num_blocks=8, fourier=False it is the Light F2SRGAN student.
+
+    Input: RGB float 0..255, NCHW, any H, W >= 1. Output: RGB float (not clamped), H*s x W*s.
+
+    Args:
+        scale: upscaling factor (2 or 4 as published; 8 too; any with upsampler='light').
+        num_blocks: residual blocks (16 published, 8 for the student).
+        fourier: an FFC as the first conv of every even block (published: True).
+        width: feature channels (64 published; a multiple of 8 when fourier).
+        upsampler: 'published' (per-x2 SepConv(w->4w)+PixelShuffle(2)+PReLU, then
+            final_conv SepConv(w->3)) or 'light' (one SepConv(w->3*s*s)+PixelShuffle(s),
+            ESPCN-like, about 15x fewer MACs in the tail at x4).
+        res_scale: residual scaling (0.1 published).
+    """
+
+    def __init__(self, scale: int = 4, num_blocks: int = 16, fourier: bool = True,
+                 width: int = 64, upsampler: str = "published", res_scale: float = 0.1):
+        super().__init__()
+        if upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got '{upsampler}'")
+        if fourier and width % 16 != 0:
+            raise ValueError(f"with fourier=True the width must be a multiple of 16, got {width}")
+        self.scale = int(scale)
+        self.fourier = bool(fourier)
+        self.sub_mean = MeanShift(-1)
+        self.initial = nn.Sequential(SepConv(3, width, 3))
+        self.residual = nn.Sequential(*[
+            ResidualBlock(width, fourier and i % 2 == 0, res_scale) for i in range(num_blocks)])
+        if upsampler == "published":
+            self.upsampler = published_upsampler(width, self.scale)
+            self.final_conv = SepConv(width, 3, 3)
+        else:
+            self.upsampler = nn.Sequential(SepConv(width, 3 * self.scale ** 2, 3),
+                                           nn.PixelShuffle(self.scale))
+            self.final_conv = nn.Identity()
+        self.add_mean = MeanShift(+1)
+
+    def _min_size_pad(self, x: Tensor) -> Tuple[Tensor, int, int]:
+        """FFC blocks need H, W >= 2: replicate-pad 1-pixel inputs (cropped afterwards)."""
+        h, w = x.size(2), x.size(3)
+        if self.fourier and (h < 2 or w < 2):
+            x = F.pad(x, [0, max(0, 2 - w), 0, max(0, 2 - h)], mode="replicate")
+        return x, h, w
+
+    def forward_features(self, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
+        """Output and the output of every residual block (for feature distillation)."""
+        x, h, w = self._min_size_pad(x)
+        x = self.initial(self.sub_mean(x))
+        feats: List[Tensor] = []
+        r = x
+        for block in self.residual:
+            r = block(r)
+            feats.append(r)
+        out = self.add_mean(self.final_conv(self.upsampler(r + x)))
+        return out[:, :, : h * self.scale, : w * self.scale], feats
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, h, w = self._min_size_pad(x)
+        x = self.initial(self.sub_mean(x))
+        out = self.add_mean(self.final_conv(self.upsampler(self.residual(x) + x)))
+        return out[:, :, : h * self.scale, : w * self.scale]
