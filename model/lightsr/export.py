@@ -34,10 +34,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pickle
+import re
+
 import torch
+import yaml
 from torch import nn
 
+from lightsr.archs import build_network
+from lightsr.archs.fourier_arch import FourierUnit
 from lightsr.bundle import Variant, manifest_dict, validate_bundle, write_manifest
+from lightsr.complexity import count_macs, count_params
 from lightsr.deploy import U8Deploy, bicubic_variant
 
 CHECK_SIZES = ((37, 53), (64, 80))
@@ -91,16 +98,127 @@ def cpu_ms_per_frame(module, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def export_bicubic(scale: int) -> ExportedVariant:
+def export_bicubic(scale: int, timing: bool = True) -> ExportedVariant:
     eager = bicubic_variant(scale)
     scripted = torch.jit.script(eager)
     check_scripted(scripted, eager, scale, tol=0)
+    extra = {"macs_320x180": 0}
+    if timing:
+        extra["cpu_ms_320x180"] = round(cpu_ms_per_frame(scripted), 2)
     variant = Variant(name="bicubic", file=f"x{scale}-bicubic.pt", kind="bicubic",
                       arch="bicubic", params=0, fourier=False, half=False,
-                      description=BICUBIC_DESCRIPTION,
-                      extra={"macs_320x180": 0,
-                             "cpu_ms_320x180": round(cpu_ms_per_frame(scripted), 2)})
+                      description=BICUBIC_DESCRIPTION, extra=extra)
     return ExportedVariant(variant, scripted)
+
+
+def script_fastest(net: nn.Module, scale: int, timing: bool):
+    """Script the deploy wrapper with NHWC-strided and contiguous inputs, check both against
+    eager, keep the faster one. (torch.jit.freeze / optimize_for_inference are not used: a
+    frozen module's weights become constants that no longer follow `.to(device, Half)`,
+    which the element relies on for CUDA / fp16.)"""
+    results = []
+    for channels_last in (True, False):
+        eager = U8Deploy(net, scale, channels_last=channels_last).eval()
+        scripted = torch.jit.script(eager)
+        worst = check_scripted(scripted, eager, scale)
+        ms = cpu_ms_per_frame(scripted, repeats=3) if timing else None
+        results.append((ms if ms is not None else 0.0, channels_last, worst, ms, scripted))
+        if not timing:
+            break
+    _, channels_last, worst, ms, scripted = min(results, key=lambda r: r[0])
+    return scripted, channels_last, worst, ms
+
+
+def has_fourier(net: nn.Module) -> bool:
+    return any(isinstance(m, FourierUnit) for m in net.modules())
+
+
+def export_learned(net: nn.Module, scale: int, name: str, description: str, arch: str,
+                   timing: bool = True, half: bool = True) -> ExportedVariant:
+    """Deploy-wrap, script, check and measure one learned generator (float 0..255 NCHW)."""
+    net = net.eval().float()
+    scripted, channels_last, worst, ms = script_fastest(net, scale, timing)
+    extra = {"macs_320x180": count_macs(net, TIMING_SIZE[0], TIMING_SIZE[1]),
+             "memory_format": "channels_last" if channels_last else "contiguous",
+             "scripted_vs_eager_max_diff": worst}
+    if ms is not None:
+        extra["cpu_ms_320x180"] = round(ms, 2)
+    variant = Variant(name=name, file=f"x{scale}-{name}.pt", kind="learned", arch=arch,
+                      params=count_params(net), fourier=has_fourier(net), half=half,
+                      description=description, extra=extra)
+    return ExportedVariant(variant, scripted)
+
+
+def read_training_checkpoint(path: Path) -> dict:
+    """Load a checkpoint in the format of this module's docstring."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # whole pickled modules (pruned models) need full unpickling: trusted files only
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or not ("module" in ck or "opt" in ck):
+        raise ValueError(f"checkpoint {path}: expected {{'params', 'opt'}} or {{'module'}} "
+                         "(see `lightsr export --help`); for a published F2SRGAN file use "
+                         "`lightsr import-official`")
+    return ck
+
+
+def network_from_checkpoint(ck: dict, path: Path) -> tuple[nn.Module, dict]:
+    opt = dict(ck.get("opt") or {})
+    if "module" in ck:
+        net = ck["module"]
+        if not isinstance(net, nn.Module):
+            raise ValueError(f"checkpoint {path}: 'module' is not an nn.Module")
+    else:
+        net = build_network(opt)
+        state = ck.get("params_ema") or ck.get("params")
+        if state is None:
+            raise ValueError(f"checkpoint {path}: neither 'params_ema' nor 'params' present")
+        net.load_state_dict(state, strict=True)
+    scale = opt.get("scale", getattr(net, "scale", None))
+    if not isinstance(scale, int) or scale < 2:
+        raise ValueError(f"checkpoint {path}: its 'opt' must give the integer 'scale' (>= 2)")
+    opt["scale"] = scale
+    return net.eval(), opt
+
+
+def default_arch(net: nn.Module, ck: dict) -> str:
+    if "arch" in ck:
+        return str(ck["arch"])
+    base = "f2srgan" if has_fourier(net) else "light-f2srgan"
+    return base + "-pruned" if "module" in ck else base
+
+
+def export_checkpoint(entry: dict, timing: bool) -> tuple[int, ExportedVariant]:
+    """One ladder entry `{checkpoint, name?, description?}` -> (scale, exported variant)."""
+    path = Path(entry["checkpoint"])
+    ck = read_training_checkpoint(path)
+    net, opt = network_from_checkpoint(ck, path)
+    name = entry.get("name") or ck.get("name") or path.stem
+    name = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")
+    description = entry.get("description") or ck.get("description") or (
+        f"trained by the lightsr pipeline, checkpoint {path.name}, options {opt}")
+    return opt["scale"], export_learned(net, opt["scale"], name, description,
+                                        default_arch(net, ck), timing=timing,
+                                        half=bool(entry.get("half", True)))
+
+
+def build_ladders(entries: list[dict], scales: list[int], timing: bool) -> dict:
+    """Learned variants by scale, sorted heaviest (most MACs) first, each ending in bicubic."""
+    ladders: dict[int, list[ExportedVariant]] = {s: [] for s in scales}
+    for entry in entries:
+        scale, ev = export_checkpoint(entry, timing)
+        if entry.get("expected_scale", scale) != scale:
+            raise ValueError(f"{entry['checkpoint']}: listed under scale "
+                             f"{entry['expected_scale']} but the network's scale is {scale}")
+        ladders.setdefault(scale, []).append(ev)
+    for scale, variants in ladders.items():
+        variants.sort(key=lambda ev: -ev.variant.extra["macs_320x180"])
+        variants.append(export_bicubic(scale, timing))
+    return dict(sorted(ladders.items(), reverse=True))
 
 
 def write_bundle(out: Path, name: str, description: str,
@@ -117,35 +235,74 @@ def write_bundle(out: Path, name: str, description: str,
     return validate_bundle(out, check_modules=True)
 
 
+def print_manifest(manifest: dict) -> None:
+    print(f"{'scale':<6}{'variant':<22}{'params':>9}{'GMACs@320x180':>15}{'cpu ms':>9}")
+    for ladder in manifest["ladders"]:
+        for v in ladder["variants"]:
+            ms = v.get("cpu_ms_320x180")
+            print(f"x{ladder['scale']:<5}{v['name']:<22}{v['params']:>9}"
+                  f"{v.get('macs_320x180', 0) / 1e9:>15.2f}"
+                  f"{(f'{ms:.1f}' if ms is not None else '-'):>9}")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="lightsr export", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="lightsr export", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write")
-    p.add_argument("--scales", type=int, nargs="+", default=[4, 2],
-                   help="ladders to write (default: 4 2)")
+    p.add_argument("--config", type=Path, help="ladder YAML (name, description, ladders)")
+    p.add_argument("--checkpoint", type=Path, action="append", default=[],
+                   help="a training checkpoint (repeatable); its 'opt' gives the scale")
+    p.add_argument("--scales", type=int, nargs="+", default=None,
+                   help="also write (bicubic-only if nothing else) ladders for these scales")
     p.add_argument("--bicubic-only", action="store_true",
                    help="write ladders holding only the weight-free bicubic variant")
-    p.add_argument("--name", default="default", help="bundle name in the manifest")
+    p.add_argument("--name", default=None, help="bundle name in the manifest")
     p.add_argument("--description", default=None, help="bundle description in the manifest")
+    p.add_argument("--no-timing", action="store_true", help="skip CPU timing at 320x180")
     return p.parse_args(argv)
+
+
+def ladder_entries(args) -> tuple[list[dict], dict]:
+    """Checkpoint entries and bundle metadata from --config and --checkpoint."""
+    entries, meta = [], {}
+    if args.config:
+        cfg = yaml.safe_load(args.config.read_text()) or {}
+        meta = {k: cfg[k] for k in ("name", "description") if k in cfg}
+        for scale, items in (cfg.get("ladders") or {}).items():
+            for item in items:
+                item = {"checkpoint": item} if isinstance(item, str) else dict(item)
+                item["checkpoint"] = (args.config.parent / item["checkpoint"]
+                                      if not Path(item["checkpoint"]).is_absolute()
+                                      else Path(item["checkpoint"]))
+                item["expected_scale"] = int(scale)
+                entries.append(item)
+    entries += [{"checkpoint": c} for c in args.checkpoint]
+    return entries, meta
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if any(s < 2 for s in args.scales):
+    scales = sorted(set(args.scales or ([4, 2] if args.bicubic_only else [])), reverse=True)
+    if any(s < 2 for s in scales):
         print("lightsr export: --scales must be integers >= 2", file=sys.stderr)
         return 2
-    if not args.bicubic_only:
-        print("lightsr export: give --bicubic-only (checkpoint ladders: see --help)",
-              file=sys.stderr)
+    entries, meta = ([], {}) if args.bicubic_only else ladder_entries(args)
+    if not entries and not scales:
+        print("lightsr export: nothing to export: give --config, --checkpoint or "
+              "--bicubic-only (see --help)", file=sys.stderr)
         return 2
-    ladders = {s: [export_bicubic(s)] for s in sorted(set(args.scales), reverse=True)}
-    description = args.description or (
-        "interim default: exact bicubic interpolation only, NOT a trained model; "
-        "replace with a bundle written by `lightsr export` from trained checkpoints")
-    manifest = write_bundle(args.out, args.name, description, ladders)
-    for ladder in manifest["ladders"]:
-        for v in ladder["variants"]:
-            print(f"x{ladder['scale']} {v['name']:<12} {v['file']:<20} "
-                  f"params={v['params']} cpu_ms_320x180={v.get('cpu_ms_320x180')}")
+    try:
+        ladders = build_ladders(entries, scales, timing=not args.no_timing)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"lightsr export: {e}", file=sys.stderr)
+        return 2
+    description = args.description or meta.get("description") or (
+        "interim default: exact bicubic interpolation only, NOT a trained model; replace with "
+        "a bundle written by `lightsr export` from trained checkpoints" if not entries else
+        "ladder exported by `lightsr export`")
+    manifest = write_bundle(args.out, args.name or meta.get("name", "default"), description,
+                            ladders)
+    print_manifest(manifest)
     print(f"wrote {args.out / 'manifest.json'} (validated)")
     return 0
