@@ -1,0 +1,225 @@
+# SPDX-License-Identifier: MPL-2.0
+"""Losses of the F2SRGAN / Light F2SRGAN recipe, and the distillation losses.
+
+Images are compared in the 0..1 range (the training step divides the generator's 0..255
+output and target by 255), so loss weights do not depend on the pixel scale.
+
+Perceptual term. The published recipe uses the MSE of VGG19 conv5_4 (pre-activation)
+features. No pretrained VGG exists on this project's machines, and a randomly initialised
+VGG measures nothing perceptual, so `FrequencyStructureLoss` replaces it with two terms
+that push the generator where L1 is weakest, towards high-frequency texture and sharp edges:
+
+* a frequency-domain term (L1 of the complex difference of the orthonormal 2-D FFTs,
+  i.e. amplitude and phase errors together; cf. Fuoli et al. 2021 "Fourier Space Losses",
+  Jiang et al. 2021 "Focal Frequency Loss"). Pixel losses are dominated by low frequencies;
+  on the spectrum every frequency bin counts the same, so lost texture shows up.
+* a multi-scale gradient term (L1 of horizontal / vertical finite differences at 1x, 1/2x
+  and 1/4x resolution): edges and structure at several scales.
+
+It is honest about what it is: a fidelity-to-texture prior, not a learned perceptual
+metric; the adversarial term is what adds plausible detail.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ------------------------------------------------------------------ pixel losses
+class L1Loss(nn.Module):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(pred, target)
+
+
+class CharbonnierLoss(nn.Module):
+    """mean(sqrt((pred - target)^2 + eps^2)): a differentiable L1 (Lai et al. 2017)."""
+
+    def __init__(self, eps: float = 1e-3):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt((pred - target) ** 2 + self.eps ** 2).mean()
+
+
+# ------------------------------------------------------------------ adversarial
+def relativistic_generator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Relativistic average GAN (Jolicoeur-Martineau 2018; ESRGAN), generator side.
+
+    D_ra(a, b) = sigmoid(C(a) - mean C(b)); the generator wants real images to look less
+    real than fakes: L_G = (BCE(D_ra(real, fake), 0) + BCE(D_ra(fake, real), 1)) / 2.
+    Inputs are critic logits C(.) (before the sigmoid).
+    """
+    real_rel = real_logits - fake_logits.mean()
+    fake_rel = fake_logits - real_logits.mean()
+    return 0.5 * (F.binary_cross_entropy_with_logits(real_rel, torch.zeros_like(real_rel))
+                  + F.binary_cross_entropy_with_logits(fake_rel, torch.ones_like(fake_rel)))
+
+
+def relativistic_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator side: L_D = (BCE(D_ra(real, fake), 1) + BCE(D_ra(fake, real), 0)) / 2."""
+    real_rel = real_logits - fake_logits.mean()
+    fake_rel = fake_logits - real_logits.mean()
+    return 0.5 * (F.binary_cross_entropy_with_logits(real_rel, torch.ones_like(real_rel))
+                  + F.binary_cross_entropy_with_logits(fake_rel, torch.zeros_like(fake_rel)))
+
+
+def probabilities_to_logits(prob: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The published discriminator ends with a sigmoid; the relativistic loss needs logits."""
+    return torch.logit(prob.clamp(eps, 1 - eps))
+
+
+# ------------------------------------------------------------------ total variation
+class TVLoss(nn.Module):
+    """SRGAN-style total variation: 2 * (sum dy^2 / count_y + sum dx^2 / count_x) / batch,
+    with count_y = C * (H - 1) * W and count_x = C * H * (W - 1) (the published 2e-8 weight
+    goes with this normalisation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).sum()
+        dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).sum()
+        return 2 * (dy / (c * (h - 1) * w) + dx / (c * h * (w - 1))) / n
+
+
+# ------------------------------------------------------------------ perceptual substitute
+class FFTLoss(nn.Module):
+    """mean |rfft2(pred) - rfft2(target)| with the orthonormal FFT, computed in fp32."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        diff = torch.fft.rfft2(pred.float() - target.float(), norm="ortho")
+        return diff.abs().mean()
+
+
+class GradientLoss(nn.Module):
+    """L1 of finite differences (x and y) averaged over `scales` (average-pooled copies)."""
+
+    def __init__(self, scales: tuple[int, ...] = (1, 2, 4)):
+        super().__init__()
+        self.scales = scales
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = pred.new_zeros(())
+        for s in self.scales:
+            p = F.avg_pool2d(pred, s) if s > 1 else pred
+            t = F.avg_pool2d(target, s) if s > 1 else target
+            total = total + F.l1_loss(p[..., :, 1:] - p[..., :, :-1], t[..., :, 1:] - t[..., :, :-1])
+            total = total + F.l1_loss(p[..., 1:, :] - p[..., :-1, :], t[..., 1:, :] - t[..., :-1, :])
+        return total / (2 * len(self.scales))
+
+
+class FrequencyStructureLoss(nn.Module):
+    """The project's perceptual term (see the module docstring): FFT + multi-scale gradient."""
+
+    def __init__(self, fft_weight: float = 1.0, gradient_weight: float = 1.0, scales: tuple[int, ...] = (1, 2, 4)):
+        super().__init__()
+        self.fft_weight, self.gradient_weight = fft_weight, gradient_weight
+        self.fft, self.gradient = FFTLoss(), GradientLoss(scales)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.fft_weight * self.fft(pred, target) + self.gradient_weight * self.gradient(pred, target)
+
+
+# ------------------------------------------------------------------ distillation
+def attention_map(feature: torch.Tensor, p: int = 2) -> torch.Tensor:
+    """Spatial attention of Zagoruyko & Komodakis: mean over channels of |F|^p, flattened,
+    L2-normalised per sample -> (N, H*W)."""
+    return F.normalize(feature.abs().pow(p).mean(1).flatten(1), dim=1)
+
+
+def pair_layers(n_student: int, n_teacher: int) -> list[int]:
+    """Teacher index for each student layer, at the same relative depth (8 -> 16: 1,3,..,15)."""
+    return [int(round((i + 1) * n_teacher / n_student)) - 1 for i in range(n_student)]
+
+
+class AttentionTransferLoss(nn.Module):
+    """Attention transfer (Zagoruyko & Komodakis, ICLR 2017).
+
+    Sum over paired layers of mean((Q_s/|Q_s| - Q_t/|Q_t|)^2), Q = attention_map(F, p), as in
+    the authors' code (`(at(x) - at(y)).pow(2).mean()`); the paper's beta (1e3) is the loss
+    weight in the config. Student and teacher may differ in depth (paired by relative
+    depth, `pair_layers`) and width (the map is channel-free); student maps are average
+    pooled to the teacher's size when they differ.
+    """
+
+    def __init__(self, p: int = 2):
+        super().__init__()
+        self.p = p
+
+    def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+        total = student[0].new_zeros(())
+        for s_idx, t_idx in enumerate(pair_layers(len(student), len(teacher))):
+            s_feat, t_feat = student[s_idx], teacher[t_idx].detach()
+            if s_feat.shape[-2:] != t_feat.shape[-2:]:
+                s_feat = F.adaptive_avg_pool2d(s_feat, t_feat.shape[-2:])
+            total = total + (attention_map(s_feat, self.p) - attention_map(t_feat, self.p)).pow(2).mean()
+        return total
+
+
+class _LinearBN(nn.Sequential):
+    def __init__(self, n_in: int, n_out: int, relu: bool):
+        layers = [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out)] + ([nn.ReLU()] if relu else [])
+        super().__init__(*layers)
+
+
+class AttentionFeatureDistillationLoss(nn.Module):
+    """Attention-based feature distillation (Ji, Heo & Park, AAAI 2021, "Show, attend and
+    distill"): every teacher layer attends over all student layers and is matched to them
+    in proportion to the learned attention.
+
+    For teacher layer t and student layer s (global-average-pooled features g):
+      query_t = BN(W_t g_t)                        (per teacher layer)
+      key_{s,t} = BN(W_b ReLU(BN(W_s g_s)))_t       (bilinear key, one per teacher layer)
+      alpha_{t,s} = softmax_s((key_{s,t} . query_t + p_t . p_s) / sqrt(d))   (p: positional)
+      loss = sum_t mean_batch sum_s alpha_{t,s} * mean((v_s - v_t)^2),
+    with v the L2-normalised spatial attention maps (`attention_map`, p=2), student maps
+    pooled to the teacher's size. The module has parameters: optimise them with the student.
+    """
+
+    def __init__(self, student_channels: list[int], teacher_channels: list[int], qk_dim: int = 128):
+        super().__init__()
+        self.qk_dim, self.n_teacher = qk_dim, len(teacher_channels)
+        self.query = nn.ModuleList([_LinearBN(c, qk_dim, relu=False) for c in teacher_channels])
+        self.key = nn.ModuleList([_LinearBN(c, qk_dim, relu=True) for c in student_channels])
+        self.bilinear = _LinearBN(qk_dim, qk_dim * len(teacher_channels), relu=False)
+        self.pos_teacher = nn.Parameter(torch.empty(len(teacher_channels), qk_dim))
+        self.pos_student = nn.Parameter(torch.empty(len(student_channels), qk_dim))
+        nn.init.xavier_normal_(self.pos_teacher)
+        nn.init.xavier_normal_(self.pos_student)
+
+    def attention(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+        """(N, T, S) attention of each teacher layer over the student layers."""
+        n = student[0].shape[0]
+        query = torch.stack([q(f.mean((2, 3))) for q, f in zip(self.query, teacher)], dim=1)  # N,T,d
+        key = torch.stack([k(f.mean((2, 3))) for k, f in zip(self.key, student)], dim=1)  # N,S,d
+        key = self.bilinear(key.flatten(0, 1)).view(n, len(student), self.n_teacher, self.qk_dim)  # N,S,T,d
+        logits = torch.einsum("nstd,ntd->nts", key, query) + self.pos_teacher @ self.pos_student.t()
+        return F.softmax(logits / math.sqrt(self.qk_dim), dim=2)
+
+    def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+        teacher = [t.detach() for t in teacher]
+        alpha = self.attention(student, teacher)
+        size = teacher[0].shape[-2:]
+        v_s = torch.stack([attention_map(f if f.shape[-2:] == size else F.adaptive_avg_pool2d(f, size))
+                           for f in student], dim=1)  # N,S,HW
+        total = student[0].new_zeros(())
+        for t_idx, t_feat in enumerate(teacher):
+            v_t = attention_map(t_feat)  # N,HW
+            dist = (v_s - v_t[:, None]).pow(2).mean(2)  # N,S
+            total = total + (alpha[:, t_idx] * dist).sum(1).mean()
+        return total
+
+
+# ------------------------------------------------------------------ factory
+PIXEL_LOSSES = {"L1Loss": L1Loss, "CharbonnierLoss": CharbonnierLoss}
+
+
+def build_pixel_loss(opt: dict) -> nn.Module:
+    kind = opt.get("type", "L1Loss")
+    if kind not in PIXEL_LOSSES:
+        raise ValueError(f"pixel loss '{kind}': choose one of {sorted(PIXEL_LOSSES)}")
+    kwargs = {k: v for k, v in opt.items() if k not in ("type", "loss_weight")}
+    return PIXEL_LOSSES[kind](**kwargs)
