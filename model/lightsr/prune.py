@@ -1,0 +1,320 @@
+# SPDX-License-Identifier: MPL-2.0
+"""`lightsr prune`: dependency-graph structured pruning (Torch-Pruning), then fine-tuning.
+
+Channels are removed group by group: Torch-Pruning traces the generator with an example
+input and couples every layer whose channels must shrink together (the depthwise + pointwise
+pair of a SepConv, PReLU slopes, and the residual trunk tied by `x + 0.1 * B(x)` and the
+global skip). Protected (never pruned on the output side):
+- the conv right before each PixelShuffle: its out-channels are s^2 x (next width), laid out
+  in groups that PixelShuffle reorders, which Torch-Pruning does not model;
+- every conv producing the 3 RGB channels (final conv, frozen mean shifts);
+- in Fourier generators, the FFC blocks (they split channels at a fixed index and carry
+  complex FFT weights) and therefore the trunk width they read.
+
+    lightsr prune --checkpoint runs/student/net_g_latest.pth --importance lamp --ratio 0.5 \
+        --finetune-steps 2000 --out runs/student/pruned.pth
+    lightsr prune configs/prune_x4.yml
+"""
+import argparse
+import contextlib
+import copy
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch_pruning as tp
+import yaml
+from torch import nn
+
+from lightsr.complexity import count_macs, count_params
+
+IMPORTANCES = ("random", "l1", "lamp")
+EXAMPLE_SIZE = (24, 24)  # LR example input for tracing; any size >= 2 works
+COST_SIZE = (180, 320)  # MACs are reported for one 320x180 LR frame
+
+
+# --------------------------------------------------------------------------- protection
+class _FourierStandIn(nn.Conv2d):
+    """1x1 conv standing in for an FFC while Torch-Pruning traces the generator.
+
+    Torch-Pruning cannot trace through FFTs and complex weights (its reshape index mapping
+    fails); the FFC is protected anyway, so a channel-preserving stand-in with the same
+    input/output coupling gives the same dependency graph and the FFC is put back after."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, 1)
+
+
+def _ffc_width(ffc: nn.Module) -> int:
+    """FFC width: its local + global input channels (= its output channels)."""
+    def first_conv(m):
+        return next(c for c in m.modules() if isinstance(c, nn.Conv2d))
+    return first_conv(ffc.convl2l).in_channels + first_conv(ffc.convg2l).in_channels
+
+
+@contextlib.contextmanager
+def fourier_blocks_swapped(net: nn.Module):
+    """Replace every FFC by a `_FourierStandIn` (yielded), restore them on exit."""
+    swapped = []
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if child in _fourier_blocks(net):
+                stand_in = _FourierStandIn(_ffc_width(child)).to(next(child.parameters()))
+                setattr(parent, name, stand_in)
+                swapped.append((parent, name, child))
+    try:
+        yield [getattr(p, n) for p, n, _ in swapped]
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
+def _fourier_blocks(net: nn.Module) -> list[nn.Module]:
+    from lightsr.archs.fourier_arch import FFC  # noqa: PLC0415
+
+    return [m for m in net.modules() if isinstance(m, FFC)]
+
+
+def _execution_order(net: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m))
+             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.PixelShuffle))]
+    try:
+        with torch.no_grad():
+            net(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def protected_layers(net: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Layers whose output channels must keep their number (see the module docstring)."""
+    order = _execution_order(net, example)
+    protected = []
+    for i, m in enumerate(order):
+        if isinstance(m, nn.PixelShuffle):
+            before = [c for c in order[:i] if isinstance(c, nn.Conv2d)]
+            if before:
+                protected.append(before[-1])
+    protected += [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 3]
+    ffcs = _fourier_blocks(net)
+    if ffcs:
+        protected += ffcs
+        first = next(c for c in order if isinstance(c, nn.Conv2d) and c.out_channels != 3)
+        protected.append(_trunk_root(net, first))
+    return list({id(m): m for m in protected}.values())
+
+
+def _trunk_root(net: nn.Module, first_conv: nn.Conv2d) -> nn.Module:
+    """The conv that sets the trunk width: the pointwise after the first depthwise conv."""
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.out_channels != 3]
+    if first_conv.groups > 1 and first_conv.groups == first_conv.in_channels:
+        return convs[convs.index(first_conv) + 1]
+    return first_conv
+
+
+# --------------------------------------------------------------------------- pruning
+def make_importance(name: str):
+    if name == "random":
+        return tp.importance.RandomImportance()
+    if name == "l1":
+        return tp.importance.MagnitudeImportance(p=1)
+    if name == "lamp":
+        return tp.importance.LAMPImportance(p=2)
+    raise ValueError(f"unknown importance '{name}'; choose one of {IMPORTANCES}")
+
+
+def cost(net: nn.Module) -> dict:
+    return {"params": count_params(net), "macs_320x180": count_macs(net, *COST_SIZE)}
+
+
+def prune_generator(net: nn.Module, importance: str, ratio: float, seed: int = 0) -> dict:
+    """Prune `net` in place to remove `ratio` of the channels of every prunable group.
+
+    L1 and random prune each group by the same ratio; LAMP ranks channels globally
+    (layer-adaptive, as LAMP is meant to be used), capped at 90% per layer.
+    Returns the cost before / after.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"--ratio must be in [0, 1), got {ratio}")
+    torch.manual_seed(seed)
+    net.eval()
+    param = next(net.parameters())
+    example = torch.rand(1, 3, *EXAMPLE_SIZE, dtype=param.dtype, device=param.device) * 255
+    before = cost(net)
+    ignored = protected_layers(net, example)
+    with fourier_blocks_swapped(net) as stand_ins:
+        pruner = tp.pruner.MetaPruner(
+            net, example, importance=make_importance(importance), pruning_ratio=ratio,
+            global_pruning=importance == "lamp", max_pruning_ratio=0.9,
+            ignored_layers=ignored + stand_ins)
+        pruner.step()
+    with torch.no_grad():
+        out = net(example)
+    if not torch.isfinite(out).all():
+        raise RuntimeError("the pruned generator produces non-finite values")
+    return {"before": before, "after": cost(net)}
+
+
+# --------------------------------------------------------------------------- fine-tuning
+def _training_images(folder: Path | None) -> list[np.ndarray]:
+    """HR photographs for fine-tuning: a folder's images, else scikit-image's bundled photos."""
+    from PIL import Image  # noqa: PLC0415
+
+    if folder is not None:
+        paths = sorted(p for p in Path(folder).iterdir()
+                       if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+        if not paths:
+            raise SystemExit(f"lightsr prune: no images in --images {folder}")
+        return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    from skimage import data  # noqa: PLC0415
+
+    return [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+
+
+def _random_lr_batch(images, batch: int, size: int, gen: np.random.Generator) -> torch.Tensor:
+    crops = []
+    for _ in range(batch):
+        img = images[gen.integers(len(images))]
+        top = gen.integers(img.shape[0] - size + 1)
+        left = gen.integers(img.shape[1] - size + 1)
+        crops.append(img[top:top + size, left:left + size].transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(crops).astype(np.float32))
+
+
+def finetune_to_reference(net: nn.Module, reference: nn.Module, steps: int, images=None,
+                          lr: float = 1e-4, batch: int = 8, patch: int = 24, seed: int = 0) -> list[float]:
+    """Recover the pruned net by distilling the unpruned one: L1 between outputs on photo crops.
+
+    Used when no training config is given; the teacher needs no HR data, so any photo works
+    as input. Returns the loss per step.
+    """
+    images = images if images is not None else _training_images(None)
+    gen = np.random.default_rng(seed)
+    reference = reference.eval()
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr)
+    net.train()
+    losses = []
+    for _ in range(steps):
+        x = _random_lr_batch(images, batch, patch, gen)
+        with torch.no_grad():
+            target = reference(x)
+        loss = nn.functional.l1_loss(net(x), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    net.eval()
+    return losses
+
+
+def finetune_with_config(net: nn.Module, opt: dict, steps: int) -> nn.Module:
+    """Fine-tune through the project's trainer (`lightsr.train.run_training`)."""
+    try:
+        train = importlib.import_module("lightsr.train")
+        run_training = train.run_training
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"lightsr prune: fine-tuning from a config needs lightsr.train.run_training ({e})") from e
+    opt = copy.deepcopy(opt)
+    if steps:
+        opt.setdefault("train", {})["total_iter"] = steps
+    return run_training(opt, net_g=net)
+
+
+# --------------------------------------------------------------------------- checkpoints
+def load_generator(path: Path, network_opt: dict | None = None) -> tuple[nn.Module, dict]:
+    """A generator from a training checkpoint (`params_ema` / `params` + `opt`) or a whole module."""
+    if not Path(path).is_file():
+        raise SystemExit(f"lightsr prune: checkpoint {path} not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("module"), nn.Module):
+        return ckpt["module"], ckpt.get("opt") or {}
+    if not isinstance(ckpt, dict) or not ("params" in ckpt or "params_ema" in ckpt):
+        raise SystemExit(f"lightsr prune: {path} is neither a lightsr training checkpoint "
+                         "({'params', 'params_ema', 'opt'}) nor a saved module ({'module', ...})")
+    opt = ckpt.get("opt") or network_opt
+    if not opt:
+        raise SystemExit(f"lightsr prune: {path} has no 'opt'; give network_g in a config")
+    from lightsr.archs import build_network  # noqa: PLC0415
+
+    net = build_network(opt)
+    net.load_state_dict(ckpt.get("params_ema") or ckpt["params"])
+    return net, opt
+
+
+def save_pruned(path: Path, net: nn.Module, opt: dict, info: dict) -> None:
+    """Save the whole module (shapes changed, a state dict alone cannot be reloaded)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"module": net, "opt": opt, "prune": info}, path)
+
+
+# --------------------------------------------------------------------------- command
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lightsr prune", description=__doc__.split("\n\n")[0])
+    p.add_argument("config", nargs="?", type=Path,
+                   help="YAML with checkpoint / network_g / prune {importance, ratio, finetune_steps} / train")
+    p.add_argument("--checkpoint", type=Path, help="training checkpoint or saved module to prune")
+    p.add_argument("--importance", choices=IMPORTANCES, help="channel importance (default l1)")
+    p.add_argument("--ratio", type=float, help="fraction of channels to remove per group (default 0.5)")
+    p.add_argument("--finetune-steps", type=int, help="fine-tuning steps after pruning (default 0)")
+    p.add_argument("--images", type=Path, help="photos for the built-in fine-tuning (default: scikit-image's)")
+    p.add_argument("--out", type=Path, help="output file (default: next to the checkpoint, *_pruned.pth)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _settings(args) -> dict:
+    cfg = yaml.safe_load(args.config.read_text()) if args.config else {}
+    prune_cfg = cfg.get("prune", {})
+    ckpt = args.checkpoint or cfg.get("checkpoint") or cfg.get("path", {}).get("checkpoint")
+    if not ckpt:
+        raise SystemExit("lightsr prune: give --checkpoint or a config with `checkpoint:`")
+    ckpt = Path(ckpt)
+    return {
+        "config": cfg, "checkpoint": ckpt,
+        "importance": args.importance or prune_cfg.get("importance", "l1"),
+        "ratio": float(args.ratio if args.ratio is not None else prune_cfg.get("ratio", 0.5)),
+        "finetune_steps": int(args.finetune_steps if args.finetune_steps is not None
+                              else prune_cfg.get("finetune_steps", 0)),
+        "out": args.out or Path(cfg.get("out", ckpt.with_name(ckpt.stem + "_pruned.pth"))),
+    }
+
+
+def _print_cost(label: str, c: dict) -> None:
+    print(f"{label:<7} params {c['params']:>10,}   MACs@320x180 {c['macs_320x180'] / 1e9:8.3f} G")
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    s = _settings(args)
+    if s["importance"] not in IMPORTANCES:
+        raise SystemExit(f"lightsr prune: importance must be one of {IMPORTANCES}, got {s['importance']}")
+    net, opt = load_generator(s["checkpoint"], s["config"].get("network_g"))
+    reference = copy.deepcopy(net).eval()
+    t0 = time.time()
+    report = prune_generator(net, s["importance"], s["ratio"], seed=args.seed)
+    _print_cost("before", report["before"])
+    _print_cost("after", report["after"])
+    if s["finetune_steps"] > 0:
+        if "train" in s["config"]:
+            net = finetune_with_config(net, s["config"], s["finetune_steps"])
+        else:
+            images = _training_images(args.images) if args.images else None
+            losses = finetune_to_reference(net, reference, s["finetune_steps"], images, seed=args.seed)
+            print(f"fine-tuned {len(losses)} steps (L1 to the unpruned net): "
+                  f"loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f}")
+    torch.jit.script(net.eval())  # the element needs TorchScript: fail here, not at export
+    info = {**report, "importance": s["importance"], "ratio": s["ratio"],
+            "finetune_steps": s["finetune_steps"], "source": str(s["checkpoint"]),
+            "seconds": round(time.time() - t0, 1)}
+    save_pruned(s["out"], net, opt, info)
+    print(f"saved {s['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,94 @@
+# SPDX-License-Identifier: MPL-2.0
+"""Pruning round trip on tiny generators: Torch-Pruning groups, protection, save / reload."""
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from lightsr import prune
+from lightsr.archs import build_network
+from lightsr.complexity import count_params
+
+TINY = {"type": "F2SRGANGenerator", "scale": 4, "num_blocks": 2, "fourier": False, "width": 16}
+
+
+def tiny(**over):
+    torch.manual_seed(0)
+    return build_network({**TINY, **over}).eval()
+
+
+def conv_widths(net):
+    return {n: (m.in_channels, m.out_channels) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+@pytest.fixture(autouse=True)
+def quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@pytest.mark.parametrize("importance", prune.IMPORTANCES)
+def test_prune_round_trip(importance, tmp_path):
+    net = tiny()
+    before = conv_widths(net)
+    report = prune.prune_generator(net, importance, 0.5)
+    after = conv_widths(net)
+    # trunk and block channels halved (LAMP: globally, so in total) ...
+    pruned = [n for n in after if after[n][1] < before[n][1]]
+    assert len(pruned) >= 6
+    trunk = after["initial.0.1"][1]
+    if importance != "lamp":
+        assert trunk == 8
+    # ... while the conv before PixelShuffle (4 x width) and every RGB-producing conv keep theirs
+    for name in ("upsampler.0.1", "upsampler.3.1"):
+        assert after[name][1] == before[name][1] == 64
+    assert all(after[n][1] == 3 for n in before if before[n][1] == 3)
+    p0, p1 = report["before"]["params"], report["after"]["params"]
+    assert p1 < 0.75 * p0 and p1 > 0.2 * p0
+    assert report["after"]["macs_320x180"] < report["before"]["macs_320x180"]
+    x = torch.rand(1, 3, 11, 7) * 255
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == (1, 3, 44, 28) and torch.isfinite(y).all()
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(x), y, rtol=1e-4, atol=1e-3)
+    path = tmp_path / "pruned.pth"
+    prune.save_pruned(path, net, TINY, {"importance": importance, **report})
+    reloaded, opt = prune.load_generator(path)
+    assert opt == TINY and count_params(reloaded) == p1
+    torch.testing.assert_close(reloaded(x), y)
+
+
+def test_prune_fourier_generator_keeps_fft_blocks():
+    net = tiny(fourier=True)
+    ffc_before = {n: p.shape for n, p in net.named_parameters() if "block1.0." in n and n.startswith("residual.0")}
+    report = prune.prune_generator(net, "l1", 0.5)
+    ffc_after = {n: p.shape for n, p in net.named_parameters() if "block1.0." in n and n.startswith("residual.0")}
+    assert ffc_after == ffc_before  # the FFC (even block) and the trunk are untouched
+    assert conv_widths(net)["residual.1.block1.0.1"] == (16, 8)  # the SepConv block is pruned
+    assert report["after"]["params"] < report["before"]["params"]
+    y = net(torch.rand(1, 3, 9, 13) * 255)
+    assert y.shape == (1, 3, 36, 52) and torch.isfinite(y).all()
+    torch.jit.script(net)
+
+
+def test_prune_command_with_finetuning(tmp_path, capsys):
+    net = tiny()
+    ckpt = tmp_path / "net_g.pth"
+    torch.save({"params": net.state_dict(), "params_ema": net.state_dict(), "opt": TINY}, ckpt)
+    out = tmp_path / "pruned.pth"
+    rc = prune.main(["--checkpoint", str(ckpt), "--importance", "l1", "--ratio", "0.5",
+                     "--finetune-steps", "3", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "before" in text and "after" in text and "fine-tuned 3 steps" in text
+    saved = torch.load(out, weights_only=False)
+    assert saved["prune"]["after"]["params"] < saved["prune"]["before"]["params"]
+    assert saved["module"](torch.rand(1, 3, 8, 8) * 255).shape == (1, 3, 32, 32)
+
+
+def test_prune_rejects_bad_ratio():
+    with pytest.raises(ValueError, match="ratio"):
+        prune.prune_generator(tiny(), "l1", 1.0)
