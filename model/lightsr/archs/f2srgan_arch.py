@@ -88,6 +88,7 @@ class F2SRGANGenerator(nn.Module):
             x = F.pad(x, [0, max(0, 2 - w), 0, max(0, 2 - h)], mode="replicate")
         return x, h, w
 
+    @torch.jit.export
     def forward_features(self, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
         """Output and the output of every residual block (for feature distillation)."""
         x, h, w = self._min_size_pad(x)

@@ -1,0 +1,154 @@
+# SPDX-License-Identifier: MPL-2.0
+"""Architectures: shapes (odd sizes too), parameter counts, TorchScript, features, dtypes."""
+import pytest
+import torch
+
+from lightsr.archs import build_network
+from lightsr.archs.fourier_arch import FourierUnit, SpectralTransform
+from lightsr.complexity import count_params
+
+
+def generator(**opt):
+    torch.manual_seed(0)
+    return build_network({"type": "F2SRGANGenerator", **opt}).eval()
+
+
+def frame(h, w, n=1, seed=1):
+    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 255
+
+
+@pytest.mark.parametrize("scale, trainable", [(4, 202_209), (2, 184_865)])
+def test_published_parameter_counts(scale, trainable):
+    g = generator(scale=scale)
+    assert count_params(g) == trainable
+    assert count_params(g, trainable_only=False) - trainable == 24  # frozen mean shifts
+
+
+def test_student_is_eight_plain_blocks():
+    s = generator(scale=4, num_blocks=8, fourier=False)
+    assert len(s.residual) == 8
+    assert not any(isinstance(m, FourierUnit) for m in s.modules())
+    assert count_params(s) == 113_121  # = F2SRGAN_4x_student.pt
+
+
+@pytest.mark.parametrize("opt", [
+    dict(scale=4), dict(scale=2), dict(scale=4, num_blocks=8, fourier=False),
+    dict(scale=4, num_blocks=2, upsampler="light"), dict(scale=3, num_blocks=2, upsampler="light"),
+])
+@pytest.mark.parametrize("h, w", [(37, 53), (1, 1), (2, 3), (16, 16)])
+def test_output_shape_any_size(opt, h, w):
+    g = generator(**opt)
+    with torch.no_grad():
+        out = g(frame(h, w, n=2))
+    s = opt["scale"]
+    assert out.shape == (2, 3, h * s, w * s)
+    assert torch.isfinite(out).all()
+
+
+def test_published_upsampler_rejects_scale_3():
+    with pytest.raises(ValueError, match="light"):
+        generator(scale=3)
+
+
+def test_unknown_network_type_is_named():
+    with pytest.raises(ValueError, match="registered"):
+        build_network({"type": "NoSuchNet"})
+
+
+def test_generator_produces_an_image_not_a_constant():
+    # with the mean shifts, an untrained net must still carry the input's structure through
+    g = generator(scale=2, num_blocks=2)
+    x = frame(24, 24)
+    with torch.no_grad():
+        out = g(x)
+    assert out.std() > 1.0
+
+
+@pytest.mark.parametrize("opt", [dict(scale=4, num_blocks=4), dict(scale=2, num_blocks=4, fourier=False)])
+def test_scripted_generator_matches_eager(opt):
+    g = generator(**opt)
+    sg = torch.jit.script(g)
+    x = frame(37, 53)
+    with torch.no_grad():
+        assert torch.allclose(sg(x), g(x), atol=1e-3)
+        out, feats = sg.forward_features(x)
+    assert len(feats) == 4
+
+
+def test_forward_features_returns_every_residual_block():
+    g = generator(scale=2, num_blocks=6, width=32)
+    x = frame(11, 13, n=2)
+    with torch.no_grad():
+        out, feats = g.forward_features(x)
+        plain = g(x)
+    assert torch.allclose(out, plain)
+    assert [tuple(f.shape) for f in feats] == [(2, 32, 11, 13)] * 6
+    assert not torch.allclose(feats[0], feats[-1])
+
+
+def published_fourier_unit(fu: FourierUnit, x: torch.Tensor) -> torch.Tensor:
+    """The published formula, literally: fftshift / ifftshift over ALL dims."""
+    h, w = x.shape[-2:]
+    y = torch.fft.fftshift(torch.fft.rfftn(x, dim=(-2, -1), norm="ortho"))
+    wc = torch.complex(fu.complex_weight[..., 0], fu.complex_weight[..., 1])
+    conv = torch.nn.functional.conv2d
+    re = conv(y.real, wc.real) - conv(y.imag, wc.imag)
+    im = conv(y.real, wc.imag) + conv(y.imag, wc.real)
+    y = torch.fft.ifftshift(torch.complex(re, im))
+    return torch.fft.irfftn(y, s=(h, w), dim=(-2, -1), norm="ortho")
+
+
+@pytest.mark.parametrize("cin, cout, n, h, w", [(16, 16, 3, 9, 7), (5, 6, 1, 8, 10), (4, 4, 2, 1, 1)])
+def test_fourier_unit_equals_published_shifted_formula(cin, cout, n, h, w):
+    torch.manual_seed(0)
+    fu = FourierUnit(cin, cout)
+    x = torch.randn(n, cin, h, w)
+    with torch.no_grad():
+        assert torch.allclose(fu(x), published_fourier_unit(fu, x), atol=1e-5)
+
+
+def test_fourier_unit_computes_fp32_inside_a_half_module():
+    fu = FourierUnit(16, 16).half()
+    # all-0.5 frame: the DC bin of the 1080x1080 spectrum is 0.5 * 1080 = 540 with 'ortho'
+    # norm and 583,200 without; fp16 tops out at 65,504, so only an fp32 FFT stays finite
+    x = torch.full((1, 16, 1080, 1080), 0.5, dtype=torch.half)
+    with torch.no_grad():
+        out = fu(x)
+    assert out.dtype == torch.half
+    assert torch.isfinite(out).all()
+    ref = FourierUnit(16, 16)
+    ref.load_state_dict({k: v.float() for k, v in fu.state_dict().items()})
+    with torch.no_grad():
+        want = ref(x[:, :, :64, :64].float())
+    assert torch.allclose(fu(x[:, :, :64, :64]).float(), want, atol=2e-2)
+
+
+def test_half_generator_runs_and_tracks_fp32():
+    g = generator(scale=2, num_blocks=2)
+    x = frame(12, 14)
+    with torch.no_grad():
+        want = g(x)
+        got = g.half()(x.half())
+    assert got.dtype == torch.half
+    assert torch.isfinite(got).all()
+    assert (got.float() - want).abs().max() < 2.0  # grey levels on a 0..255 scale
+
+
+def test_spectral_transform_odd_sizes_pad_local_fourier():
+    st = SpectralTransform(32, 32).eval()
+    x = torch.randn(1, 32, 9, 7)
+    with torch.no_grad():
+        assert st(x).shape == (1, 32, 9, 7)
+
+
+def test_discriminator_probability_per_image():
+    torch.manual_seed(0)
+    d = build_network({"type": "SwiftSRGANDiscriminator"}).eval()
+    x = torch.rand(3, 3, 48, 48)
+    with torch.no_grad():
+        p, logit = d(x), d.logits(x)
+    assert p.shape == (3, 1)
+    assert ((p > 0) & (p < 1)).all()
+    assert torch.allclose(p, torch.sigmoid(logit))
+    assert count_params(d) == sum(m.numel() for m in d.parameters())
+    assert d.classifier[2].in_features == 512 * 6 * 6

@@ -1,0 +1,235 @@
+# SPDX-License-Identifier: MPL-2.0
+"""Bundles: bicubic variant, deploy contract, export round trip, manifest validation."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightsr import export
+from lightsr.archs import build_network
+from lightsr.bundle import BundleError, manifest_problems, validate_bundle
+from lightsr.deploy import U8Deploy, bicubic_variant
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "default"
+
+
+def u8_frame(n, h, w, seed=0):
+    return torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
+
+
+def torch_bicubic_u8(x, scale):
+    y = F.interpolate(x.permute(0, 3, 1, 2).float(), scale_factor=scale, mode="bicubic",
+                      align_corners=False)
+    return y.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_default_bundle_bicubic_equals_torch_bicubic(scale):
+    manifest = validate_bundle(DEFAULT_BUNDLE, check_modules=True)
+    assert "bicubic" in manifest["description"] and "NOT a trained model" in manifest["description"]
+    module = torch.jit.load(str(DEFAULT_BUNDLE / f"x{scale}-bicubic.pt"))
+    wide = u8_frame(2, 37, 106)
+    x = wide[:, :, ::2, :]  # non-contiguous, odd-sized 37x53
+    assert not x.is_contiguous()
+    with torch.no_grad():
+        out = module(x)
+    assert out.dtype == torch.uint8 and out.is_contiguous()
+    assert out.shape == (2, 37 * scale, 53 * scale, 3)
+    assert torch.equal(out, torch_bicubic_u8(x, scale))
+
+
+def test_bicubic_on_a_single_pixel_and_an_image_with_structure():
+    module = torch.jit.script(bicubic_variant(2))
+    assert torch.equal(module(torch.full((1, 1, 1, 3), 77, dtype=torch.uint8)),
+                       torch.full((1, 2, 2, 3), 77, dtype=torch.uint8))
+    ramp = torch.arange(0, 250, 10, dtype=torch.uint8).view(1, 1, 25, 1).expand(1, 9, 25, 3)
+    out = module(ramp)
+    row = out[0, 8, 4:-4, 0].int()
+    assert (row[1:] >= row[:-1]).all() and row[-1] > row[0]  # a ramp stays a ramp
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(1, 4, 4, 3, dtype=torch.float32), "uint8"),
+    (torch.zeros(1, 3, 4, 4, dtype=torch.uint8), r"\(N, H, W, 3\)"),
+    (torch.zeros(4, 4, 3, dtype=torch.uint8), r"\(N, H, W, 3\)"),
+])
+def test_variant_rejects_wrong_input_with_a_clear_message(bad, message):
+    module = torch.jit.script(bicubic_variant(2))
+    with pytest.raises(Exception, match=message):
+        module(bad)
+
+
+def tiny_generator(**opt):
+    torch.manual_seed(0)
+    return build_network({"type": "F2SRGANGenerator", "scale": 2, "num_blocks": 2,
+                          "width": 16, **opt}).eval()
+
+
+def save_checkpoints(tmp_path):
+    """A state-dict checkpoint (FFC teacher-like) and a whole-module one (pruned-like)."""
+    teacher = tiny_generator(fourier=True)
+    opt = {"type": "F2SRGANGenerator", "scale": 2, "num_blocks": 2, "width": 16,
+           "fourier": True}
+    torch.save({"params": teacher.state_dict(), "params_ema": teacher.state_dict(), "opt": opt,
+                "name": "teacher"}, tmp_path / "teacher.pth")
+    student = tiny_generator(fourier=False, upsampler="light")
+    student.residual[0].block1[0][1] = torch.nn.Conv2d(16, 16, 1)  # stands in for pruning
+    torch.save({"module": student, "opt": {"scale": 2}, "name": "pruned"},
+               tmp_path / "pruned.pth")
+    return teacher, student
+
+
+def test_export_round_trip_matches_eager_networks(tmp_path):
+    teacher, student = save_checkpoints(tmp_path)
+    out = tmp_path / "bundle"
+    rc = export.main(["--out", str(out), "--checkpoint", str(tmp_path / "pruned.pth"),
+                      "--checkpoint", str(tmp_path / "teacher.pth"), "--no-timing"])
+    assert rc == 0
+    manifest = validate_bundle(out, check_modules=True)
+    (ladder,) = manifest["ladders"]
+    assert ladder["scale"] == 2
+    assert [v["name"] for v in ladder["variants"]] == ["teacher", "pruned", "bicubic"]
+    assert [v["fourier"] for v in ladder["variants"]] == [True, False, False]
+    assert ladder["variants"][0]["params"] == sum(
+        p.numel() for p in teacher.parameters() if p.requires_grad)
+    x = u8_frame(1, 37, 53, seed=3)
+    for v, net in zip(ladder["variants"], (teacher, student)):
+        module = torch.jit.load(str(out / v["file"]))
+        with torch.no_grad():
+            want = net(x.permute(0, 3, 1, 2).float()).clamp(0, 255).round()
+            got = module(x).permute(0, 3, 1, 2).float()
+        assert (got - want).abs().max() <= 1, v["name"]
+
+
+def test_export_from_yaml_with_scale_mismatch_fails_clearly(tmp_path, capsys):
+    save_checkpoints(tmp_path)
+    cfg = tmp_path / "ladder.yml"
+    cfg.write_text("name: t\nladders:\n  4: [{checkpoint: teacher.pth}]\n")
+    rc = export.main(["--out", str(tmp_path / "b"), "--config", str(cfg), "--no-timing"])
+    assert rc == 2
+    assert "listed under scale 4 but the network's scale is 2" in capsys.readouterr().err
+
+
+def test_export_from_yaml(tmp_path):
+    save_checkpoints(tmp_path)
+    cfg = tmp_path / "ladder.yml"
+    cfg.write_text("name: tiny\ndescription: test ladder\nladders:\n"
+                   "  2: [{checkpoint: teacher.pth, name: big}]\n")
+    rc = export.main(["--out", str(tmp_path / "b"), "--config", str(cfg), "--scales", "4",
+                      "--no-timing"])
+    assert rc == 0
+    manifest = validate_bundle(tmp_path / "b")
+    assert manifest["name"] == "tiny"
+    assert {l["scale"]: [v["name"] for v in l["variants"]] for l in manifest["ladders"]} == {
+        4: ["bicubic"], 2: ["big", "bicubic"]}
+
+
+def test_export_refuses_a_published_checkpoint_format(tmp_path, capsys):
+    torch.save({"model": tiny_generator().state_dict()}, tmp_path / "official.pt")
+    rc = export.main(["--out", str(tmp_path / "b"), "--checkpoint",
+                      str(tmp_path / "official.pt"), "--no-timing"])
+    assert rc == 2
+    assert "import-official" in capsys.readouterr().err
+
+
+def test_half_deploy_wrapper_computes_in_half():
+    net = tiny_generator(fourier=True)
+    module = U8Deploy(net, 2).eval()
+    x = u8_frame(1, 9, 11)
+    with torch.no_grad():
+        want = module(x).int()
+        got = copy.deepcopy(module).half()(x)
+    assert got.dtype == torch.uint8
+    assert (got.int() - want).abs().max() <= 3
+
+
+def valid_manifest():
+    return json.loads((DEFAULT_BUNDLE / "manifest.json").read_text())
+
+
+def break_(path, value):
+    def apply(m):
+        target = m
+        for key in path[:-1]:
+            target = target[key]
+        if value is DELETE:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+        return m
+    return apply
+
+
+DELETE = object()
+V0 = ["ladders", 0, "variants", 0]
+BROKEN = {
+    "format": (break_(["format"], "other"), "'format'"),
+    "version": (break_(["format_version"], 2), "'format_version'"),
+    "version bool": (break_(["format_version"], True), "'format_version'"),
+    "no ladders": (break_(["ladders"], []), "'ladders' must be a non-empty"),
+    "scale 1": (break_(["ladders", 0, "scale"], 1), "integer >= 2"),
+    "scale float": (break_(["ladders", 0, "scale"], 4.0), "integer >= 2"),
+    "duplicate scale": (break_(["ladders", 1, "scale"], 4), "at most one per scale"),
+    "no variants": (break_(["ladders", 0, "variants"], []), "non-empty list"),
+    "bad name": (break_(V0 + ["name"], "Bicubic"), r"\[a-z0-9-\]\+"),
+    "auto": (break_(V0 + ["name"], "auto"), "reserved"),
+    "missing file": (break_(V0 + ["file"], "nope.pt"), "does not exist"),
+    "dotdot": (break_(V0 + ["file"], "../default/x4-bicubic.pt"), r"'\.\.'"),
+    "absolute": (break_(V0 + ["file"], str(DEFAULT_BUNDLE / "x4-bicubic.pt")), "relative"),
+    "no file": (break_(V0 + ["file"], DELETE), "'file' must be"),
+    "params text": (break_(V0 + ["params"], "many"), "'params' must be a number"),
+    "half text": (break_(V0 + ["half"], "yes"), "'half' must be true or false"),
+    "io": (break_(["io", "layout"], "NCHW"), "'io'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_validator_names_each_broken_rule(case, tmp_path):
+    mutate, message = BROKEN[case]
+    manifest = mutate(valid_manifest())
+    problems = manifest_problems(manifest, DEFAULT_BUNDLE)
+    assert problems, case
+    assert any(__import__("re").search(message, p) for p in problems), problems
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError):
+        validate_bundle(tmp_path)
+
+
+def test_validator_checks_unique_names_and_heaviest_first():
+    m = valid_manifest()
+    v = m["ladders"][0]["variants"][0]
+    m["ladders"][0]["variants"] = [dict(v, name="light", params=10, macs_320x180=5),
+                                   dict(v, params=0)]
+    assert manifest_problems(m, DEFAULT_BUNDLE) == []
+    m["ladders"][0]["variants"].reverse()
+    assert any("heaviest first" in p for p in manifest_problems(m, DEFAULT_BUNDLE))
+    m["ladders"][0]["variants"][0]["params"] = 20  # more params, fewer MACs: MACs decide
+    assert any("macs_320x180=5" in p for p in manifest_problems(m, DEFAULT_BUNDLE))
+    for variant in m["ladders"][0]["variants"]:
+        del variant["macs_320x180"]
+    assert manifest_problems(m, DEFAULT_BUNDLE) == []  # by params: 20 then 10
+    m["ladders"][0]["variants"] = [dict(v), dict(v)]
+    assert any("unique" in p for p in manifest_problems(m, DEFAULT_BUNDLE))
+
+
+def test_validator_accepts_the_manifest_path_and_rejects_bad_json(tmp_path):
+    assert validate_bundle(DEFAULT_BUNDLE / "manifest.json")["name"] == "default"
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        validate_bundle(tmp_path)
+    with pytest.raises(BundleError, match="no manifest.json"):
+        validate_bundle(tmp_path / "elsewhere")
+
+
+def test_module_contract_check_catches_a_wrong_scale(tmp_path):
+    torch.jit.save(torch.jit.script(bicubic_variant(2)), str(tmp_path / "x4-bicubic.pt"))
+    m = valid_manifest()
+    m["ladders"] = [m["ladders"][0]]
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    validate_bundle(tmp_path)  # the manifest itself is fine
+    with pytest.raises(BundleError, match="module contract"):
+        validate_bundle(tmp_path, check_modules=True)
