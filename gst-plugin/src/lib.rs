@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: MPL-2.0
+//! GStreamer plugin `lightsrscale`: neural super-resolution of video through libtorch.
+//!
+//! * [`engine`]: bundle loading and TorchScript inference (no GStreamer types);
+//! * [`convert`]: video frames <-> RGB tensors (no GStreamer types);
+//! * the `lightsrscale` element: GStreamer glue around both.
+
+use gst::glib;
+
+pub mod convert;
+pub mod engine;
+mod lightsrscale;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    lightsrscale::register(plugin)
+}
+
+gst::plugin_define!(
+    lightsrscale,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

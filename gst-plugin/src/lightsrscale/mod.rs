@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The `lightsrscale` element: super-resolution upscaling with a TorchScript model ladder.
+
+use gst::{glib, prelude::*};
+
+mod caps;
+mod imp;
+
+glib::wrapper! {
+    pub struct LightSrScale(ObjectSubclass<imp::LightSrScale>)
+        @extends gst_video::VideoFilter, gst_base::BaseTransform, gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "lightsrscale",
+        gst::Rank::NONE,
+        LightSrScale::static_type(),
+    )
+}

@@ -1,0 +1,1575 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Deadline policy of `lightsrscale`: which ladder variant runs each frame, and when to drop.
+//!
+//! Pure logic: no GStreamer types and no clock reads. The element passes every time in:
+//! points in time as `u64` nanoseconds on one monotonic axis (running time of the pipeline
+//! clock in a live pipeline), spans as [`Duration`]. That keeps the policy deterministic and
+//! unit-testable with scripted cost traces.
+//!
+//! The ladder is indexed best / heaviest first (index 0) to lightest last, as in the bundle
+//! manifest. The policy never trusts that order for cost: a rung is "lighter" only if the
+//! [`CostModel`] measured it so, and a rung that measures costlier than a better rung
+//! ("dominated") is never a target.
+//!
+//! Per frame the element calls [`DeadlinePolicy::decide`] with the frame's [`FrameBudget`],
+//! runs (or drops) what it is told, then calls [`DeadlinePolicy::record`] with the measured
+//! cost. Upstream QoS events go to [`DeadlinePolicy::on_qos`].
+//!
+//! Behaviour:
+//! - **Down at once.** After a deadline miss, or when the active variant is predicted not to
+//!   fit, switch to the best variant measured cheaper and predicted to fit (several rungs if
+//!   needed). A miss also raises the machine-load estimate to the slowdown it revealed, so the
+//!   rungs below are predicted under the new load, not the old one.
+//! - **Up slowly.** Climb one (non-dominated) rung only after it has been predicted to fit with
+//!   `headroom` for `sustain`, and a probe frame run on it measured that headroom. Probes run at
+//!   most once per `probe_interval`. A climb that is followed by a miss doubles the sustain
+//!   period (up to 8x), so a rung at the edge does not oscillate.
+//! - **Drop** when even the cheapest allowed rung cannot make the deadline, when the frame is
+//!   already late, or when upstream QoS says it is (as `GstBaseTransform` does); every
+//!   `remeasure_after_drops` consecutive drops one frame runs anyway to re-measure the load.
+//! - **QoS proportion** above 1 (smoothed) shrinks the budget by that factor and blocks climbs.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+/// Costs kept per variant and frame size for the high percentile.
+const COST_WINDOW: usize = 32;
+/// EWMA weight of a new cost sample.
+const COST_ALPHA: f64 = 0.2;
+/// EWMA weight of a new machine-load sample.
+const LOAD_ALPHA: f64 = 0.2;
+/// EWMA weight of a new sample in a variant's intrinsic (load-free) cost: slow on purpose,
+/// so that a change common to all variants goes into the load estimate.
+const BASE_ALPHA: f64 = 0.02;
+/// Quantile used as the conservative cost prediction.
+const COST_QUANTILE: f64 = 0.95;
+/// Costs kept per variant for the reported p95.
+const STATS_WINDOW: usize = 256;
+/// EWMA weight of a new QoS proportion.
+const QOS_ALPHA: f64 = 0.25;
+/// Smoothed QoS proportion above which downstream asks for lower quality.
+const QOS_PRESSURE: f64 = 1.05;
+/// Largest multiplier of the sustain period after failed climbs.
+const MAX_CLIMB_BACKOFF: u32 = 8;
+/// Bounds of the machine-load estimate (1 = as fast as when first measured).
+const LOAD_RANGE: (f64, f64) = (0.05, 50.0);
+
+fn nanos(span: Duration) -> f64 {
+    span.as_nanos() as f64
+}
+
+fn span(nanos: f64) -> Duration {
+    if nanos >= u64::MAX as f64 {
+        Duration::MAX
+    } else {
+        Duration::from_nanos(nanos.max(0.0).round() as u64)
+    }
+}
+
+/// The `q` quantile (nearest rank) of `samples`; `None` when empty.
+fn quantile(samples: impl Iterator<Item = f64>, q: f64) -> Option<f64> {
+    let mut sorted: Vec<f64> = samples.collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn ewma(old: f64, sample: f64, alpha: f64) -> f64 {
+    old + alpha * (sample - old)
+}
+
+/// Negotiated input frame size; costs are kept per size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FrameSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl FrameSize {
+    pub fn new(width: u32, height: u32) -> Self {
+        Self { width, height }
+    }
+
+    fn pixels(self) -> f64 {
+        f64::from(self.width.max(1)) * f64::from(self.height.max(1))
+    }
+}
+
+/// Measured cost of one variant at one frame size. Samples are stored divided by the
+/// machine-load estimate at the time they were taken, so that each is rescaled by the load
+/// change since: a rung measured before a load spike is predicted slower after it.
+#[derive(Clone, Debug, Default)]
+struct VariantCost {
+    /// EWMA of load-normalised costs, ns; `None` until measured or extrapolated.
+    mean: Option<f64>,
+    /// Slow EWMA of load-normalised costs: the reference the load estimate is measured by.
+    base: f64,
+    /// Last load-normalised costs, ns.
+    window: VecDeque<f64>,
+    /// Guessed from another frame size, not measured at this one.
+    extrapolated: bool,
+}
+
+impl VariantCost {
+    /// Conservative cost under `load`: max(EWMA, p95) of the normalised costs, times `load`.
+    fn predicted(&self, load: f64) -> Option<f64> {
+        let mean = self.mean?;
+        let tail = quantile(self.window.iter().copied(), COST_QUANTILE).unwrap_or(mean);
+        Some(mean.max(tail) * load)
+    }
+
+    fn observe(&mut self, cost: f64, load: f64) {
+        if self.extrapolated {
+            *self = Self::default();
+        }
+        let normalised = cost / load;
+        match self.mean {
+            None => {
+                self.mean = Some(normalised);
+                self.base = normalised;
+            }
+            Some(mean) => {
+                self.mean = Some(ewma(mean, normalised, COST_ALPHA));
+                self.base = ewma(self.base, normalised, BASE_ALPHA);
+            }
+        }
+        self.window.push_back(normalised);
+        if self.window.len() > COST_WINDOW {
+            self.window.pop_front();
+        }
+    }
+
+    fn seed(samples: &[f64], load: f64) -> Self {
+        let median = quantile(samples.iter().copied(), 0.5).unwrap_or_default() / load;
+        let recent = samples.iter().rev().take(COST_WINDOW).rev();
+        Self {
+            mean: Some(median),
+            base: median,
+            window: recent.map(|c| c / load).collect(),
+            extrapolated: false,
+        }
+    }
+
+    fn scaled(&self, factor: f64) -> Self {
+        Self {
+            mean: self.mean.map(|m| m * factor),
+            base: self.base * factor,
+            window: self.window.iter().map(|c| c * factor).collect(),
+            extrapolated: true,
+        }
+    }
+}
+
+/// What a cost sample says about the machine load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// An ordinary frame (or a probe): averaged into the load estimate.
+    Routine,
+    /// The frame missed its deadline: the load is at least what this sample shows.
+    Missed,
+    /// A frame run only to re-measure after drops: the load is what this sample shows.
+    Remeasure,
+}
+
+/// Per-variant, per-frame-size cost model with a shared machine-load estimate.
+///
+/// Each measured cost updates the variant's EWMA and p95 window, and a load index (measured
+/// cost / the variant's intrinsic cost) shared by all variants. A variant that has not run
+/// lately is predicted as its last measurement times the load change since, so after a
+/// spike measured on one rung the others are predicted slower too.
+#[derive(Clone, Debug)]
+pub struct CostModel {
+    variants: usize,
+    size: FrameSize,
+    table: HashMap<FrameSize, Vec<VariantCost>>,
+    load: f64,
+}
+
+impl CostModel {
+    pub fn new(variants: usize, size: FrameSize) -> Self {
+        let mut table = HashMap::new();
+        table.insert(size, vec![VariantCost::default(); variants]);
+        Self {
+            variants,
+            size,
+            table,
+            load: 1.0,
+        }
+    }
+
+    pub fn variants(&self) -> usize {
+        self.variants
+    }
+
+    pub fn frame_size(&self) -> FrameSize {
+        self.size
+    }
+
+    /// Machine-load index: 1 = as fast as at the first measurement, 2 = twice as slow.
+    pub fn load(&self) -> f64 {
+        self.load
+    }
+
+    /// Re-keys the model on a new negotiated size. Costs of sizes seen before are kept; a new
+    /// size starts from the nearest known size scaled by the pixel ratio, marked extrapolated
+    /// (replaced by the first real measurement). Returns whether the size changed.
+    pub fn set_frame_size(&mut self, size: FrameSize) -> bool {
+        if size == self.size {
+            return false;
+        }
+        if !self.table.contains_key(&size) {
+            let prior = self.extrapolate_to(size);
+            self.table.insert(size, prior);
+        }
+        self.size = size;
+        true
+    }
+
+    fn extrapolate_to(&self, size: FrameSize) -> Vec<VariantCost> {
+        let nearest = self
+            .table
+            .iter()
+            .filter(|(_, costs)| costs.iter().any(|c| c.mean.is_some() && !c.extrapolated))
+            .min_by(|(a, _), (b, _)| {
+                let da = (a.pixels() / size.pixels()).ln().abs();
+                let db = (b.pixels() / size.pixels()).ln().abs();
+                da.total_cmp(&db)
+            });
+        match nearest {
+            Some((known, costs)) => {
+                let factor = size.pixels() / known.pixels();
+                costs.iter().map(|c| c.scaled(factor)).collect()
+            }
+            None => vec![VariantCost::default(); self.variants],
+        }
+    }
+
+    /// Replaces the variant's costs at the current size by warm-up measurements (taken
+    /// after the first, compiling runs). Empty `samples` leave it unmeasured.
+    pub fn seed(&mut self, variant: usize, samples: &[Duration]) {
+        let samples: Vec<f64> = samples.iter().map(|s| nanos(*s)).collect();
+        let seeded = if samples.is_empty() {
+            VariantCost::default()
+        } else {
+            VariantCost::seed(&samples, self.load)
+        };
+        if let Some(slot) = self.costs_mut().get_mut(variant) {
+            *slot = seeded;
+        }
+    }
+
+    /// Records one measured cost. A missed deadline raises the load estimate at once to the
+    /// slowdown this sample shows (a miss is evidence enough; averaging it away would cost a
+    /// second miss one rung lower); a deliberate re-measurement sets it outright.
+    pub fn observe(&mut self, variant: usize, cost: Duration, evidence: Evidence) {
+        let cost = nanos(cost);
+        let load = self.load;
+        let Some(entry) = self.costs().get(variant) else {
+            return;
+        };
+        if entry.mean.is_some() && !entry.extrapolated && entry.base > 0.0 {
+            let ratio = cost / entry.base;
+            let next = match evidence {
+                Evidence::Routine => ewma(load, ratio, LOAD_ALPHA),
+                Evidence::Missed => ewma(load, ratio, LOAD_ALPHA).max(ratio),
+                Evidence::Remeasure => ratio,
+            };
+            self.load = next.clamp(LOAD_RANGE.0, LOAD_RANGE.1);
+        }
+        let load = self.load;
+        self.costs_mut()[variant].observe(cost, load);
+    }
+
+    /// Conservative predicted cost of `variant` at the current size and load.
+    pub fn predicted(&self, variant: usize) -> Option<Duration> {
+        self.predicted_nanos(variant).map(span)
+    }
+
+    /// Whether `variant` has real measurements at the current size.
+    pub fn is_measured(&self, variant: usize) -> bool {
+        self.costs()
+            .get(variant)
+            .is_some_and(|c| c.mean.is_some() && !c.extrapolated)
+    }
+
+    fn predicted_nanos(&self, variant: usize) -> Option<f64> {
+        self.costs().get(variant)?.predicted(self.load)
+    }
+
+    fn costs(&self) -> &[VariantCost] {
+        &self.table[&self.size]
+    }
+
+    fn costs_mut(&mut self) -> &mut Vec<VariantCost> {
+        self.table
+            .get_mut(&self.size)
+            .expect("current size is always in the table")
+    }
+}
+
+/// Duration of one frame from a caps framerate; `None` for variable (0/1) or invalid rates.
+pub fn frame_duration(fps_n: i32, fps_d: i32) -> Option<Duration> {
+    if fps_n <= 0 || fps_d <= 0 {
+        return None;
+    }
+    let nanos = 1_000_000_000u128 * fps_d as u128 / fps_n as u128;
+    Some(Duration::from_nanos(nanos as u64))
+}
+
+/// Time one frame may take, before the policy's safety margin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameBudget {
+    /// Time left until the frame's deadline (zero: already late).
+    pub remaining: Duration,
+    /// The frame's running time, compared with upstream QoS's earliest time.
+    pub running_time: Option<u64>,
+}
+
+impl FrameBudget {
+    /// Live pipeline: the frame must leave by `running_time + latency` on the clock, and a
+    /// synchronous element cannot sustain more than one frame duration per frame (taking more
+    /// because latency allows it only builds a queue), so the budget is the smaller of both.
+    pub fn live(
+        running_time: u64,
+        latency: Duration,
+        now: u64,
+        frame_duration: Option<Duration>,
+    ) -> Self {
+        let deadline = running_time.saturating_add(latency.as_nanos() as u64);
+        let remaining = Duration::from_nanos(deadline.saturating_sub(now));
+        Self {
+            remaining: frame_duration.map_or(remaining, |d| remaining.min(d)),
+            running_time: Some(running_time),
+        }
+    }
+
+    /// Non-live pipeline: the frame duration (from caps, else the buffer's duration) keeps
+    /// the stream's rate.
+    pub fn non_live(frame_duration: Duration, running_time: Option<u64>) -> Self {
+        Self {
+            remaining: frame_duration,
+            running_time,
+        }
+    }
+
+    /// No known rate and not live: nothing to keep up with, so every variant fits.
+    pub fn unbounded(running_time: Option<u64>) -> Self {
+        Self {
+            remaining: Duration::MAX,
+            running_time,
+        }
+    }
+}
+
+/// Latency the element should answer in the LATENCY query: one frame duration (what a
+/// synchronous element may take per frame), else the worst predicted cost plus the margin.
+pub fn processing_latency(
+    frame_duration: Option<Duration>,
+    worst_predicted: Option<Duration>,
+    margin: Duration,
+) -> Duration {
+    frame_duration
+        .or_else(|| worst_predicted.map(|c| c + margin))
+        .unwrap_or_default()
+}
+
+/// Whether a latency change is worth a latency message: over 10% and over 1 ms.
+pub fn latency_changed_materially(old: Duration, new: Duration) -> bool {
+    let diff = old.abs_diff(new);
+    diff > Duration::from_millis(1) && nanos(diff) > 0.1 * nanos(old.max(new))
+}
+
+/// Why the policy decided what it did; `as_str` is the `reason` of the bus message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// First frame: best variant predicted to fit.
+    Initial,
+    /// The active variant still fits.
+    Steady,
+    /// A fixed variant is configured (or adaptation is off).
+    Fixed,
+    /// The active variant left the configured bounds.
+    Bounds,
+    /// The last frame missed its deadline.
+    DeadlineMissed,
+    /// The active variant is predicted not to fit.
+    PredictedMiss,
+    /// Fits the raw budget but not the budget shrunk by downstream QoS proportion.
+    QosProportion,
+    /// The next better variant fitted with headroom for the sustain period.
+    Headroom,
+    /// One frame on the next better variant to measure it.
+    Probe,
+    /// Dropping for a while: one frame runs to re-measure the load.
+    Remeasure,
+    /// The negotiated frame size changed.
+    SizeChanged,
+    /// The frame's deadline has already passed.
+    AlreadyLate,
+    /// Upstream QoS says the frame is late.
+    QosLate,
+    /// Even the cheapest allowed variant cannot make the deadline.
+    NothingFits,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Initial => "initial",
+            Reason::Steady => "steady",
+            Reason::Fixed => "fixed",
+            Reason::Bounds => "bounds",
+            Reason::DeadlineMissed => "deadline-missed",
+            Reason::PredictedMiss => "predicted-miss",
+            Reason::QosProportion => "qos-proportion",
+            Reason::Headroom => "headroom",
+            Reason::Probe => "probe",
+            Reason::Remeasure => "remeasure",
+            Reason::SizeChanged => "size-changed",
+            Reason::AlreadyLate => "already-late",
+            Reason::QosLate => "qos-late",
+            Reason::NothingFits => "nothing-fits",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A change of the active variant, for the `lightsrscale-variant` element message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VariantSwitch {
+    /// Previous active variant; `None` on the first frame.
+    pub from: Option<usize>,
+    pub to: usize,
+    pub reason: Reason,
+    /// Predicted cost of `to` at the time of the switch.
+    pub predicted_cost: Option<Duration>,
+    /// Effective budget (after margin and QoS proportion).
+    pub budget: Duration,
+}
+
+/// What to do with one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Variant to run (on a drop: the active variant).
+    pub variant: usize,
+    pub drop: bool,
+    /// A probe frame: `variant` is measured, the active variant does not change.
+    pub probe: bool,
+    pub reason: Reason,
+    pub predicted_cost: Option<Duration>,
+    /// Effective budget (after margin and QoS proportion).
+    pub budget: Duration,
+    /// Set when the active variant changed with this decision.
+    pub switch: Option<VariantSwitch>,
+}
+
+/// Policy settings; the element maps its properties onto these.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyConfig {
+    /// Adapt the variant to the deadline (`adaptive`); when off, run `best_variant`.
+    pub adaptive: bool,
+    /// A fixed variant (`variant=NAME`): disables adaptation.
+    pub fixed_variant: Option<usize>,
+    /// Best variant allowed (`max-variant`, smallest index).
+    pub best_variant: usize,
+    /// Lightest variant allowed (`min-variant`); `None`: the end of the ladder.
+    pub lightest_variant: Option<usize>,
+    /// Safety margin taken off every budget (`deadline-margin`).
+    pub margin: Duration,
+    /// A better variant must fit `headroom` times its predicted cost to be climbed to.
+    pub headroom: f64,
+    /// How long a better variant must fit with headroom before climbing.
+    pub sustain: Duration,
+    /// Smallest interval between two probe frames.
+    pub probe_interval: Duration,
+    /// After this many consecutive "nothing fits" drops, one frame runs to re-measure.
+    pub remeasure_after_drops: u32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            adaptive: true,
+            fixed_variant: None,
+            best_variant: 0,
+            lightest_variant: None,
+            margin: Duration::from_millis(2),
+            headroom: 1.25,
+            sustain: Duration::from_secs(2),
+            probe_interval: Duration::from_secs(1),
+            remeasure_after_drops: 12,
+        }
+    }
+}
+
+/// Live statistics of one variant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VariantStats {
+    /// Frames processed with it (probes included).
+    pub frames: u64,
+    pub mean_cost: Option<Duration>,
+    pub p95_cost: Option<Duration>,
+}
+
+/// Live statistics for the element's read-only properties.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PolicyStats {
+    pub active: Option<usize>,
+    pub per_variant: Vec<VariantStats>,
+    pub processed: u64,
+    pub dropped: u64,
+    pub switches: u64,
+    pub probes: u64,
+    pub misses: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct VariantTally {
+    frames: u64,
+    total_nanos: f64,
+    recent: VecDeque<f64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    variant: usize,
+    probe: bool,
+    remeasure: bool,
+    budget: Duration,
+}
+
+/// Climb (step-up) state for the rung above the active one.
+#[derive(Clone, Copy, Debug)]
+struct Climb {
+    /// Since when the next better rung has been predicted to fit with headroom.
+    fitting_since: Option<u64>,
+    /// A probe measured the next better rung within headroom.
+    probe_confirmed: bool,
+    last_probe: Option<u64>,
+    last_climb: Option<u64>,
+    backoff: u32,
+}
+
+impl Default for Climb {
+    fn default() -> Self {
+        Self {
+            fitting_since: None,
+            probe_confirmed: false,
+            last_probe: None,
+            last_climb: None,
+            backoff: 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Qos {
+    proportion: f64,
+    earliest: Option<u64>,
+}
+
+impl Default for Qos {
+    fn default() -> Self {
+        Self {
+            proportion: 1.0,
+            earliest: None,
+        }
+    }
+}
+
+enum Choice {
+    Run(usize, Reason),
+    Probe(usize),
+    Drop(usize, Reason),
+}
+
+/// Chooses per frame the best ladder variant that meets the deadline.
+#[derive(Clone, Debug)]
+pub struct DeadlinePolicy {
+    config: PolicyConfig,
+    costs: CostModel,
+    active: Option<usize>,
+    pending: Option<Pending>,
+    miss_pending: bool,
+    resized: bool,
+    climb: Climb,
+    qos: Qos,
+    consecutive_drops: u32,
+    tallies: Vec<VariantTally>,
+    stats: PolicyStats,
+}
+
+impl DeadlinePolicy {
+    /// A policy for a ladder of `variants` rungs (at least one) at frame size `size`.
+    pub fn new(variants: usize, size: FrameSize, config: PolicyConfig) -> Self {
+        let variants = variants.max(1);
+        Self {
+            config,
+            costs: CostModel::new(variants, size),
+            active: None,
+            pending: None,
+            miss_pending: false,
+            resized: false,
+            climb: Climb::default(),
+            qos: Qos::default(),
+            consecutive_drops: 0,
+            tallies: vec![VariantTally::default(); variants],
+            stats: PolicyStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// New settings (live property change); bounds are enforced on the next frame.
+    pub fn set_config(&mut self, config: PolicyConfig) {
+        self.config = config;
+    }
+
+    pub fn cost_model(&self) -> &CostModel {
+        &self.costs
+    }
+
+    /// Seeds a variant's cost at the current size with warm-up measurements.
+    pub fn seed(&mut self, variant: usize, samples: &[Duration]) {
+        self.costs.seed(variant, samples);
+    }
+
+    /// New negotiated size: costs are re-keyed, the variant is re-chosen on the next frame.
+    pub fn set_frame_size(&mut self, size: FrameSize) {
+        if self.costs.set_frame_size(size) {
+            self.resized = true;
+            self.climb = Climb {
+                backoff: self.climb.backoff,
+                ..Climb::default()
+            };
+        }
+    }
+
+    pub fn active_variant(&self) -> Option<usize> {
+        self.active
+    }
+
+    pub fn predicted_cost(&self, variant: usize) -> Option<Duration> {
+        self.costs.predicted(variant)
+    }
+
+    /// Smoothed downstream QoS proportion (1 = keeping up).
+    pub fn qos_proportion(&self) -> f64 {
+        self.qos.proportion
+    }
+
+    /// Upstream QoS event: `jitter_ns` > 0 means the buffer at running time `timestamp` was
+    /// that late at the sink. Frames up to the earliest time are dropped; the proportion is
+    /// smoothed into a long-term quality signal. As in `GstVideoDecoder`, a late report
+    /// pushes the earliest time one more jitter ahead, so the element catches up.
+    pub fn on_qos(&mut self, proportion: f64, jitter_ns: i64, timestamp: u64) {
+        if proportion.is_finite() && proportion > 0.0 {
+            self.qos.proportion = ewma(self.qos.proportion, proportion, QOS_ALPHA);
+        }
+        let jitter = jitter_ns.unsigned_abs();
+        self.qos.earliest = Some(if jitter_ns > 0 {
+            timestamp.saturating_add(jitter.saturating_mul(2))
+        } else {
+            timestamp.saturating_sub(jitter)
+        });
+    }
+
+    /// Forgets QoS state (flush, stop).
+    pub fn reset_qos(&mut self) {
+        self.qos = Qos::default();
+    }
+
+    /// The decision for the next frame. `now` is on the same axis as the frame running times.
+    pub fn decide(&mut self, now: u64, frame: FrameBudget) -> Decision {
+        self.pending = None;
+        let budget = self.effective_budget(frame.remaining);
+        let choice = if self.is_qos_late(frame) {
+            Choice::Drop(self.active.unwrap_or(0), Reason::QosLate)
+        } else if frame.remaining.is_zero() {
+            Choice::Drop(self.active.unwrap_or(0), Reason::AlreadyLate)
+        } else if let Some(fixed) = self.fixed_variant() {
+            Choice::Run(fixed, Reason::Fixed)
+        } else {
+            self.adaptive_choice(now, frame.remaining, budget)
+        };
+        self.apply(now, choice, budget)
+    }
+
+    /// Reports the measured cost of the frame last decided.
+    pub fn record(&mut self, variant: usize, cost: Duration, deadline_met: bool) {
+        if variant >= self.costs.variants() {
+            return;
+        }
+        let pending = self.pending.take().filter(|p| p.variant == variant);
+        let probe = pending.is_some_and(|p| p.probe);
+        let evidence = if pending.is_some_and(|p| p.remeasure) {
+            Evidence::Remeasure
+        } else if !deadline_met && !probe {
+            Evidence::Missed
+        } else {
+            Evidence::Routine
+        };
+        self.costs.observe(variant, cost, evidence);
+        self.tally(variant, cost);
+        self.consecutive_drops = 0;
+        if !deadline_met {
+            self.stats.misses += 1;
+        }
+        if probe {
+            let budget = pending.map_or(Duration::MAX, |p| p.budget);
+            let confirmed = deadline_met && nanos(cost) * self.config.headroom <= nanos(budget);
+            self.climb.probe_confirmed = confirmed;
+            if !confirmed {
+                self.climb.fitting_since = None;
+            }
+        } else if !deadline_met && Some(variant) == self.active {
+            self.miss_pending = true;
+        }
+    }
+
+    pub fn stats(&self) -> PolicyStats {
+        let mut stats = self.stats.clone();
+        stats.active = self.active;
+        stats.per_variant = self
+            .tallies
+            .iter()
+            .map(|t| VariantStats {
+                frames: t.frames,
+                mean_cost: (t.frames > 0).then(|| span(t.total_nanos / t.frames as f64)),
+                p95_cost: quantile(t.recent.iter().copied(), COST_QUANTILE).map(span),
+            })
+            .collect();
+        stats
+    }
+
+    fn tally(&mut self, variant: usize, cost: Duration) {
+        let tally = &mut self.tallies[variant];
+        tally.frames += 1;
+        tally.total_nanos += nanos(cost);
+        tally.recent.push_back(nanos(cost));
+        if tally.recent.len() > STATS_WINDOW {
+            tally.recent.pop_front();
+        }
+        self.stats.processed += 1;
+    }
+
+    fn effective_budget(&self, remaining: Duration) -> Duration {
+        let after_margin = remaining.saturating_sub(self.config.margin);
+        span(nanos(after_margin) / self.qos.proportion.max(1.0))
+    }
+
+    fn is_qos_late(&self, frame: FrameBudget) -> bool {
+        matches!((frame.running_time, self.qos.earliest), (Some(t), Some(e)) if t <= e)
+    }
+
+    fn under_qos_pressure(&self) -> bool {
+        self.qos.proportion > QOS_PRESSURE
+    }
+
+    /// Inclusive index range of allowed variants, best first.
+    fn bounds(&self) -> (usize, usize) {
+        let last = self.costs.variants() - 1;
+        let lightest = self.config.lightest_variant.unwrap_or(last).min(last);
+        (self.config.best_variant.min(lightest), lightest)
+    }
+
+    fn fixed_variant(&self) -> Option<usize> {
+        let last = self.costs.variants() - 1;
+        match self.config.fixed_variant {
+            Some(v) => Some(v.min(last)),
+            None if !self.config.adaptive => Some(self.bounds().0),
+            None => None,
+        }
+    }
+
+    fn predicted(&self, variant: usize) -> Option<f64> {
+        self.costs.predicted_nanos(variant)
+    }
+
+    fn fits(&self, variant: usize, budget: Duration, factor: f64) -> bool {
+        self.predicted(variant)
+            .is_some_and(|p| p * factor <= nanos(budget))
+    }
+
+    /// A variant measured costlier than a better variant: never worth running.
+    fn is_dominated(&self, variant: usize) -> bool {
+        let Some(cost) = self.predicted(variant) else {
+            return false;
+        };
+        let (best, _) = self.bounds();
+        (best..variant).any(|u| self.predicted(u).is_some_and(|p| p <= cost))
+    }
+
+    fn adaptive_choice(&mut self, now: u64, remaining: Duration, budget: Duration) -> Choice {
+        let (best, lightest) = self.bounds();
+        let current = match self.active {
+            Some(v) if !self.resized && (best..=lightest).contains(&v) => v,
+            Some(_) if !self.resized => return self.choose_fresh(budget, Reason::Bounds),
+            Some(_) => return self.choose_fresh(budget, Reason::SizeChanged),
+            None => return self.choose_fresh(budget, Reason::Initial),
+        };
+        if std::mem::take(&mut self.miss_pending) {
+            return self.step_down(current, budget, Reason::DeadlineMissed);
+        }
+        if self.predicted(current).is_some_and(|p| p > nanos(budget)) {
+            let raw = self.effective_budget_without_qos(remaining);
+            let reason = if self.fits(current, raw, 1.0) {
+                Reason::QosProportion
+            } else {
+                Reason::PredictedMiss
+            };
+            return self.step_down(current, budget, reason);
+        }
+        self.try_climb(now, current, budget)
+    }
+
+    fn effective_budget_without_qos(&self, remaining: Duration) -> Duration {
+        remaining.saturating_sub(self.config.margin)
+    }
+
+    /// Best variant with headroom, else best that fits, else the cheapest known, else the
+    /// lightest allowed (then probes climb from there).
+    fn choose_fresh(&mut self, budget: Duration, reason: Reason) -> Choice {
+        self.resized = false;
+        self.miss_pending = false;
+        let (best, lightest) = self.bounds();
+        let allowed = best..=lightest;
+        let with_headroom = allowed
+            .clone()
+            .find(|&v| self.fits(v, budget, self.config.headroom));
+        let fitting = || allowed.clone().find(|&v| self.fits(v, budget, 1.0));
+        let variant = with_headroom
+            .or_else(fitting)
+            .or_else(|| self.cheapest(allowed.clone()))
+            .unwrap_or(lightest);
+        Choice::Run(variant, reason)
+    }
+
+    fn cheapest(&self, candidates: impl Iterator<Item = usize>) -> Option<usize> {
+        candidates
+            .filter_map(|v| self.predicted(v).map(|p| (v, p)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(v, _)| v)
+    }
+
+    /// Best variant measured cheaper than `current` that fits; several rungs if needed.
+    fn step_down(&mut self, current: usize, budget: Duration, reason: Reason) -> Choice {
+        let (best, lightest) = self.bounds();
+        let current_cost = self.predicted(current).unwrap_or(f64::INFINITY);
+        let cheaper: Vec<usize> = (best..=lightest)
+            .filter(|&v| v != current && self.predicted(v).is_some_and(|p| p < current_cost))
+            .collect();
+        if let Some(&v) = cheaper.iter().find(|&&v| self.fits(v, budget, 1.0)) {
+            return Choice::Run(v, reason);
+        }
+        let fallback = self
+            .cheapest(cheaper.iter().copied().chain([current]))
+            .unwrap_or(current);
+        if self.fits(fallback, budget, 1.0) {
+            return Choice::Run(fallback, reason);
+        }
+        if self.consecutive_drops >= self.config.remeasure_after_drops {
+            return Choice::Run(fallback, Reason::Remeasure);
+        }
+        Choice::Drop(fallback, Reason::NothingFits)
+    }
+
+    /// The next better rung that is not dominated, within bounds.
+    fn next_better(&self, current: usize) -> Option<usize> {
+        let (best, _) = self.bounds();
+        (best..current).rev().find(|&v| !self.is_dominated(v))
+    }
+
+    fn try_climb(&mut self, now: u64, current: usize, budget: Duration) -> Choice {
+        let next = self.next_better(current);
+        let Some(up) = next.filter(|_| !self.under_qos_pressure()) else {
+            self.climb.fitting_since = None;
+            return Choice::Run(current, Reason::Steady);
+        };
+        let probe_due = self
+            .climb
+            .last_probe
+            .is_none_or(|t| now.saturating_sub(t) >= nanos(self.config.probe_interval) as u64);
+        if self.predicted(up).is_none() {
+            return if probe_due {
+                Choice::Probe(up)
+            } else {
+                Choice::Run(current, Reason::Steady)
+            };
+        }
+        if !self.fits(up, budget, self.config.headroom) {
+            self.climb.fitting_since = None;
+            self.climb.probe_confirmed = false;
+            return Choice::Run(current, Reason::Steady);
+        }
+        let since = *self.climb.fitting_since.get_or_insert(now);
+        let sustain = nanos(self.config.sustain) as u64 * u64::from(self.climb.backoff);
+        if self.climb.probe_confirmed && now.saturating_sub(since) >= sustain {
+            Choice::Run(up, Reason::Headroom)
+        } else if probe_due {
+            Choice::Probe(up)
+        } else {
+            Choice::Run(current, Reason::Steady)
+        }
+    }
+
+    fn apply(&mut self, now: u64, choice: Choice, budget: Duration) -> Decision {
+        let (variant, drop, probe, reason) = match choice {
+            Choice::Run(v, r) => (v, false, false, r),
+            Choice::Probe(v) => (v, false, true, Reason::Probe),
+            Choice::Drop(v, r) => (v, true, false, r),
+        };
+        self.track_drops(drop, reason);
+        if probe {
+            self.climb.last_probe = Some(now);
+            self.stats.probes += 1;
+        }
+        let switch = if probe || matches!(reason, Reason::QosLate | Reason::AlreadyLate) {
+            None
+        } else {
+            self.switch_to(now, variant, reason, budget)
+        };
+        if !drop {
+            self.pending = Some(Pending {
+                variant,
+                probe,
+                remeasure: reason == Reason::Remeasure,
+                budget,
+            });
+        }
+        Decision {
+            variant,
+            drop,
+            probe,
+            reason,
+            predicted_cost: self.costs.predicted(variant),
+            budget,
+            switch,
+        }
+    }
+
+    fn track_drops(&mut self, drop: bool, reason: Reason) {
+        if drop {
+            self.stats.dropped += 1;
+            if reason == Reason::NothingFits {
+                self.consecutive_drops += 1;
+            }
+        }
+    }
+
+    fn switch_to(
+        &mut self,
+        now: u64,
+        variant: usize,
+        reason: Reason,
+        budget: Duration,
+    ) -> Option<VariantSwitch> {
+        self.relax_backoff(now);
+        let from = self.active;
+        if from == Some(variant) {
+            return None;
+        }
+        self.active = Some(variant);
+        self.climb.fitting_since = None;
+        self.climb.probe_confirmed = false;
+        let fell_back = matches!(
+            reason,
+            Reason::DeadlineMissed | Reason::PredictedMiss | Reason::QosProportion
+        );
+        if reason == Reason::Headroom {
+            self.climb.last_climb = Some(now);
+        } else if fell_back && self.climb.last_climb.is_some() {
+            // Fell back soon after a climb: that rung is at the edge, wait longer next time.
+            self.climb.backoff = (self.climb.backoff * 2).min(MAX_CLIMB_BACKOFF);
+            self.climb.last_climb = None;
+        }
+        if from.is_some() {
+            self.stats.switches += 1;
+        }
+        Some(VariantSwitch {
+            from,
+            to: variant,
+            reason,
+            predicted_cost: self.costs.predicted(variant),
+            budget,
+        })
+    }
+
+    /// A climb that held for a whole sustain period succeeded: back to the normal period.
+    fn relax_backoff(&mut self, now: u64) {
+        let sustain = nanos(self.config.sustain) as u64 * u64::from(self.climb.backoff);
+        if let Some(at) = self.climb.last_climb
+            && now.saturating_sub(at) >= sustain
+        {
+            self.climb.last_climb = None;
+            self.climb.backoff = 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    const MS: u64 = 1_000_000;
+    const PERIOD: Duration = Duration::from_millis(40);
+    const SMALL: FrameSize = FrameSize {
+        width: 320,
+        height: 180,
+    };
+    /// Per-variant costs (ms) of the test ladder at `SMALL` and load 1, best first.
+    const LADDER: [f64; 3] = [30.0, 18.0, 6.0];
+
+    fn ms(value: f64) -> Duration {
+        Duration::from_secs_f64(value / 1000.0)
+    }
+
+    fn frames_in(span: Duration) -> usize {
+        (span.as_nanos() / PERIOD.as_nanos()) as usize
+    }
+
+    /// Deterministic uniform noise in [-1, 1] (64-bit LCG).
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct Frame {
+        decision: Decision,
+        met: bool,
+    }
+
+    /// Non-live simulation: frame i at time i x 40 ms with a one-frame budget; the cost
+    /// function gives the frame's cost in ms; the deadline is met when cost <= 40 ms.
+    struct Sim {
+        policy: DeadlinePolicy,
+        frames: Vec<Frame>,
+    }
+
+    impl Sim {
+        fn new(seeds_ms: &[Option<f64>], config: PolicyConfig) -> Self {
+            let mut policy = DeadlinePolicy::new(seeds_ms.len(), SMALL, config);
+            for (variant, seed) in seeds_ms.iter().enumerate() {
+                if let Some(cost) = seed {
+                    policy.seed(variant, &[ms(*cost); 5]);
+                }
+            }
+            Self {
+                policy,
+                frames: Vec::new(),
+            }
+        }
+
+        fn seeded(costs_ms: &[f64], config: PolicyConfig) -> Self {
+            let seeds: Vec<Option<f64>> = costs_ms.iter().map(|c| Some(*c)).collect();
+            Self::new(&seeds, config)
+        }
+
+        fn now(&self) -> u64 {
+            self.frames.len() as u64 * 40 * MS
+        }
+
+        fn run(&mut self, count: usize, mut cost_ms: impl FnMut(usize, usize) -> f64) {
+            for _ in 0..count {
+                let index = self.frames.len();
+                let now = self.now();
+                let decision = self
+                    .policy
+                    .decide(now, FrameBudget::non_live(PERIOD, Some(now)));
+                let mut met = false;
+                if !decision.drop {
+                    let cost = ms(cost_ms(index, decision.variant));
+                    met = cost <= PERIOD;
+                    self.policy.record(decision.variant, cost, met);
+                }
+                self.frames.push(Frame { decision, met });
+            }
+        }
+
+        fn from(&self, start: usize) -> &[Frame] {
+            &self.frames[start..]
+        }
+
+        fn processed_on(&self, variant: usize) -> usize {
+            let on = |f: &&Frame| !f.decision.drop && f.decision.variant == variant;
+            self.frames.iter().filter(on).count()
+        }
+    }
+
+    fn misses(frames: &[Frame]) -> usize {
+        frames.iter().filter(|f| !f.decision.drop && !f.met).count()
+    }
+
+    /// Switches of the active variant, the first frame's choice excluded.
+    fn switches(frames: &[Frame]) -> Vec<(usize, VariantSwitch)> {
+        let switch = |(i, f): (usize, &Frame)| f.decision.switch.map(|s| (i, s));
+        let all = frames.iter().enumerate().filter_map(switch);
+        all.filter(|(_, s)| s.from.is_some()).collect()
+    }
+
+    fn probes(frames: &[Frame]) -> Vec<usize> {
+        let probe = |(i, f): (usize, &Frame)| f.decision.probe.then_some(i);
+        frames.iter().enumerate().filter_map(probe).collect()
+    }
+
+    fn loaded(load: f64) -> impl Fn(usize, usize) -> f64 {
+        move |_, variant| LADDER[variant] * load
+    }
+
+    #[test]
+    fn quantile_is_nearest_rank() {
+        let samples = (10..30).map(f64::from);
+        assert_eq!(quantile(samples.clone(), 0.95), Some(28.0));
+        assert_eq!(quantile(samples, 0.5), Some(19.0));
+        assert_eq!(quantile(std::iter::empty(), 0.95), None);
+        assert_eq!(quantile([7.0].into_iter(), 0.95), Some(7.0));
+    }
+
+    #[test]
+    fn cost_model_tracks_ewma_and_p95() {
+        let mut model = CostModel::new(2, SMALL);
+        assert_eq!(model.predicted(0), None);
+        model.seed(0, &[ms(10.0), ms(10.0), ms(10.0)]);
+        assert!(model.is_measured(0));
+        assert!(!model.is_measured(1));
+        assert_eq!(model.predicted(0), Some(ms(10.0)));
+        // One sample at twice the intrinsic cost: load 1 -> 1.2; normalised 20 / 1.2 becomes
+        // the p95 of the window, predicted under the current load.
+        model.observe(0, ms(20.0), Evidence::Routine);
+        assert!((model.load() - 1.2).abs() < 1e-9);
+        let expected = 20.0;
+        let predicted = model.predicted(0).unwrap().as_secs_f64() * 1000.0;
+        assert!((predicted - expected).abs() < 1e-3, "{predicted} vs {expected}");
+    }
+
+    #[test]
+    fn a_miss_sets_the_load_to_the_slowdown_it_shows() {
+        let mut model = CostModel::new(2, SMALL);
+        model.seed(0, &[ms(10.0); 4]);
+        model.seed(1, &[ms(4.0); 4]);
+        model.observe(0, ms(30.0), Evidence::Missed);
+        assert!((model.load() - 3.0).abs() < 1e-9);
+        // The rung that did not run is predicted three times slower too.
+        assert_eq!(model.predicted(1), Some(ms(12.0)));
+        model.observe(1, ms(4.0), Evidence::Remeasure);
+        assert!((model.load() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn budget_helpers() {
+        assert_eq!(frame_duration(25, 1), Some(PERIOD));
+        assert_eq!(frame_duration(30000, 1001), Some(Duration::from_nanos(33_366_666)));
+        assert_eq!(frame_duration(0, 1), None);
+        assert_eq!(frame_duration(25, 0), None);
+        // Running time 1 s, latency 100 ms, now 1.07 s: 30 ms left.
+        let live = FrameBudget::live(1000 * MS, ms(100.0), 1070 * MS, None);
+        assert_eq!(live.remaining, ms(30.0));
+        assert_eq!(live.running_time, Some(1000 * MS));
+        // Latency beyond one frame duration is not sustainable throughput.
+        let capped = FrameBudget::live(1000 * MS, ms(100.0), 1000 * MS, Some(PERIOD));
+        assert_eq!(capped.remaining, PERIOD);
+        let late = FrameBudget::live(1000 * MS, ms(100.0), 1200 * MS, Some(PERIOD));
+        assert!(late.remaining.is_zero());
+        assert_eq!(FrameBudget::non_live(PERIOD, None).remaining, PERIOD);
+        assert_eq!(processing_latency(Some(PERIOD), Some(ms(90.0)), ms(2.0)), PERIOD);
+        assert_eq!(processing_latency(None, Some(ms(90.0)), ms(2.0)), ms(92.0));
+        assert!(!latency_changed_materially(PERIOD, ms(41.0)));
+        assert!(!latency_changed_materially(ms(5.0), ms(5.9)));
+        assert!(latency_changed_materially(PERIOD, ms(50.0)));
+    }
+
+    #[test]
+    fn margin_and_qos_proportion_shrink_the_budget() {
+        let mut policy = DeadlinePolicy::new(1, SMALL, PolicyConfig::default());
+        let decision = policy.decide(0, FrameBudget::non_live(PERIOD, Some(0)));
+        assert_eq!(decision.budget, ms(38.0));
+        for _ in 0..40 {
+            policy.on_qos(2.0, -(MS as i64), 0);
+        }
+        let decision = policy.decide(40 * MS, FrameBudget::non_live(PERIOD, Some(40 * MS)));
+        assert!((decision.budget.as_secs_f64() * 1000.0 - 19.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn sudden_load_spike_steps_down_at_once() {
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        sim.run(100, loaded(1.0));
+        assert_eq!(sim.processed_on(0), 100);
+        assert!(switches(&sim.frames).is_empty());
+        sim.run(100, loaded(2.0));
+        // One miss on the heavy rung, then the rung that fits twice the load.
+        assert!(!sim.frames[100].met);
+        let after = sim.frames[101].decision;
+        assert_eq!(after.variant, 1);
+        assert_eq!(after.reason, Reason::DeadlineMissed);
+        let switch = after.switch.expect("a switch event");
+        assert_eq!((switch.from, switch.to), (Some(0), 1));
+        assert_eq!(misses(sim.from(100)), 1);
+        // 60 ms on the heavy rung never fits: it is not even probed.
+        assert!(sim.from(101).iter().all(|f| f.decision.variant == 1));
+    }
+
+    #[test]
+    fn climbs_back_after_the_load_goes_away() {
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        sim.run(100, loaded(1.0));
+        sim.run(100, loaded(2.0));
+        sim.run(300, loaded(1.0));
+        let ups: Vec<_> = switches(sim.from(200))
+            .into_iter()
+            .filter(|(_, s)| s.reason == Reason::Headroom)
+            .collect();
+        assert_eq!(ups.len(), 1, "{ups:?}");
+        let (at, up) = ups[0];
+        assert_eq!((up.from, up.to), (Some(1), 0));
+        let sustain = frames_in(PolicyConfig::default().sustain);
+        assert!(at >= sustain && at <= 2 * sustain, "climbed after {at} frames");
+        // Probed in between, never more often than the probe interval.
+        let probed = probes(&sim.frames[200..200 + at]);
+        assert!(!probed.is_empty());
+        let interval = frames_in(PolicyConfig::default().probe_interval);
+        assert!(probed.windows(2).all(|w| w[1] - w[0] >= interval));
+        assert_eq!(misses(sim.from(200)), 0);
+        assert!(sim.from(200 + at).iter().all(|f| f.decision.variant == 0));
+    }
+
+    #[test]
+    fn slow_drift_steps_down_before_missing() {
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        sim.run(1000, |i, v| LADDER[v] * (1.0 + 1.2 * i as f64 / 1000.0));
+        assert_eq!(misses(&sim.frames), 0);
+        let moves = switches(&sim.frames);
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        assert!(moves.iter().all(|(_, s)| s.reason == Reason::PredictedMiss));
+        assert!(moves.iter().all(|(_, s)| s.to > s.from.unwrap()));
+        assert_eq!(sim.policy.active_variant(), Some(2));
+    }
+
+    #[test]
+    fn noisy_costs_at_the_edge_do_not_oscillate() {
+        // Heavy rung 34 ms +-20%: about 6% of its frames would miss 40 ms.
+        let mut noise = Noise(7);
+        let mut sim = Sim::seeded(&[34.0, 20.0, 6.0], PolicyConfig::default());
+        sim.run(2000, |_, v| [34.0, 20.0, 6.0][v] * (1.0 + 0.2 * noise.next()));
+        let moves = switches(&sim.frames);
+        assert!(moves.len() <= 1, "{moves:?}");
+        assert!(misses(&sim.frames) <= 2, "{} misses", misses(&sim.frames));
+        assert_eq!(sim.policy.active_variant(), Some(1));
+    }
+
+    #[test]
+    fn noisy_costs_that_fit_stay_on_the_best_rung() {
+        let mut noise = Noise(11);
+        let mut sim = Sim::seeded(&[32.0, 20.0, 6.0], PolicyConfig::default());
+        sim.run(2000, |_, v| [32.0, 20.0, 6.0][v] * (1.0 + 0.15 * noise.next()));
+        assert!(switches(&sim.frames).is_empty());
+        assert_eq!(misses(&sim.frames), 0);
+        assert_eq!(sim.processed_on(0), 2000);
+    }
+
+    #[test]
+    fn load_changes_every_six_seconds_cost_one_switch_each() {
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        let flips = 2000 / 150;
+        sim.run(2000, |i, v| {
+            let load = if (i / 150) % 2 == 1 { 1.4 } else { 1.0 };
+            LADDER[v] * load
+        });
+        let moves = switches(&sim.frames);
+        assert!(moves.len() <= flips, "{} switches", moves.len());
+        assert!(moves.len() >= flips - 2, "{} switches: not following", moves.len());
+        assert!(misses(&sim.frames) <= flips / 2 + 1);
+    }
+
+    #[test]
+    fn failed_climbs_back_off() {
+        // The heavy rung is fast for 10 frames, then slow (e.g. thermal): every climb fails.
+        let run = Cell::new(0);
+        let mut sim = Sim::seeded(&[28.0, 18.0, 6.0], PolicyConfig::default());
+        sim.run(3000, |_, v| {
+            run.set(if v == 0 { run.get() + 1 } else { 0 });
+            if v == 0 && run.get() > 10 { 42.0 } else { [28.0, 18.0, 6.0][v] }
+        });
+        let climbs: Vec<usize> = switches(&sim.frames)
+            .into_iter()
+            .filter(|(_, s)| s.reason == Reason::Headroom)
+            .map(|(i, _)| i)
+            .collect();
+        let gaps: Vec<usize> = climbs.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.windows(2).all(|g| g[1] + 5 >= g[0]), "{gaps:?}");
+        let sustain = frames_in(PolicyConfig::default().sustain);
+        assert!(gaps.last().is_some_and(|&g| g >= 4 * sustain), "{gaps:?}");
+        assert!(climbs.len() <= 3000 / (2 * sustain), "{} climbs", climbs.len());
+    }
+
+    #[test]
+    fn resolution_change_rechooses_without_a_miss() {
+        let pixels = Cell::new(1.0);
+        let cost = |_: usize, v: usize| LADDER[v] * pixels.get();
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        sim.run(50, cost);
+        sim.policy.set_frame_size(FrameSize::new(640, 360));
+        pixels.set(4.0);
+        assert!(!sim.policy.cost_model().is_measured(2));
+        sim.run(100, cost);
+        let first = sim.frames[50].decision;
+        assert_eq!((first.variant, first.reason), (2, Reason::SizeChanged));
+        assert_eq!(misses(sim.from(50)), 0);
+        assert!(sim.policy.cost_model().is_measured(2));
+        // Back to the first size: its measured costs are still there.
+        sim.policy.set_frame_size(SMALL);
+        pixels.set(1.0);
+        sim.run(50, cost);
+        let back = sim.frames[150].decision;
+        assert_eq!((back.variant, back.reason), (0, Reason::SizeChanged));
+        assert_eq!(misses(sim.from(150)), 0);
+    }
+
+    #[test]
+    fn fixed_variant_never_adapts() {
+        let config = PolicyConfig {
+            fixed_variant: Some(0),
+            ..PolicyConfig::default()
+        };
+        let mut sim = Sim::seeded(&LADDER, config);
+        sim.run(200, loaded(2.0));
+        assert_eq!(sim.processed_on(0), 200);
+        assert!(sim.frames.iter().all(|f| f.decision.reason == Reason::Fixed));
+        assert_eq!(misses(&sim.frames), 200);
+        assert!(switches(&sim.frames).is_empty());
+        let stats = sim.policy.stats();
+        assert_eq!((stats.dropped, stats.misses), (0, 200));
+    }
+
+    #[test]
+    fn adaptive_off_runs_the_best_allowed_variant() {
+        let config = PolicyConfig {
+            adaptive: false,
+            best_variant: 1,
+            ..PolicyConfig::default()
+        };
+        let mut sim = Sim::seeded(&LADDER, config);
+        sim.run(100, loaded(3.0));
+        assert_eq!(sim.processed_on(1), 100);
+    }
+
+    #[test]
+    fn bounds_are_honoured() {
+        let light_only = PolicyConfig {
+            best_variant: 1,
+            ..PolicyConfig::default()
+        };
+        let mut sim = Sim::seeded(&LADDER, light_only);
+        sim.run(300, loaded(0.5));
+        assert_eq!(sim.processed_on(1), 300, "variant 0 is out of bounds");
+
+        let no_lightest = PolicyConfig {
+            lightest_variant: Some(1),
+            ..PolicyConfig::default()
+        };
+        let mut sim = Sim::seeded(&LADDER, no_lightest.clone());
+        sim.run(100, loaded(3.0));
+        assert_eq!(sim.processed_on(2), 0, "variant 2 is out of bounds");
+        assert!(sim.policy.stats().dropped > 50);
+
+        // Narrowing the bounds at run time moves the active variant on the next frame.
+        sim.policy.set_config(PolicyConfig {
+            best_variant: 2,
+            lightest_variant: None,
+            ..no_lightest
+        });
+        sim.run(1, loaded(1.0));
+        let decision = sim.frames[100].decision;
+        assert_eq!((decision.variant, decision.reason), (2, Reason::Bounds));
+        assert!(decision.switch.is_some());
+    }
+
+    #[test]
+    fn drops_when_nothing_fits_and_recovers() {
+        let config = PolicyConfig::default();
+        let every = config.remeasure_after_drops as usize + 1;
+        let mut sim = Sim::seeded(&LADDER, config);
+        sim.run(20, loaded(1.0));
+        sim.run(300, loaded(8.0)); // even the lightest rung takes 48 ms
+        let overloaded = &sim.frames[40..320];
+        let dropped = overloaded.iter().filter(|f| f.decision.drop).count();
+        assert!(dropped >= overloaded.len() * (every - 1) / every - 1, "{dropped}");
+        assert!(overloaded.iter().all(|f| f.decision.variant == 2));
+        let remeasured: Vec<usize> = (40..320)
+            .filter(|&i| sim.frames[i].decision.reason == Reason::Remeasure)
+            .collect();
+        assert!(remeasured.windows(2).all(|w| w[1] - w[0] == every), "{remeasured:?}");
+        assert!(overloaded.iter().filter(|f| f.decision.drop).all(|f| f.decision.reason == Reason::NothingFits));
+        // Load gone: the next re-measurement resumes processing, then it climbs to the top.
+        sim.run(400, loaded(1.0));
+        let resumed = sim.from(320).iter().position(|f| !f.decision.drop).unwrap();
+        assert!(resumed <= every);
+        let tail = &sim.frames[320 + every + 1..];
+        let late_drops = tail.iter().filter(|f| f.decision.drop).count();
+        assert_eq!(late_drops, 0);
+        assert_eq!(sim.policy.active_variant(), Some(0));
+        assert_eq!(misses(sim.from(320)), 0);
+    }
+
+    #[test]
+    fn qos_proportion_reduces_quality_and_blocks_climbs() {
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        sim.run(10, loaded(1.0));
+        for _ in 0..200 {
+            let now = sim.now();
+            sim.policy.on_qos(1.6, -5 * MS as i64, now.saturating_sub(40 * MS));
+            sim.run(1, loaded(1.0));
+        }
+        let moves = switches(&sim.frames);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert_eq!(moves[0].1.reason, Reason::QosProportion);
+        assert_eq!(moves[0].1.to, 1);
+        assert!(sim.from(moves[0].0).iter().all(|f| f.decision.variant == 1));
+        assert!(sim.frames.iter().all(|f| !f.decision.drop));
+        // Downstream keeps up again: climbs back.
+        for _ in 0..200 {
+            let now = sim.now();
+            sim.policy.on_qos(0.9, -5 * MS as i64, now.saturating_sub(40 * MS));
+            sim.run(1, loaded(1.0));
+        }
+        assert_eq!(sim.policy.active_variant(), Some(0));
+    }
+
+    #[test]
+    fn qos_late_frames_are_dropped_without_switching() {
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        sim.run(10, loaded(1.0));
+        // The sink saw frame 9 (running time 360 ms) 20 ms late: earliest = 360 + 2 x 20.
+        sim.policy.on_qos(1.0, 20 * MS as i64, 360 * MS);
+        sim.run(3, loaded(1.0));
+        let late: Vec<Reason> = sim.from(10).iter().map(|f| f.decision.reason).collect();
+        assert_eq!(late, [Reason::QosLate, Reason::Steady, Reason::Steady]);
+        assert!(sim.frames[10].decision.drop && sim.frames[10].decision.switch.is_none());
+        assert_eq!(sim.policy.active_variant(), Some(0));
+        assert_eq!(sim.policy.stats().dropped, 1);
+    }
+
+    #[test]
+    fn a_failed_probe_does_not_climb() {
+        // The heavy rung was not warmed up; it really takes 36 ms: fits, but without headroom.
+        let mut sim = Sim::new(&[None, Some(18.0), Some(6.0)], PolicyConfig::default());
+        sim.run(500, |_, v| [36.0, 18.0, 6.0][v]);
+        assert_eq!(probes(&sim.frames), [1]);
+        assert_eq!(sim.frames[1].decision.variant, 0);
+        assert!(switches(&sim.frames).is_empty());
+        assert_eq!(sim.processed_on(0), 1);
+        assert_eq!(sim.policy.active_variant(), Some(1));
+    }
+
+    #[test]
+    fn a_confirmed_probe_climbs_after_the_sustain_period() {
+        let mut sim = Sim::new(&[None, Some(18.0), Some(6.0)], PolicyConfig::default());
+        sim.run(200, |_, v| [24.0, 18.0, 6.0][v]);
+        let config = PolicyConfig::default();
+        let probed = probes(&sim.frames);
+        let interval = frames_in(config.probe_interval);
+        assert_eq!(probed[0], 1);
+        assert!(probed.windows(2).all(|w| w[1] - w[0] >= interval), "{probed:?}");
+        // Fitting since frame 2 (after the first probe measured it).
+        let ups = switches(&sim.frames);
+        assert_eq!(ups.len(), 1);
+        assert_eq!(ups[0].0, 2 + frames_in(config.sustain));
+        assert_eq!(ups[0].1.reason, Reason::Headroom);
+        assert!(probed.iter().all(|&p| p < ups[0].0));
+    }
+
+    #[test]
+    fn a_better_rung_that_measures_cheaper_dominates() {
+        // Manifest order says 1 is better than 2 and worse than 0, but 1 is the costliest.
+        let costs = [12.0, 30.0, 6.0];
+        let mut sim = Sim::seeded(&costs, PolicyConfig::default());
+        sim.run(50, |_, v| costs[v]);
+        sim.run(100, |_, v| costs[v] * 4.0);
+        sim.run(300, |_, v| costs[v]);
+        assert_eq!(sim.frames[51].decision.variant, 2);
+        assert_eq!(sim.processed_on(1), 0);
+        assert_eq!(sim.policy.active_variant(), Some(0));
+    }
+
+    #[test]
+    fn stats_match_what_ran() {
+        let mut noise = Noise(3);
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        sim.run(100, |_, v| LADDER[v] * (1.0 + 0.1 * noise.next()));
+        sim.run(100, |_, v| LADDER[v] * 8.0);
+        let stats = sim.policy.stats();
+        for (variant, per) in stats.per_variant.iter().enumerate() {
+            assert_eq!(per.frames as usize, sim.processed_on(variant));
+        }
+        let dropped = sim.frames.iter().filter(|f| f.decision.drop).count();
+        assert_eq!(stats.dropped as usize, dropped);
+        assert_eq!(stats.processed as usize, sim.frames.len() - dropped);
+        assert_eq!(stats.switches as usize, switches(&sim.frames).len());
+        assert_eq!(stats.misses as usize, misses(&sim.frames));
+        let heavy = &stats.per_variant[0];
+        let mean = heavy.mean_cost.unwrap().as_secs_f64() * 1000.0;
+        assert!((mean - 30.0).abs() < 1.0, "{mean}");
+        assert!(heavy.p95_cost.unwrap() >= heavy.mean_cost.unwrap());
+        assert!(heavy.p95_cost.unwrap() > ms(30.0 * 8.0 - 1.0), "p95 includes the spike");
+    }
+
+    /// Live simulation: frame i arrives at running time i x 40 ms, frames queue behind a
+    /// slow one, the sink renders at running time + latency. Returns the on-time share.
+    fn live_on_time_share(config: PolicyConfig, load: impl Fn(usize) -> f64) -> f64 {
+        let mut policy = DeadlinePolicy::new(3, SMALL, config);
+        for (variant, cost) in LADDER.iter().enumerate() {
+            policy.seed(variant, &[ms(*cost); 5]);
+        }
+        let latency = PERIOD;
+        let (mut finish, mut on_time) = (0u64, 0usize);
+        let count = 2000;
+        for i in 0..count {
+            let running_time = i as u64 * 40 * MS;
+            let now = finish.max(running_time);
+            let budget = FrameBudget::live(running_time, latency, now, Some(PERIOD));
+            let decision = policy.decide(now, budget);
+            if decision.drop {
+                continue;
+            }
+            let cost = ms(LADDER[decision.variant] * load(i));
+            finish = now + cost.as_nanos() as u64;
+            let met = finish <= running_time + latency.as_nanos() as u64;
+            policy.record(decision.variant, cost, met);
+            on_time += usize::from(met);
+        }
+        on_time as f64 / count as f64
+    }
+
+    #[test]
+    fn live_adaptation_keeps_frames_on_time_where_a_fixed_rung_cannot() {
+        let spike = |i: usize| if (500..1500).contains(&i) { 2.0 } else { 1.0 };
+        let adaptive = live_on_time_share(PolicyConfig::default(), spike);
+        let fixed_heavy = PolicyConfig {
+            fixed_variant: Some(0),
+            ..PolicyConfig::default()
+        };
+        let fixed = live_on_time_share(fixed_heavy, spike);
+        assert!(adaptive >= 0.99, "adaptive on time: {adaptive}");
+        assert!(fixed < 0.8, "fixed heavy on time: {fixed}");
+    }
+}

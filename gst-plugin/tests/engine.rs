@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Engine tests: bundle loading, validation errors, the shared cache and forward contracts.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{bicubic_reference, bytes, fixture, gradient, max_diff, nearest_reference};
+use gstlightsrscale::engine::{Bundle, BundleSource, EngineError, load_shared};
+use tch::{Device, Kind, Tensor};
+
+fn load(name: &str) -> Result<Bundle, EngineError> {
+    let source = BundleSource::from_model_property(fixture(name).to_str().unwrap())?;
+    Bundle::load(&source, Device::Cpu)
+}
+
+fn load_error(name: &str) -> String {
+    load(name).unwrap_err().to_string()
+}
+
+#[test]
+fn embedded_default_is_an_exact_bicubic_x4_and_x2_ladder() {
+    let bundle = Bundle::load(&BundleSource::Embedded, Device::Cpu).unwrap();
+    assert_eq!(bundle.scales(), [4, 2]);
+    let input = gradient(9, 13);
+    for scale in [4, 2] {
+        let variant = &bundle.ladder(scale).unwrap().variants[0];
+        let out = variant.upscale(&input).unwrap();
+        assert_eq!(out.size(), [1, 9 * scale as i64, 13 * scale as i64, 3]);
+        let diff = max_diff(
+            &bytes(&out),
+            &bytes(&bicubic_reference(&input, scale as i64)),
+        );
+        assert!(diff <= 1, "x{scale}: differs from torch bicubic by {diff}");
+    }
+}
+
+#[test]
+fn directory_and_its_manifest_name_the_same_bundle() {
+    let dir = fixture("bicubic");
+    let a = BundleSource::from_model_property(dir.to_str().unwrap()).unwrap();
+    let b = BundleSource::from_model_property(dir.join("manifest.json").to_str().unwrap()).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        BundleSource::from_model_property("").unwrap(),
+        BundleSource::Embedded
+    );
+}
+
+#[test]
+fn one_loaded_copy_is_shared_per_bundle_and_device() {
+    let source = BundleSource::from_model_property(fixture("ladder").to_str().unwrap()).unwrap();
+    let first = load_shared(&source, Device::Cpu).unwrap();
+    let second = load_shared(&source, Device::Cpu).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &second),
+        "two loads of one bundle must share one copy"
+    );
+    let other = load_shared(&BundleSource::Embedded, Device::Cpu).unwrap();
+    assert!(!Arc::ptr_eq(&first, &other));
+    let weak = Arc::downgrade(&first);
+    drop((first, second));
+    assert!(
+        weak.upgrade().is_none(),
+        "the cache must not keep an unused bundle alive"
+    );
+}
+
+#[test]
+fn ladder_variants_keep_manifest_order_and_run_their_own_module() {
+    let bundle = load("ladder").unwrap();
+    let ladder = bundle.ladder(2).unwrap();
+    let names: Vec<&str> = ladder.variants.iter().map(|v| v.name()).collect();
+    assert_eq!(names, ["tinyconv", "nearest"]);
+    assert!(!ladder.variants[0].is_half(), "fp16 is for CUDA only");
+    let input = gradient(5, 7);
+    let nearest = ladder.variant("nearest").unwrap().upscale(&input).unwrap();
+    assert_eq!(bytes(&nearest), bytes(&nearest_reference(&input, 2)));
+    let smoothed = ladder.variant("tinyconv").unwrap().upscale(&input).unwrap();
+    let diff = max_diff(&bytes(&smoothed), &bytes(&nearest));
+    assert!(
+        diff > 0 && diff < 40,
+        "tinyconv should smooth the nearest image a little, diff {diff}"
+    );
+}
+
+#[test]
+fn odd_tiny_and_wide_frames_and_strided_views_upscale() {
+    let bundle = load("bicubic").unwrap();
+    let x2 = &bundle.ladder(2).unwrap().variants[0];
+    for (h, w) in [(1, 1), (181, 321), (64, 4096)] {
+        let input = gradient(h, w);
+        let out = x2.upscale(&input).unwrap();
+        assert_eq!(out.size(), [1, 2 * h, 2 * w, 3]);
+        assert!(
+            max_diff(&bytes(&out), &bytes(&bicubic_reference(&input, 2))) <= 1,
+            "{w}x{h}"
+        );
+    }
+    // A view of an RGBx frame (channel stride 1, pixel stride 4), as the element passes it.
+    let rgbx = Tensor::cat(
+        &[
+            gradient(6, 10),
+            Tensor::full([1, 6, 10, 1], 255, (Kind::Uint8, Device::Cpu)),
+        ],
+        3,
+    );
+    let view = rgbx.narrow(3, 0, 3);
+    assert!(!view.is_contiguous());
+    let out = x2.upscale(&view).unwrap();
+    assert_eq!(bytes(&out), bytes(&x2.upscale(&gradient(6, 10)).unwrap()));
+}
+
+#[test]
+fn wrong_input_is_an_error_naming_the_variant() {
+    let bundle = load("bicubic").unwrap();
+    let x4 = &bundle.ladder(4).unwrap().variants[0];
+    let float = Tensor::zeros([1, 4, 4, 3], (Kind::Float, Device::Cpu));
+    let err = x4.upscale(&float).unwrap_err().to_string();
+    assert!(
+        err.contains("bicubic (x4") && err.contains("expected Uint8 (N, H, W, 3)"),
+        "{err}"
+    );
+    let gray = Tensor::zeros([1, 4, 4, 1], (Kind::Uint8, Device::Cpu));
+    assert!(x4.upscale(&gray).is_err());
+}
+
+#[test]
+fn missing_path_names_the_path() {
+    let err = BundleSource::from_model_property("/nonexistent/bundle")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/bundle") && err.contains("does not exist"),
+        "{err}"
+    );
+    let not_manifest = fixture("bicubic").join("x4-bicubic.pt");
+    let err = BundleSource::from_model_property(not_manifest.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is a file but not a manifest.json"), "{err}");
+}
+
+#[test]
+fn broken_bundles_fail_naming_file_and_problem() {
+    let cases = [
+        ("no-manifest", "no-manifest/manifest.json", "cannot be read"),
+        ("bad-json", "bad-json/manifest.json", "not a valid manifest"),
+        (
+            "inconsistent",
+            "inconsistent/manifest.json",
+            "variant name \"bicubic\" appears twice",
+        ),
+        (
+            "missing-file",
+            "missing-file/x4-bicubic.pt",
+            "listed in the manifest but does not exist",
+        ),
+        (
+            "not-torchscript",
+            "not-torchscript/x4-bicubic.pt",
+            "not a loadable TorchScript archive",
+        ),
+    ];
+    for (bundle, file, problem) in cases {
+        let err = load_error(bundle);
+        assert!(
+            err.contains(file) && err.contains(problem),
+            "{bundle}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_module_breaking_the_contract_fails_at_forward_not_later() {
+    let bundle = load("wrong-scale").unwrap();
+    let variant = &bundle.ladder(4).unwrap().variants[0];
+    let err = variant.warm_up(8, 8).unwrap_err().to_string();
+    assert!(
+        err.contains("wrong-scale/x4-bicubic.pt") && err.contains("[1, 32, 32, 3]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cuda_variants_run_half_when_cuda_exists() {
+    if !tch::Cuda::is_available() {
+        eprintln!("skipped: CUDA is not available in this process (the CPU path is tested above)");
+        return;
+    }
+    let source = BundleSource::from_model_property(fixture("ladder").to_str().unwrap()).unwrap();
+    let bundle = Bundle::load(&source, Device::Cuda(0)).unwrap();
+    let ladder = bundle.ladder(2).unwrap();
+    assert!(ladder.variants[0].is_half() && !ladder.variants[1].is_half());
+    let input = gradient(31, 17);
+    let cpu = load("ladder").unwrap().ladder(2).unwrap().variants[0]
+        .upscale(&input)
+        .unwrap();
+    let cuda = ladder.variants[0]
+        .upscale(&input)
+        .unwrap()
+        .to_device(Device::Cpu);
+    assert!(
+        max_diff(&bytes(&cpu), &bytes(&cuda)) <= 2,
+        "fp16 on CUDA must match fp32 on the CPU"
+    );
+}
