@@ -594,6 +594,8 @@ def build_parser(prog: str = "lightsr train") -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="run folder (default runs/<name>)")
     parser.add_argument("--iters", type=int, help="override train.total_iter")
     parser.add_argument("--workers", type=int, help="override datasets.train.num_worker_per_gpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads per process (1 avoids OpenMP spinning "
+                        "on a busy shared CPU)")
     return parser
 
 
@@ -602,6 +604,8 @@ def apply_overrides(opt: dict, args) -> dict:
         opt.setdefault("train", {})["total_iter"] = args.iters
     if args.workers is not None:
         opt.setdefault("datasets", {}).setdefault("train", {})["num_worker_per_gpu"] = args.workers
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     return opt
 
 

@@ -1,0 +1,129 @@
+# SPDX-License-Identifier: MPL-2.0
+"""Losses on inputs whose values are worked out by hand in the comments."""
+import math
+
+import pytest
+import torch
+
+from lightsr import losses
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_l1_and_charbonnier():
+    pred, target = torch.tensor([[3.0, -1.0]]), torch.zeros(1, 2)
+    assert losses.L1Loss()(pred, target).item() == pytest.approx(2.0)
+    # sqrt(3^2 + 4^2) = 5 and sqrt(1 + 16) = sqrt(17)
+    assert losses.CharbonnierLoss(eps=4.0)(pred, target).item() == pytest.approx((5 + math.sqrt(17)) / 2)
+
+
+def test_relativistic_losses_on_known_logits():
+    real, fake = torch.tensor([3.0, 1.0]), torch.tensor([0.0, 0.0])
+    # real - mean(fake) = [3, 1]; fake - mean(real) = [-2, -2]; BCE(x, 0) = softplus(x), BCE(x, 1) = softplus(-x)
+    g = 0.5 * ((softplus(3) + softplus(1)) / 2 + softplus(2))
+    d = 0.5 * ((softplus(-3) + softplus(-1)) / 2 + softplus(-2))
+    assert losses.relativistic_generator_loss(real, fake).item() == pytest.approx(g, rel=1e-6)
+    assert losses.relativistic_discriminator_loss(real, fake).item() == pytest.approx(d, rel=1e-6)
+    assert g == pytest.approx(2.1539263, abs=1e-6) and d == pytest.approx(0.1539263, abs=1e-6)
+
+
+def test_probabilities_to_logits_inverts_the_sigmoid():
+    logits = torch.tensor([-3.0, 0.0, 2.5])
+    assert torch.allclose(losses.probabilities_to_logits(torch.sigmoid(logits)), logits, atol=1e-5)
+
+
+def test_total_variation_srgan_normalisation():
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
+    # dy^2 sum = 4 + 4 = 8 over C*(H-1)*W = 2 -> 4; dx^2 sum = 1 + 1 = 2 over C*H*(W-1) = 2 -> 1; 2 * (4 + 1) / N=1
+    assert losses.TVLoss()(x).item() == pytest.approx(10.0)
+
+
+def test_fft_loss_dc_term_and_phase_sensitivity():
+    zeros, ones = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+    # ortho rfft2 of ones(4,4): DC = 16 / sqrt(16) = 4, zero elsewhere; 4 x 3 bins -> mean 4 / 12
+    assert losses.FFTLoss()(ones, zeros).item() == pytest.approx(1 / 3)
+    img = torch.zeros(1, 1, 4, 4)
+    img[..., 0, 0] = 1.0
+    shifted = torch.roll(img, 1, dims=-1)  # same amplitude spectrum, different phase
+    assert losses.FFTLoss()(img, shifted).item() > 0.1
+    assert losses.FFTLoss()(img, img).item() == 0.0
+
+
+def test_gradient_loss_on_a_ramp():
+    ramp = torch.arange(4.0).repeat(4, 1)[None, None]  # d/dx = 1 everywhere, d/dy = 0
+    assert losses.GradientLoss(scales=(1,))(ramp, torch.zeros_like(ramp)).item() == pytest.approx(0.5)
+    # 2x average pooling of the ramp: columns 0.5, 2.5 -> d/dx = 2; scales (1, 2): (1 + 0 + 2 + 0) / 4
+    assert losses.GradientLoss(scales=(1, 2))(ramp, torch.zeros_like(ramp)).item() == pytest.approx(0.75)
+
+
+def test_frequency_structure_loss_is_the_weighted_sum():
+    a, b = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    loss = losses.FrequencyStructureLoss(fft_weight=2.0, gradient_weight=3.0)(a, b)
+    expected = 2.0 * losses.FFTLoss()(a, b) + 3.0 * losses.GradientLoss()(a, b)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_attention_map_by_hand():
+    f = torch.tensor([[[[1.0, 0.0]], [[1.0, 2.0]]]])  # (1, 2 ch, 1, 2)
+    # mean over channels of f^2 = [1, 2]; L2-normalised = [1, 2] / sqrt(5)
+    assert torch.allclose(losses.attention_map(f), torch.tensor([[1.0, 2.0]]) / math.sqrt(5))
+
+
+def test_attention_transfer_by_hand_and_pairing():
+    student = [torch.tensor([[[[1.0, 0.0]]]])]  # map [1, 0]
+    teacher = [torch.tensor([[[[1.0, 1.0]]]])]  # map [1, 1] / sqrt(2)
+    # ((1 - 1/sqrt2)^2 + (1/sqrt2)^2) / 2 = 1 - 1/sqrt(2)
+    loss = losses.AttentionTransferLoss()(student, teacher)
+    assert loss.item() == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-6)
+    assert losses.pair_layers(8, 16) == [1, 3, 5, 7, 9, 11, 13, 15]
+    assert losses.pair_layers(3, 3) == [0, 1, 2]
+
+
+def test_attention_transfer_is_zero_for_scaled_copies_and_gives_student_gradients():
+    t = [torch.rand(2, 8, 5, 5) for _ in range(4)]
+    s = [(2 * f[:, :4]).requires_grad_() for f in t[1::2]]  # half the channels: maps differ
+    loss = losses.AttentionTransferLoss()(s, t)
+    loss.backward()
+    assert loss.item() > 0 and s[0].grad is not None and s[0].grad.abs().sum() > 0
+    same = losses.AttentionTransferLoss()([3 * f for f in t], t)
+    assert same.item() == pytest.approx(0.0, abs=1e-12)
+
+
+def uniform_afd(n_student: int, n_teacher: int, channels: int) -> losses.AttentionFeatureDistillationLoss:
+    afd = losses.AttentionFeatureDistillationLoss([channels] * n_student, [channels] * n_teacher, qk_dim=4)
+    with torch.no_grad():
+        for p in afd.parameters():
+            p.zero_()  # zero queries / keys / positions -> logits 0 -> uniform attention
+    return afd
+
+
+def test_afd_uniform_attention_by_hand():
+    afd = uniform_afd(2, 1, 1)
+    teacher = [torch.tensor([[[[1.0, 0.0]]]]).repeat(2, 1, 1, 1)]  # batch 2 for BatchNorm; map [1, 0]
+    s1 = torch.tensor([[[[1.0, 0.0]]]]).repeat(2, 1, 1, 1)  # same map: distance 0
+    s2 = torch.tensor([[[[0.0, 1.0]]]]).repeat(2, 1, 1, 1)  # map [0, 1]: mean((-1)^2, 1^2) = 1
+    alpha = afd.attention([s1, s2], teacher)
+    assert torch.allclose(alpha, torch.full((2, 1, 2), 0.5))
+    assert afd([s1, s2], teacher).item() == pytest.approx(0.5)  # 0.5 * 0 + 0.5 * 1
+
+
+def test_afd_learns_its_attention_and_vanishes_on_identical_features():
+    torch.manual_seed(0)
+    t = [torch.rand(4, 8, 6, 6) for _ in range(4)]
+    afd = losses.AttentionFeatureDistillationLoss([8, 8], [8] * 4, qk_dim=8)
+    s = [torch.rand(4, 8, 6, 6, requires_grad=True) for _ in range(2)]
+    loss = afd(s, t)
+    loss.backward()
+    assert loss.item() > 0
+    assert afd.pos_student.grad.abs().sum() > 0 and s[0].grad.abs().sum() > 0
+    # each teacher layer is compared with every student layer: zero only when all maps agree
+    same = losses.AttentionFeatureDistillationLoss([8] * 2, [8] * 4, qk_dim=8)([t[0]] * 2, [2 * t[0]] * 4)
+    assert same.item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_pixel_loss_factory_rejects_unknown_types():
+    assert isinstance(losses.build_pixel_loss({"type": "CharbonnierLoss", "eps": 1e-3}), losses.CharbonnierLoss)
+    with pytest.raises(ValueError, match="L1Loss"):
+        losses.build_pixel_loss({"type": "MSELos"})
