@@ -207,7 +207,7 @@ def finetune_to_reference(net: nn.Module, reference: nn.Module, steps: int, imag
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     net.eval()
     return losses
 
