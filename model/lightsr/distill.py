@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from lightsr.data import DataError
+from lightsr.data import DataError, resolve_path
 from lightsr.train import (ConfigError, apply_overrides, build_parser, load_config, load_generator_weights,
                            require, run_training)
 
@@ -26,8 +26,10 @@ def load_teacher(opt: dict) -> nn.Module:
     """The frozen teacher named by `opt['teacher']` ({checkpoint, param_key, network_g?})."""
     from lightsr.archs import build_network
     teacher_opt = require(opt, "teacher")
-    path = require(opt, "teacher.checkpoint")
-    probe = torch.load(path, map_location="cpu", weights_only=False) if str(path).endswith((".pt", ".pth")) else None
+    path = resolve_path(require(opt, "teacher.checkpoint"))
+    if not path.exists():
+        raise ConfigError(f"teacher checkpoint {path} not found: train the F2SRGAN teacher first (lightsr train)")
+    probe = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(probe, dict) and "model" in probe and "params" not in probe:
         raise ConfigError(f"teacher {path} looks like a published checkpoint ({{'model', ...}}): the project "
                           f"distils only from its own F2SRGAN, trained with `lightsr train`")

@@ -1,0 +1,146 @@
+# SPDX-License-Identifier: MPL-2.0
+"""`lightsr train`: metrics, data order, learning, exact resume, GAN phase, handed-in
+modules, 2-process gloo DistributedDataParallel, CLI errors."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightsr import train
+from lightsr.archs import build_network
+from tiny_data import TINY_NET, tiny_opt, tiny_root  # noqa: F401  (fixture)
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_rgb_to_y_and_psnr_by_hand():
+    white, black = torch.full((1, 3, 1, 1), 255.0), torch.zeros(1, 3, 1, 1)
+    assert train.rgb_to_y(white).item() == pytest.approx(235.0, abs=1e-3)
+    assert train.rgb_to_y(black).item() == pytest.approx(16.0)
+    hr = torch.full((1, 3, 8, 8), 100.0)
+    # +10 on R, G and B moves Y by 10 * (65.481 + 128.553 + 24.966) / 255 = 10 * 219 / 255
+    expected = 20 * math.log10(255 / (10 * 219 / 255))
+    assert train.psnr_y(hr + 10, hr, border=2) == pytest.approx(expected, rel=1e-9)
+    assert train.psnr_y(hr + 0.4, hr, border=0) == math.inf  # quantised to 8 bits first
+
+
+def test_sampler_splits_ranks_and_resumes_mid_epoch():
+    ranks = [train.ResumableSampler(10, r, 2, seed=3, batch_size=2) for r in range(2)]
+    keys = [list(s) for s in ranks]
+    assert sorted(keys[0] + keys[1]) == list(range(10)) and len(keys[0]) == 5
+    ranks[0].set_epoch(1, start_batch=1)
+    assert list(ranks[0]) == [k + 10 for k in _epoch_keys(1)[0::2][2:5]]
+
+
+def _epoch_keys(epoch):
+    return torch.randperm(10, generator=torch.Generator().manual_seed(3 + epoch)).tolist()
+
+
+def test_pre_phase_learns(tiny_root, tmp_path):
+    opt = tiny_opt(tiny_root, iters=100)
+    opt["datasets"]["train"].update(gt_size=32, batch_size_per_gpu=8)
+    opt["val"]["val_freq"] = 10
+    net = train.run_training(opt, out_dir=tmp_path / "run", device="cpu")
+    vals = [r for r in read_log(tmp_path / "run") if r["event"] == "val"]
+    assert vals[-1]["step"] == 100 and vals[-1]["val_psnr_y"] > vals[0]["val_psnr_y"] + 5
+    assert vals[0]["bicubic_psnr_y"] > 25  # real photograph content
+    assert isinstance(net, torch.nn.Module) and not net.training
+
+
+def test_resume_continues_exactly(tiny_root, tmp_path):
+    opt = tiny_opt(tiny_root, iters=6)
+    opt["logger"]["save_checkpoint_freq"] = 3
+    opt["train"]["scheduler"] = {"type": "StepLR", "step_size": 4, "gamma": 0.5}
+    train.run_training(opt, out_dir=tmp_path / "straight", device="cpu")
+    opt["train"]["total_iter"] = 3
+    train.run_training(opt, out_dir=tmp_path / "split", device="cpu")
+    opt["train"]["total_iter"] = 6
+    train.run_training(opt, out_dir=tmp_path / "split", device="cpu", resume=True)
+    a = torch.load(tmp_path / "straight/checkpoints/latest.pth", weights_only=False)
+    b = torch.load(tmp_path / "split/checkpoints/latest.pth", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for key in ("params", "params_ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    assert a["scheduler_g"] == b["scheduler_g"]
+    assert a["opt"] == TINY_NET
+    assert not list((tmp_path / "split/checkpoints").glob("*.tmp"))
+
+
+def test_full_phase_trains_generator_and_discriminator(tiny_root, tmp_path):
+    pre = tiny_opt(tiny_root, iters=2)
+    train.run_training(pre, out_dir=tmp_path / "pre", device="cpu")
+    opt = tiny_opt(tiny_root, phase="full", iters=8, perceptual_opt={"loss_weight": 1.0},
+                   gan_opt={"loss_weight": 0.6}, tv_opt={"loss_weight": 2e-8}, optim_d={"type": "AdamW", "lr": 1e-3})
+    opt["network_d"] = {"type": "SwiftSRGANDiscriminator", "features": [8, 8, 16, 16]}
+    opt["path"] = {"pretrain_network_g": str(tmp_path / "pre/checkpoints/latest.pth")}
+    train.run_training(opt, out_dir=tmp_path / "full", device="cpu")
+    logs = [r for r in read_log(tmp_path / "full") if r["event"] == "train"]
+    assert {"l_pix", "l_percep", "l_gan", "l_tv", "l_d"} <= set(logs[0])
+    assert logs[-1]["d_real"] > logs[-1]["d_fake"]  # the critic learned to separate HR from SR
+    ckpt = torch.load(tmp_path / "full/checkpoints/latest.pth", weights_only=False)
+    assert ckpt["phase"] == "full" and "net_d" in ckpt and "optimizer_d" in ckpt
+    pre_ckpt = torch.load(tmp_path / "pre/checkpoints/latest.pth", weights_only=False)
+    moved = [not torch.equal(ckpt["params"][k], pre_ckpt["params_ema"][k]) for k in ckpt["params"]]
+    assert any(moved)  # started from pre's EMA weights, then trained
+
+
+def test_handed_in_module_is_trained_and_saved_whole(tiny_root, tmp_path):
+    net = build_network({**TINY_NET, "num_blocks": 1, "fourier": False, "width": 8})
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = tiny_opt(tiny_root, iters=2)
+    opt.pop("network_g")
+    out = train.run_training(opt, net_g=net, out_dir=tmp_path / "run", device="cpu")
+    ckpt = torch.load(tmp_path / "run/checkpoints/latest.pth", weights_only=False)
+    assert isinstance(ckpt["module"], torch.nn.Module) and ckpt["opt"] is None
+    assert any(not torch.equal(before[k], net.state_dict()[k]) for k in before)
+    module, _ = train.load_generator_weights(tmp_path / "run/checkpoints/latest.pth")
+    x = torch.rand(1, 3, 5, 7) * 255
+    assert torch.allclose(module(x), out(x))
+
+
+def test_ddp_two_gloo_processes_match_one_process_with_twice_the_batch(tiny_root, tmp_path):
+    opt = tiny_opt(tiny_root, iters=3)
+    opt["train"]["optim_g"] = {"type": "AdamW", "lr": 1e-2, "eps": 1.0, "weight_decay": 0.0}  # ~linear in grad
+    opt["datasets"].pop("val")
+    opt["datasets"]["train"]["batch_size_per_gpu"] = 8
+    train.run_training(opt, out_dir=tmp_path / "single", device="cpu")
+    opt["datasets"]["train"]["batch_size_per_gpu"] = 4
+    config = tmp_path / "ddp.yml"
+    config.write_text(yaml.safe_dump(opt))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "lightsr.cli", "train", str(config), "--device", "cpu", "--out", str(tmp_path / "ddp")]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    single = torch.load(tmp_path / "single/checkpoints/latest.pth", weights_only=False)
+    ddp = torch.load(tmp_path / "ddp/checkpoints/latest.pth", weights_only=False)
+    assert ddp["step"] == 3
+    moved = 0
+    for name, tensor in single["params"].items():
+        assert torch.allclose(ddp["params"][name], tensor, atol=1e-5), name
+        moved += int(not torch.equal(tensor, build_network(TINY_NET).state_dict()[name]))
+    assert moved > 0
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert train.main([str(tmp_path / "missing.yml")]) == 1
+    assert "not found" in capsys.readouterr().err
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({"name": "c", "network_g": TINY_NET, "train": {"total_iter": 1}}))
+    assert train.main([str(config), "--out", str(tmp_path / "run0"), "--device", "cpu"]) == 1
+    assert "needs `train.pixel_opt`" in capsys.readouterr().err
+    config.write_text(yaml.safe_dump({"name": "c", "network_g": TINY_NET, "train": {"total_iter": 1,
+                                      "pixel_opt": {"type": "L1Loss"}}}))
+    assert train.main([str(config), "--resume", "--out", str(tmp_path / "run"), "--device", "cpu"]) == 1
+    assert "latest.pth does not exist" in capsys.readouterr().err
+    assert train.main([str(config), "--out", str(tmp_path / "run2"), "--device", "cpu"]) == 1
+    assert "missing `datasets`" in capsys.readouterr().err
