@@ -49,7 +49,7 @@ class RungResult:
     kind: str
     source: str
     params: int
-    macs_320x180: int
+    macs_320x180: int | None
     cpu_ms: dict
     psnr_y: float | None
     ssim_y: float | None
@@ -130,18 +130,6 @@ def count_params(module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
-def profiled_macs(module, h: int, w: int) -> int:
-    """MACs of one uint8 (1, h, w, 3) frame, from the profiler's FLOP counts of conv/matmul ops.
-
-    Works on TorchScript modules (forward hooks do not) and counts what actually runs."""
-    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
-
-    x = torch.zeros(1, h, w, 3, dtype=torch.uint8)
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-        module(x)
-    return int(sum(e.flops for e in prof.key_averages()) // 2)
-
-
 def cpu_latency_ms(module, h: int, w: int, runs: int) -> float:
     """Median wall-clock ms of `runs` calls on a random uint8 (1, h, w, 3) frame, after a warm-up."""
     x = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -161,8 +149,16 @@ def _mean(values: list) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _niqe_or_none(niqe, img: np.ndarray, border: int) -> float | None:
+    try:
+        return niqe(img, border=border)
+    except ValueError as e:  # image smaller than two NIQE blocks
+        print(f"lightsr eval: NIQE skipped: {e}", file=sys.stderr)
+        return None
+
+
 def score_image(sr: np.ndarray, hr: np.ndarray | None, scale: int, niqe, brisque) -> dict:
-    row = {"niqe": niqe(sr, border=scale), "brisque": brisque(sr) if brisque else None}
+    row = {"niqe": _niqe_or_none(niqe, sr, scale), "brisque": brisque(sr) if brisque else None}
     if hr is not None:
         row["psnr_y"] = iqa.psnr_y(sr, hr, border=scale)
         row["ssim_y"] = iqa.ssim_y(sr, hr, border=scale)
@@ -179,11 +175,11 @@ def evaluate_rung(rung: Rung, pairs, scale: int, niqe, brisque, runs: int,
                              f"expected {hr.shape}: its scale does not match --scale {scale}")
         outputs.append(sr)
         per_image.append({"image": name, **score_image(sr, hr, scale, niqe, brisque)})
-    macs = rung.entry.get("macs_320x180")
+    macs = rung.entry.get("macs_320x180")  # written by `lightsr export` from the eager net
     result = RungResult(
         name=rung.name, kind=rung.kind, source=rung.source,
         params=int(rung.entry.get("params") or count_params(rung.module)),
-        macs_320x180=int(macs if macs is not None else profiled_macs(rung.module, 180, 320)),
+        macs_320x180=None if macs is None else int(macs),
         cpu_ms={f"{w}x{h}": round(cpu_latency_ms(rung.module, h, w, runs), 2) for h, w in sizes} if runs else {},
         psnr_y=_mean([r["psnr_y"] for r in per_image]), ssim_y=_mean([r["ssim_y"] for r in per_image]),
         niqe=_mean([r["niqe"] for r in per_image]), brisque=_mean([r["brisque"] for r in per_image]),
@@ -194,7 +190,7 @@ def evaluate_rung(rung: Rung, pairs, scale: int, niqe, brisque, runs: int,
 def hr_reference(pairs, scale: int, niqe, brisque) -> RungResult:
     """No-reference scores of the HR images themselves: the floor the variants aim at."""
     per_image = [{"image": n, **score_image(hr, None, scale, niqe, brisque)} for n, hr, _ in pairs]
-    return RungResult("hr (reference)", "reference", "", 0, 0, {}, None, None,
+    return RungResult("hr (reference)", "reference", "", 0, None, {}, None, None,
                       _mean([r["niqe"] for r in per_image]), _mean([r["brisque"] for r in per_image]),
                       per_image)
 
@@ -213,7 +209,7 @@ def markdown_table(results: list[RungResult], scale: int, meta: dict) -> str:
     for r in results:
         ref = r.kind == "reference"
         cells = [r.name, r.kind, "" if ref else f"{r.params:,}",
-                 "" if ref else f"{r.macs_320x180 / 1e9:.2f}"]
+                 "" if ref else _fmt(None if r.macs_320x180 is None else r.macs_320x180 / 1e9, 2)]
         cells += ["" if ref else _fmt(r.cpu_ms.get(s), 1) for s in sizes]
         cells += [_fmt(r.psnr_y, 2) if not ref else "", _fmt(r.ssim_y, 4) if not ref else "",
                   _fmt(r.niqe, 3), _fmt(r.brisque, 2)]

@@ -189,8 +189,9 @@ class NiqeModel:
         img = np.asarray(img, dtype=np.float64)
         y = rgb_to_y(img) if img.ndim == 3 else img
         y = _crop(y, border).round()  # rounding as MATLAB's uint8 Y (BasicSR does the same)
-        if y.shape[0] < 96 or y.shape[1] < 96:
-            raise ValueError(f"NIQE needs at least one 96x96 block, got {y.shape}")
+        if (y.shape[0] // 96) * (y.shape[1] // 96) < 2:
+            raise ValueError(f"NIQE needs at least two 96x96 blocks (e.g. 192x96 pixels after "
+                             f"the border crop) to fit its Gaussian, got {y.shape[1]}x{y.shape[0]}")
         return niqe_of_y(y, self.mu, self.cov, self.window)
 
 
@@ -251,10 +252,25 @@ BRISQUE_MISSING = ("BRISQUE not computed: install the `brisque` package (it ship
 
 
 def brisque_scorer():
-    """A callable RGB uint8 -> BRISQUE score from the `brisque` package, or None if absent."""
+    """A callable RGB uint8 -> BRISQUE score (lower is better) from the `brisque` package's
+    shipped SVM, or None if the package (or its OpenCV / libsvm backends) is missing.
+
+    Reproduces `BRISQUE.score` (grey image, MSCN features at full and half size, SVR) but
+    flattens each feature to a float first: brisque 0.2.0's own `score` fails on numpy >= 2.x
+    (its features are 1-element arrays and `float()` no longer accepts those)."""
     try:
-        from brisque import BRISQUE  # noqa: PLC0415 (optional dependency)
+        import cv2  # noqa: PLC0415 (optional dependencies)
+        from brisque import BRISQUE  # noqa: PLC0415
+        from skimage.color import rgb2gray  # noqa: PLC0415
         model = BRISQUE(url=False)
-    except Exception:  # ImportError, or its OpenCV / libsvm backends missing
+    except Exception:  # ImportError, or a backend failing to load
         return None
-    return lambda img: float(model.score(np.ascontiguousarray(np.asarray(img, dtype=np.uint8))))
+
+    def score(img: np.ndarray) -> float:
+        grey = rgb2gray(np.asarray(img, dtype=np.uint8))
+        full = model.calculate_brisque_features(grey, kernel_size=7, sigma=7 / 6)
+        half = cv2.resize(grey, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
+        half = model.calculate_brisque_features(half, kernel_size=7, sigma=7 / 6)
+        feats = np.array([float(np.ravel(f)[0]) for f in np.concatenate((full, half))])
+        return float(model.calculate_image_quality_score(feats))
+    return score
