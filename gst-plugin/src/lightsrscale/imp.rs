@@ -498,10 +498,35 @@ impl BaseTransformImpl for LightSrScale {
             );
         }
         gst::trace!(CAT, imp = self, "{way:?} x{scales:?}: {caps} -> {other}");
-        match filter {
-            Some(filter) => Some(filter.intersect_with_mode(&other, gst::CapsIntersectMode::First)),
-            None => Some(other),
+        let Some(filter) = filter else {
+            return Some(other);
+        };
+        let allowed = filter.intersect_with_mode(&other, gst::CapsIntersectMode::First);
+        if allowed.is_empty() && !other.is_empty() {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "{way:?} x{scales:?} of {caps} gives {other}, none of it allowed by {filter}"
+            );
         }
+        Some(allowed)
+    }
+
+    fn accept_caps(&self, direction: gst::PadDirection, caps: &gst::Caps) -> bool {
+        let accepted = self.parent_accept_caps(direction, caps);
+        if !accepted {
+            let template = Self::pad_templates()[0].caps().clone();
+            let why = if caps.can_intersect(&template) {
+                format!(
+                    "no scale the bundle offers ({:?}) fits the peer",
+                    self.scales()
+                )
+            } else {
+                format!("not supported: lightsrscale takes {template}")
+            };
+            gst::debug!(CAT, imp = self, "{direction:?} caps {caps} refused: {why}");
+        }
+        accepted
     }
 
     fn fixate_caps(

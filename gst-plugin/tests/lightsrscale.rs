@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Element tests through gst_check::Harness: output sizes and content per format, properties,
+//! renegotiation.
+
+mod common;
+
+use common::*;
+use gst::prelude::*;
+use gstlightsrscale::convert::PixelLayout;
+use tch::Tensor;
+
+/// A started harness around a `lightsrscale` built with `properties` first.
+fn harness(properties: &[(&str, &str)]) -> gst_check::Harness {
+    init();
+    let mut builder = gst::ElementFactory::make("lightsrscale");
+    for (name, value) in properties {
+        builder = builder.property_from_str(name, value);
+    }
+    let element = builder.build().unwrap();
+    let mut h = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
+    h.play();
+    h
+}
+
+/// Pushes one frame of `rgb` (and `alpha`) in format `name` and returns the output decoded to
+/// RGB (+ alpha), with the output VideoInfo.
+fn run_frame(
+    h: &mut gst_check::Harness,
+    name: &str,
+    layout: PixelLayout,
+    rgb: &Tensor,
+    alpha: Option<&Tensor>,
+) -> (Tensor, Option<Tensor>, gst_video::VideoInfo) {
+    let (height, width) = (rgb.size()[1] as u32, rgb.size()[2] as u32);
+    let info = video_info(name, width, height);
+    h.set_src_caps(info.to_caps().unwrap());
+    let format = sd_format(layout, width as usize, height as usize);
+    let buffer = buffer_from_planes(&info, &format, &planes_from_rgb(&format, rgb, alpha));
+    let out = h.push_and_pull(buffer).expect("an output frame");
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    let out_info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+    assert_eq!(
+        out.size(),
+        out_info.size(),
+        "buffer size matches the output caps"
+    );
+    let out_format = sd_format(
+        layout,
+        out_info.width() as usize,
+        out_info.height() as usize,
+    );
+    let planes = planes_from_buffer(&out_info, &out_format, &out);
+    let (rgb_out, alpha_out) = rgb_from_planes(&out_format, &planes);
+    (rgb_out, alpha_out, out_info)
+}
+
+fn flat(height: i64, width: i64, rgb: [u8; 3]) -> Tensor {
+    Tensor::from_slice(&rgb)
+        .reshape([1, 1, 1, 3])
+        .expand([1, height, width, 3], false)
+        .contiguous()
+}
+
+fn is_flat(t: &Tensor) -> bool {
+    let b = bytes(t);
+    b.chunks(3).all(|p| p == &b[..3])
+}
+
+#[test]
+fn rgb_x4_is_torch_bicubic_at_an_odd_size() {
+    let mut h = harness(&[("scale", "4")]);
+    let input = gradient(181, 321);
+    let (out, _, info) = run_frame(&mut h, "RGB", PixelLayout::Rgb, &input, None);
+    assert_eq!((info.width(), info.height()), (1284, 724));
+    let diff = max_diff(&bytes(&out), &bytes(&bicubic_reference(&input, 4)));
+    assert!(diff <= 1, "differs from bicubic by {diff}");
+    assert_eq!(
+        h.element().unwrap().property::<String>("active-variant"),
+        "bicubic"
+    );
+}
+
+#[test]
+fn every_format_keeps_a_flat_colour_flat() {
+    for (name, layout) in LAYOUTS {
+        let mut h = harness(&[("scale", "2")]);
+        // Through YUV the colour is the one 8-bit YUV can hold; compare with that.
+        let format = sd_format(layout, 8, 6);
+        let (input, _) = rgb_from_planes(
+            &format,
+            &planes_from_rgb(&format, &flat(6, 8, [200, 90, 30]), None),
+        );
+        let (out, _, info) = run_frame(&mut h, name, layout, &input, None);
+        assert_eq!((info.width(), info.height()), (16, 12), "{name}");
+        assert!(is_flat(&out), "{name}: flat input gave uneven output");
+        assert!(
+            max_diff(&bytes(&out)[..3], &bytes(&input)[..3]) <= 1,
+            "{name}: colour changed"
+        );
+    }
+}
+
+#[test]
+fn every_format_is_bicubic_within_its_quantisation() {
+    let input = gradient(23, 37);
+    for (name, layout) in LAYOUTS {
+        let mut h = harness(&[("scale", "2")]);
+        let format = sd_format(layout, 37, 23);
+        // What the element actually receives, decoded: the reference starts from that.
+        let (seen, _) = rgb_from_planes(&format, &planes_from_rgb(&format, &input, None));
+        let (out, _, _) = run_frame(&mut h, name, layout, &input, None);
+        let errors: Vec<u8> = bytes(&out)
+            .iter()
+            .zip(bytes(&bicubic_reference(&seen, 2)))
+            .map(|(a, b)| a.abs_diff(b))
+            .collect();
+        let worst = *errors.iter().max().unwrap();
+        let mean = errors.iter().map(|&e| f64::from(e)).sum::<f64>() / errors.len() as f64;
+        // Packed RGB is exact; YUV adds one 4:2:0 encode of a smooth image (a few codes).
+        let (max_worst, max_mean) = match layout {
+            PixelLayout::I420 | PixelLayout::Nv12 => (6, 1.5),
+            _ => (1, 0.1),
+        };
+        eprintln!("{name}: worst {worst}, mean {mean:.3}");
+        assert!(
+            worst <= max_worst && mean <= max_mean,
+            "{name}: worst {worst}, mean {mean:.2}"
+        );
+    }
+}
+
+#[test]
+fn alpha_is_upscaled_bicubic_with_the_colour() {
+    for (name, layout) in [("RGBA", PixelLayout::Rgba), ("BGRA", PixelLayout::Bgra)] {
+        let mut h = harness(&[("scale", "4")]);
+        let alpha = gradient(9, 11).select(3, 1);
+        let (_, out_alpha, _) = run_frame(&mut h, name, layout, &gradient(9, 11), Some(&alpha));
+        let want =
+            bicubic_reference(&alpha.unsqueeze(3).expand([1, 9, 11, 3], false), 4).select(3, 0);
+        assert!(
+            max_diff(&bytes(&out_alpha.unwrap()), &bytes(&want)) <= 1,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn tiny_odd_and_very_wide_frames() {
+    for (name, layout, w, h_) in [
+        ("RGB", PixelLayout::Rgb, 1, 1),
+        ("I420", PixelLayout::I420, 1, 1),
+        ("NV12", PixelLayout::Nv12, 321, 181),
+        ("I420", PixelLayout::I420, 4096, 64),
+        ("BGRx", PixelLayout::Bgrx, 4096, 64),
+    ] {
+        let mut h = harness(&[("scale", "4")]);
+        let (out, _, info) = run_frame(&mut h, name, layout, &flat(h_, w, [40, 160, 220]), None);
+        assert_eq!(
+            (info.width(), info.height()),
+            (4 * w as u32, 4 * h_ as u32),
+            "{name} {w}x{h_}"
+        );
+        assert!(is_flat(&out), "{name} {w}x{h_}: not flat");
+    }
+}
+
+#[test]
+fn variant_property_picks_the_rung_and_active_variant_reports_it() {
+    let model = fixture("ladder");
+    let mut h = harness(&[
+        ("model", model.to_str().unwrap()),
+        ("scale", "2"),
+        ("variant", "nearest"),
+    ]);
+    let input = gradient(10, 14);
+    let (out, _, _) = run_frame(&mut h, "RGB", PixelLayout::Rgb, &input, None);
+    assert_eq!(
+        bytes(&out),
+        bytes(&nearest_reference(&input, 2)),
+        "variant=nearest must run the nearest rung"
+    );
+    let element = h.element().unwrap();
+    assert_eq!(element.property::<String>("active-variant"), "nearest");
+    element.set_property("variant", "auto");
+    let (smooth, _, _) = run_frame(&mut h, "RGB", PixelLayout::Rgb, &input, None);
+    assert_eq!(
+        element.property::<String>("active-variant"),
+        "tinyconv",
+        "auto runs the heaviest rung"
+    );
+    assert_ne!(bytes(&smooth), bytes(&out));
+}
+
+#[test]
+fn scale_change_while_playing_renegotiates_the_output() {
+    let mut h = harness(&[("scale", "4")]);
+    let input = gradient(12, 20);
+    let (_, _, info) = run_frame(&mut h, "RGB", PixelLayout::Rgb, &input, None);
+    assert_eq!(info.width(), 80);
+    h.element().unwrap().set_property("scale", 2u32);
+    let (out, _, info) = run_frame(&mut h, "RGB", PixelLayout::Rgb, &input, None);
+    assert_eq!((info.width(), info.height()), (40, 24));
+    assert!(max_diff(&bytes(&out), &bytes(&bicubic_reference(&input, 2))) <= 1);
+}
+
+#[test]
+fn downstream_caps_choose_among_the_ladder_scales() {
+    let mut h = harness(&[]);
+    h.set_sink_caps_str("video/x-raw,width=64,height=36");
+    let (_, _, info) = run_frame(
+        &mut h,
+        "NV12",
+        PixelLayout::Nv12,
+        &flat(18, 32, [9, 9, 9]),
+        None,
+    );
+    assert_eq!(
+        (info.width(), info.height()),
+        (64, 36),
+        "downstream asked for x2"
+    );
+    let mut h = harness(&[]);
+    let (_, _, info) = run_frame(
+        &mut h,
+        "NV12",
+        PixelLayout::Nv12,
+        &flat(18, 32, [9, 9, 9]),
+        None,
+    );
+    assert_eq!(
+        info.width(),
+        128,
+        "without a constraint the largest scale wins"
+    );
+}
+
+#[test]
+fn input_size_change_midstream_renegotiates() {
+    let mut h = harness(&[("scale", "2")]);
+    for (height, width) in [(18, 32), (45, 80), (7, 5)] {
+        let (out, _, info) = run_frame(
+            &mut h,
+            "I420",
+            PixelLayout::I420,
+            &flat(height, width, [120, 60, 30]),
+            None,
+        );
+        assert_eq!(
+            (info.width(), info.height()),
+            (2 * width as u32, 2 * height as u32)
+        );
+        assert!(is_flat(&out));
+    }
+}

@@ -1,0 +1,351 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Whole pipelines: videotestsrc -> lightsrscale -> appsink (with a mid-stream resolution
+//! change), and every bad input the element must refuse with a clear message.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use gst::prelude::*;
+use gstlightsrscale::convert::PixelLayout;
+
+const TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(60);
+
+fn pipeline(description: &str) -> gst::Pipeline {
+    init();
+    gst::parse::launch(description).unwrap().downcast().unwrap()
+}
+
+/// Text of an error or warning message: message, debug and source, for assertions.
+fn describe(message: &gst::MessageRef) -> String {
+    match message.view() {
+        gst::MessageView::Error(e) => format!(
+            "{} | {:?} | {:?}",
+            e.error(),
+            e.debug(),
+            message.src().map(|s| s.path_string())
+        ),
+        gst::MessageView::Warning(w) => format!("{} | {:?}", w.error(), w.debug()),
+        _ => String::new(),
+    }
+}
+
+/// Plays `description` and returns the first error on the bus, or None after EOS.
+fn first_error(description: &str) -> Option<String> {
+    let pipeline = pipeline(description);
+    let started = pipeline.set_state(gst::State::Playing);
+    let bus = pipeline.bus().unwrap();
+    let message =
+        bus.timed_pop_filtered(TIMEOUT, &[gst::MessageType::Error, gst::MessageType::Eos]);
+    pipeline.set_state(gst::State::Null).unwrap();
+    let message = message.expect("an error or EOS within the timeout");
+    match message.view() {
+        gst::MessageView::Eos(_) => {
+            assert!(started.is_ok());
+            None
+        }
+        _ => Some(describe(&message)),
+    }
+}
+
+fn expect_error(description: &str, needles: &[&str]) -> String {
+    let error = first_error(description)
+        .unwrap_or_else(|| panic!("{description}: ran to EOS, expected an error"));
+    for needle in needles {
+        assert!(
+            error.contains(needle),
+            "{description}:\n  error {error:?}\n  lacks {needle:?}"
+        );
+    }
+    error
+}
+
+fn warnings_until_eos(description: &str) -> Vec<String> {
+    let pipeline = pipeline(description);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut warnings = Vec::new();
+    for message in bus.iter_timed(TIMEOUT) {
+        match message.view() {
+            gst::MessageView::Warning(_) => warnings.push(describe(&message)),
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(_) => panic!("{description}: {}", describe(&message)),
+            _ => (),
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    warnings
+}
+
+fn sink(pipeline: &gst::Pipeline, name: &str) -> gst_app::AppSink {
+    pipeline.by_name(name).unwrap().downcast().unwrap()
+}
+
+/// Decoded RGB of an RGB sample.
+fn sample_rgb(sample: &gst::Sample) -> (u32, u32, tch::Tensor) {
+    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    let format = sd_format(
+        PixelLayout::Rgb,
+        info.width() as usize,
+        info.height() as usize,
+    );
+    let planes = planes_from_buffer(&info, &format, &sample.buffer_owned().unwrap());
+    (
+        info.width(),
+        info.height(),
+        rgb_from_planes(&format, &planes).0,
+    )
+}
+
+#[test]
+fn videotestsrc_to_appsink_follows_a_resolution_change_midway() {
+    // Live, so that frames are paced and the caps change lands mid-stream.
+    let p = pipeline(
+        "videotestsrc is-live=true num-buffers=16 pattern=smpte ! capsfilter name=cf caps=video/x-raw,format=RGB,width=66,height=38 \
+         ! tee name=t t. ! queue ! appsink name=input sync=false t. ! queue ! lightsrscale scale=2 ! appsink name=output sync=false",
+    );
+    p.set_state(gst::State::Playing).unwrap();
+    let (input, output) = (sink(&p, "input"), sink(&p, "output"));
+    let mut sizes = Vec::new();
+    for frame in 0.. {
+        if frame == 4 {
+            let caps: gst::Caps = "video/x-raw,format=RGB,width=81,height=45".parse().unwrap();
+            p.by_name("cf").unwrap().set_property("caps", caps);
+        }
+        let (Ok(seen), Ok(made)) = (input.pull_sample(), output.pull_sample()) else {
+            break;
+        };
+        let ((w, h, rgb), (ow, oh, upscaled)) = (sample_rgb(&seen), sample_rgb(&made));
+        assert_eq!((ow, oh), (2 * w, 2 * h), "frame {frame}");
+        let diff = max_diff(&bytes(&upscaled), &bytes(&bicubic_reference(&rgb, 2)));
+        assert!(
+            diff <= 1,
+            "frame {frame}: output is not the bicubic x2 of its input ({diff})"
+        );
+        sizes.push((w, h));
+    }
+    let errors = p.bus().unwrap().pop_filtered(&[gst::MessageType::Error]);
+    assert!(errors.is_none(), "{:?}", errors.map(|m| describe(&m)));
+    assert_eq!(sizes.len(), 16, "every frame comes out");
+    p.set_state(gst::State::Null).unwrap();
+    assert_eq!(sizes.first(), Some(&(66, 38)));
+    assert_eq!(
+        sizes.last(),
+        Some(&(81, 45)),
+        "the new size must reach the element: {sizes:?}"
+    );
+}
+
+#[test]
+fn nv12_pipeline_at_the_documented_sizes() {
+    let p = pipeline(
+        "videotestsrc num-buffers=2 ! video/x-raw,format=NV12,width=480,height=270 ! lightsrscale scale=4 \
+         ! video/x-raw,width=1920,height=1080 ! appsink name=output sync=false",
+    );
+    p.set_state(gst::State::Playing).unwrap();
+    let sample = sink(&p, "output").pull_sample().expect("a 1080p frame");
+    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    assert_eq!(
+        (info.format(), info.width(), info.height()),
+        (gst_video::VideoFormat::Nv12, 1920, 1080)
+    );
+    let buffer = sample.buffer().unwrap().map_readable().unwrap();
+    // videotestsrc's default pattern has bars: the luma must not be flat.
+    let luma = &buffer[..1920];
+    assert!(luma.iter().max().unwrap() - luma.iter().min().unwrap() > 100);
+    p.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn missing_model_path_fails_the_state_change_naming_it() {
+    expect_error(
+        "videotestsrc num-buffers=1 ! lightsrscale model=/nonexistent/bundle ! fakesink",
+        &[
+            "model path /nonexistent/bundle: does not exist",
+            "leave it empty for the embedded default",
+        ],
+    );
+}
+
+#[test]
+fn broken_bundles_fail_the_state_change_naming_file_and_problem() {
+    let cases = [
+        ("no-manifest", "no-manifest/manifest.json", "cannot be read"),
+        ("bad-json", "bad-json/manifest.json", "not a valid manifest"),
+        (
+            "inconsistent",
+            "inconsistent/manifest.json",
+            "appears twice",
+        ),
+        (
+            "missing-file",
+            "missing-file/x4-bicubic.pt",
+            "does not exist",
+        ),
+        (
+            "not-torchscript",
+            "not-torchscript/x4-bicubic.pt",
+            "not a loadable TorchScript archive",
+        ),
+    ];
+    for (bundle, file, problem) in cases {
+        let model = fixture(bundle);
+        expect_error(
+            &format!(
+                "videotestsrc num-buffers=1 ! lightsrscale model={} ! fakesink",
+                model.display()
+            ),
+            &[file, problem],
+        );
+    }
+}
+
+#[test]
+fn a_module_breaking_the_contract_fails_negotiation_clearly() {
+    let model = fixture("wrong-scale");
+    expect_error(
+        &format!(
+            "videotestsrc num-buffers=1 ! video/x-raw,width=16,height=8 ! lightsrscale model={} ! fakesink",
+            model.display()
+        ),
+        &[
+            "wrong-scale/x4-bicubic.pt",
+            "the bundle contract says Uint8 of shape [1, 32, 64, 3]",
+        ],
+    );
+}
+
+#[test]
+fn settings_the_bundle_cannot_honour_fail_at_start() {
+    expect_error(
+        "videotestsrc num-buffers=1 ! lightsrscale scale=3 ! fakesink",
+        &["scale=3 is not offered", "[4, 2]"],
+    );
+    expect_error(
+        "videotestsrc num-buffers=1 ! lightsrscale variant=huge ! fakesink",
+        &["variant=huge is not in the x4 ladder", "bicubic"],
+    );
+    expect_error(
+        "videotestsrc num-buffers=1 ! lightsrscale device=gpu ! fakesink",
+        &["device=gpu: not a device", "use auto, cpu, cuda or cuda:N"],
+    );
+}
+
+#[test]
+fn device_cuda_without_cuda_is_a_clear_error_and_auto_warns() {
+    let run = "videotestsrc num-buffers=1 ! video/x-raw,width=32,height=18 ! lightsrscale device=DEVICE ! fakesink";
+    if tch::Cuda::is_available() {
+        assert_eq!(
+            first_error(&run.replace("DEVICE", "cuda")),
+            None,
+            "CUDA exists: device=cuda must run"
+        );
+        assert_eq!(
+            first_error(&run.replace("DEVICE", "cuda:99")).map(|e| e.contains("cuda:99")),
+            Some(true)
+        );
+        return;
+    }
+    expect_error(
+        &run.replace("DEVICE", "cuda"),
+        &["device=cuda: CUDA is not available", "use device=cpu"],
+    );
+    expect_error(
+        &run.replace("DEVICE", "cuda:1"),
+        &["device=cuda:1: CUDA is not available"],
+    );
+    let warnings = warnings_until_eos(&run.replace("DEVICE", "auto"));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("device=auto: CUDA is not available, running on the CPU")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings_until_eos(&run.replace("DEVICE", "cpu")).is_empty(),
+        "device=cpu needs no warning"
+    );
+}
+
+#[test]
+fn interlaced_input_is_refused_with_a_clear_message() {
+    let p = pipeline("appsrc name=src format=time ! lightsrscale ! fakesink");
+    let src: gst_app::AppSrc = p.by_name("src").unwrap().downcast().unwrap();
+    let caps: gst::Caps =
+        "video/x-raw,format=I420,width=64,height=48,framerate=25/1,interlace-mode=interleaved"
+            .parse()
+            .unwrap();
+    src.set_caps(Some(&caps));
+    p.set_state(gst::State::Playing).unwrap();
+    let _ = src.push_buffer(gst::Buffer::with_size(64 * 48 * 3 / 2).unwrap());
+    let _ = src.end_of_stream();
+    let bus = p.bus().unwrap();
+    let message = bus
+        .timed_pop_filtered(TIMEOUT, &[gst::MessageType::Error])
+        .expect("an error");
+    p.set_state(gst::State::Null).unwrap();
+    let text = describe(&message);
+    assert!(
+        text.contains("interlaced input") && text.contains("deinterlace"),
+        "{text}"
+    );
+}
+
+/// Collects the element's DEBUG log lines while `f` runs.
+fn debug_log_of(f: impl FnOnce()) -> Vec<String> {
+    init();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    gst::log::remove_default_log_function();
+    gst::log::set_active(true);
+    gst::log::set_threshold_for_name("lightsrscale", gst::DebugLevel::Debug);
+    let id = gst::log::add_log_function(
+        move |category, _level, _file, _function, _line, _object, message| {
+            if category.name() == "lightsrscale"
+                && let Some(text) = message.get()
+            {
+                sink.lock().unwrap().push(text.to_string());
+            }
+        },
+    );
+    f();
+    gst::log::remove_log_function(id);
+    let lines = lines.lock().unwrap().clone();
+    lines
+}
+
+#[test]
+fn unsupported_caps_are_not_negotiated_with_a_debug_log_saying_why() {
+    let log = debug_log_of(|| {
+        let p = pipeline("appsrc name=src format=time ! lightsrscale ! fakesink");
+        let src: gst_app::AppSrc = p.by_name("src").unwrap().downcast().unwrap();
+        src.set_caps(Some(
+            &"video/x-raw,format=GRAY8,width=64,height=48,framerate=25/1"
+                .parse()
+                .unwrap(),
+        ));
+        p.set_state(gst::State::Playing).unwrap();
+        let flow = src.push_buffer(gst::Buffer::with_size(64 * 48).unwrap());
+        let message = p
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(TIMEOUT, &[gst::MessageType::Error]);
+        p.set_state(gst::State::Null).unwrap();
+        let text = message.map(|m| describe(&m)).unwrap_or_default();
+        assert!(
+            flow == Err(gst::FlowError::NotNegotiated) || text.contains("not-negotiated"),
+            "{flow:?} {text}"
+        );
+    });
+    assert!(
+        log.iter()
+            .any(|l| l.contains("GRAY8") && l.contains("not supported: lightsrscale takes")),
+        "{log:#?}"
+    );
+    // 1001 is a multiple of neither 4 nor 2: no input size can produce it.
+    expect_error(
+        "videotestsrc num-buffers=1 ! video/x-raw,width=320,height=180 ! lightsrscale ! video/x-raw,width=1001 ! fakesink",
+        &["not-negotiated"],
+    );
+}
