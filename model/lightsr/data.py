@@ -681,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skimage", default=",".join(SKIMAGE_DEFAULT),
                         help=f"comma-separated scikit-image photos ('' for none) from {sorted(SKIMAGE_PHOTOS)}")
     parser.add_argument("--all-images", action="store_true", help="also take rendered artwork from the packages")
-    parser.add_argument("--val-percent", type=float, default=10.0)
+    parser.add_argument("--val-percent", type=float, default=20.0, help="share of images held out (hash of the id)")
     parser.add_argument("--max-side", type=int, default=2040, help="shrink originals larger than this (DIV2K size)")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--degrade", action="append", default=[], help="jpeg:Q or h264:QP (repeatable)")

@@ -66,7 +66,8 @@ def main(argv: list[str]) -> int:
             opt.setdefault("train", {}).setdefault("distill_opt", {})["type"] = args.method
         if args.teacher:
             opt.setdefault("teacher", {})["checkpoint"] = args.teacher
-        run_distillation(opt, out_dir=args.out, device=args.device, resume=args.resume)
+        run_distillation(opt, out_dir=args.out, device=args.device, resume=args.resume,
+                         max_minutes=args.max_minutes)
     except (ConfigError, DataError, FloatingPointError) as err:
         print(f"lightsr distill: {err}", file=sys.stderr)
         return 1

@@ -422,8 +422,6 @@ class Trainer:
         gt = batch["gt"].to(self.device, non_blocking=True)
         self.step_module.train()
         total, terms, sr01 = self.generator_losses(lq, gt)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite generator loss {terms}: lower the learning rate or check the data")
         self.optim_g.zero_grad(set_to_none=True)
         total.backward()
         self.optim_g.step()
@@ -432,7 +430,7 @@ class Trainer:
         if self.phase == "full":
             terms.update(self.discriminator_step(gt / 255.0, sr01))
         terms["l_total"] = total.detach()
-        return {k: float(v.detach()) for k, v in terms.items()}
+        return {k: v.detach() for k, v in terms.items()}  # tensors: no device sync per step
 
     # -- bookkeeping
     def log_rank0(self, msg: str) -> None:
@@ -507,43 +505,66 @@ class Trainer:
         barrier(self.world)
 
     # -- the loop
-    def fit(self) -> nn.Module:
+    def fit(self, max_minutes: float | None = None) -> nn.Module:
         total = int(require(self.opt, "train.total_iter"))
-        logger = self.opt.get("logger", {})
-        print_freq, save_freq = int(logger.get("print_freq", 100)), int(logger.get("save_checkpoint_freq", 1000))
-        val_freq = int(self.opt.get("val", {}).get("val_freq", save_freq))
         per_epoch = self.sampler.batches_per_epoch()
         step = self.start_step
         epoch, skip = divmod(step, per_epoch)
-        window: dict[str, list[float]] = {}
-        bar = tqdm(total=total, initial=step, disable=self.rank != 0, dynamic_ncols=True, desc=self.opt["name"])
-        start_time = time.time()
+        self.window: dict[str, list[torch.Tensor]] = {}
+        self.bar = tqdm(total=total, initial=step, disable=self.rank != 0, dynamic_ncols=True, desc=self.opt["name"])
+        self.start_time = time.time()
         while step < total:
             self.sampler.set_epoch(epoch, skip)
             for batch in self.loader:
                 terms = self.train_step(batch)
                 step += 1
-                for k, v in terms.items():
-                    window.setdefault(k, []).append(v)
-                bar.update(1)
-                bar.set_postfix(loss=f"{terms['l_total']:.4f}", lr=f"{self.optim_g.param_groups[0]['lr']:.1e}")
-                if step % print_freq == 0 or step == total:
-                    self.log_event({"step": step, "event": "train", "epoch": epoch,
-                                    "lr": self.optim_g.param_groups[0]["lr"],
-                                    "it_per_s": round((step - self.start_step) / (time.time() - start_time), 3),
-                                    **{k: float(np.mean(v)) for k, v in window.items()}})
-                    window = {}
-                self.last_val_best = False
-                if step % val_freq == 0 or step == total:
-                    self.maybe_validate(step)
-                if step % save_freq == 0 or step == total:
-                    self.save(step, best=self.last_val_best)
-                if step >= total:
+                out_of_time = self.out_of_time(max_minutes)
+                self.after_step(step, epoch, total, terms, force_save=out_of_time)
+                if step >= total or out_of_time:
                     break
+            if out_of_time:
+                self.log_rank0(f"time budget of {max_minutes} min spent: stopped at step {step}/{total}, "
+                               f"checkpoint saved; continue with --resume")
+                self.log_event({"step": step, "event": "stopped", "reason": "max_minutes"})
+                break
             epoch, skip = epoch + 1, 0
-        bar.close()
+        self.bar.close()
         barrier(self.world)
         return self.net_g_ema
+
+    def out_of_time(self, max_minutes: float | None) -> bool:
+        """Whether the wall-time budget is spent (rank 0 decides for every rank)."""
+        if not max_minutes:
+            return False
+        flag = torch.tensor([float(time.time() - self.start_time > 60 * max_minutes)])
+        if self.world > 1:
+            flag = flag.to(self.device)
+            dist.broadcast(flag, 0)
+        return bool(flag.item())
+
+    def after_step(self, step: int, epoch: int, total: int, terms: dict, force_save: bool) -> None:
+        """Progress bar, logs, validation and checkpoints after one iteration."""
+        logger = self.opt.get("logger", {})
+        print_freq, save_freq = int(logger.get("print_freq", 100)), int(logger.get("save_checkpoint_freq", 1000))
+        val_freq = int(self.opt.get("val", {}).get("val_freq", save_freq))
+        for k, v in terms.items():
+            self.window.setdefault(k, []).append(v)
+        self.bar.update(1)
+        if step % print_freq == 0 or step == total or force_save:
+            means = {k: float(torch.stack(v).float().mean()) for k, v in self.window.items()}
+            if not math.isfinite(means["l_total"]):
+                raise FloatingPointError(f"non-finite losses {means} near step {step}: lower the learning rate "
+                                         f"or check the data (resume from the last good checkpoint)")
+            self.bar.set_postfix(loss=f"{means['l_total']:.4f}", lr=f"{self.optim_g.param_groups[0]['lr']:.1e}")
+            self.log_event({"step": step, "event": "train", "epoch": epoch, "lr": self.optim_g.param_groups[0]["lr"],
+                            "it_per_s": round((step - self.start_step) / (time.time() - self.start_time), 3),
+                            **means})
+            self.window = {}
+        self.last_val_best = False
+        if step % val_freq == 0 or step == total:
+            self.maybe_validate(step)
+        if step % save_freq == 0 or step == total or force_save:
+            self.save(step, best=self.last_val_best)
 
 
 def prepare_out_dir(opt: dict, out: str | Path | None, rank: int) -> Path:
@@ -564,7 +585,8 @@ def default_device() -> str:
 
 
 def run_training(opt: dict, net_g: nn.Module | None = None, teacher: nn.Module | None = None, *,
-                 out_dir: str | Path | None = None, device: str | None = None, resume: bool = False) -> nn.Module:
+                 out_dir: str | Path | None = None, device: str | None = None, resume: bool = False,
+                 max_minutes: float | None = None) -> nn.Module:
     """Train a generator as the config `opt` says; return the trained (EMA) generator.
 
     The reusable entry point of every stage that trains:
@@ -577,13 +599,15 @@ def run_training(opt: dict, net_g: nn.Module | None = None, teacher: nn.Module |
         student's `forward_features` lists; the teacher is frozen.
     `opt` needs `train.total_iter`, `datasets.train` (+ optional `datasets.val`), `train.*_opt`
     per phase; see model/configs/*.yml. Output in `out_dir` (default runs/<name>).
+    `max_minutes`: stop cleanly after that much wall time (checkpoint saved; `resume=True`
+    continues), for machines lent by the slot.
     The returned module is the EMA generator on the training device, in eval mode.
     """
     opt = copy.deepcopy(opt)
     device = device or default_device()
     out = prepare_out_dir(opt, out_dir, int(os.environ.get("RANK", "0")))
     trainer = Trainer(opt, out, device, net_g, teacher, resume)
-    return trainer.fit()
+    return trainer.fit(max_minutes)
 
 
 def build_parser(prog: str = "lightsr train") -> argparse.ArgumentParser:
@@ -594,6 +618,8 @@ def build_parser(prog: str = "lightsr train") -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="run folder (default runs/<name>)")
     parser.add_argument("--iters", type=int, help="override train.total_iter")
     parser.add_argument("--workers", type=int, help="override datasets.train.num_worker_per_gpu")
+    parser.add_argument("--max-minutes", type=float, help="stop cleanly (checkpoint saved) after this much wall "
+                        "time; continue with --resume")
     parser.add_argument("--threads", type=int, help="torch CPU threads per process (1 avoids OpenMP spinning "
                         "on a busy shared CPU)")
     return parser
@@ -613,7 +639,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         opt = apply_overrides(load_config(args.config), args)
-        run_training(opt, out_dir=args.out, device=args.device, resume=args.resume)
+        run_training(opt, out_dir=args.out, device=args.device, resume=args.resume, max_minutes=args.max_minutes)
     except (ConfigError, DataError, FloatingPointError) as err:
         print(f"lightsr train: {err}", file=sys.stderr)
         return 1

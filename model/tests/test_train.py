@@ -144,3 +144,13 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "latest.pth does not exist" in capsys.readouterr().err
     assert train.main([str(config), "--out", str(tmp_path / "run2"), "--device", "cpu"]) == 1
     assert "missing `datasets`" in capsys.readouterr().err
+
+
+def test_time_budget_stops_with_a_checkpoint_and_resume_finishes(tiny_root, tmp_path):
+    opt = tiny_opt(tiny_root, iters=5)
+    train.run_training(opt, out_dir=tmp_path / "run", device="cpu", max_minutes=1e-9)
+    log = read_log(tmp_path / "run")
+    assert log[-1]["event"] == "stopped" and log[-1]["step"] == 1
+    assert torch.load(tmp_path / "run/checkpoints/latest.pth", weights_only=False)["step"] == 1
+    train.run_training(opt, out_dir=tmp_path / "run", device="cpu", resume=True)
+    assert torch.load(tmp_path / "run/checkpoints/latest.pth", weights_only=False)["step"] == 5
