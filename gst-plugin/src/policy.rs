@@ -324,6 +324,9 @@ pub fn frame_duration(fps_n: i32, fps_d: i32) -> Option<Duration> {
 pub struct FrameBudget {
     /// Time left until the frame's deadline (zero: already late).
     pub remaining: Duration,
+    /// Frame duration: the budget of a frame that is not behind, what a variant must fit to
+    /// be kept. `remaining` is smaller when frames queue behind a slow one.
+    pub period: Option<Duration>,
     /// The frame's running time, compared with upstream QoS's earliest time.
     pub running_time: Option<u64>,
 }
@@ -342,6 +345,7 @@ impl FrameBudget {
         let remaining = Duration::from_nanos(deadline.saturating_sub(now));
         Self {
             remaining: frame_duration.map_or(remaining, |d| remaining.min(d)),
+            period: frame_duration,
             running_time: Some(running_time),
         }
     }
@@ -351,6 +355,7 @@ impl FrameBudget {
     pub fn non_live(frame_duration: Duration, running_time: Option<u64>) -> Self {
         Self {
             remaining: frame_duration,
+            period: Some(frame_duration),
             running_time,
         }
     }
@@ -359,6 +364,7 @@ impl FrameBudget {
     pub fn unbounded(running_time: Option<u64>) -> Self {
         Self {
             remaining: Duration::MAX,
+            period: None,
             running_time,
         }
     }
@@ -403,6 +409,9 @@ pub enum Reason {
     Headroom,
     /// One frame on the next better variant to measure it.
     Probe,
+    /// The frame is behind (queued after a slow one): it runs a cheaper variant, or is
+    /// dropped, while the active variant stays.
+    CatchUp,
     /// Dropping for a while: one frame runs to re-measure the load.
     Remeasure,
     /// The negotiated frame size changed.
@@ -427,6 +436,7 @@ impl Reason {
             Reason::QosProportion => "qos-proportion",
             Reason::Headroom => "headroom",
             Reason::Probe => "probe",
+            Reason::CatchUp => "catch-up",
             Reason::Remeasure => "remeasure",
             Reason::SizeChanged => "size-changed",
             Reason::AlreadyLate => "already-late",
@@ -543,7 +553,8 @@ struct Pending {
     variant: usize,
     probe: bool,
     remeasure: bool,
-    budget: Duration,
+    /// Budget of a frame that is not behind, which a probe must fit with headroom.
+    sustainable: Duration,
 }
 
 /// Climb (step-up) state for the rung above the active one.
@@ -589,6 +600,12 @@ enum Choice {
     Run(usize, Reason),
     Probe(usize),
     Drop(usize, Reason),
+    /// Keep (or make) `active` the active variant, but run `run` (drop when `None`).
+    CatchUp {
+        active: usize,
+        reason: Reason,
+        run: Option<usize>,
+    },
 }
 
 /// Chooses per frame the best ladder variant that meets the deadline.
@@ -693,6 +710,8 @@ impl DeadlinePolicy {
     pub fn decide(&mut self, now: u64, frame: FrameBudget) -> Decision {
         self.pending = None;
         let budget = self.effective_budget(frame.remaining);
+        let period = frame.period.unwrap_or(frame.remaining).max(frame.remaining);
+        let sustainable = self.effective_budget(period);
         let choice = if self.is_qos_late(frame) {
             Choice::Drop(self.active.unwrap_or(0), Reason::QosLate)
         } else if frame.remaining.is_zero() {
@@ -700,9 +719,10 @@ impl DeadlinePolicy {
         } else if let Some(fixed) = self.fixed_variant() {
             Choice::Run(fixed, Reason::Fixed)
         } else {
-            self.adaptive_choice(now, frame.remaining, budget)
+            let choice = self.adaptive_choice(now, period, sustainable);
+            self.fit_to_frame(choice, budget)
         };
-        self.apply(now, choice, budget)
+        self.apply(now, choice, (budget, sustainable))
     }
 
     /// Reports the measured cost of the frame last decided.
@@ -726,7 +746,7 @@ impl DeadlinePolicy {
             self.stats.misses += 1;
         }
         if probe {
-            let budget = pending.map_or(Duration::MAX, |p| p.budget);
+            let budget = pending.map_or(Duration::MAX, |p| p.sustainable);
             let confirmed = deadline_met && nanos(cost) * self.config.headroom <= nanos(budget);
             self.climb.probe_confirmed = confirmed;
             if !confirmed {
@@ -923,28 +943,73 @@ impl DeadlinePolicy {
         }
     }
 
-    fn apply(&mut self, now: u64, choice: Choice, budget: Duration) -> Decision {
-        let (variant, drop, probe, reason) = match choice {
-            Choice::Run(v, r) => (v, false, false, r),
-            Choice::Probe(v) => (v, false, true, Reason::Probe),
-            Choice::Drop(v, r) => (v, true, false, r),
+    /// A frame behind the schedule (less than a frame duration left) that the active variant
+    /// would make later still runs the best cheaper variant that fits, or is dropped: the
+    /// queue drains in one frame instead of costing the stream a rung for a sustain period.
+    fn fit_to_frame(&self, choice: Choice, budget: Duration) -> Choice {
+        let (active, reason) = match choice {
+            Choice::Run(v, r) if r != Reason::Remeasure => (v, r),
+            Choice::Probe(v) if self.predicted(v).is_some_and(|p| p > nanos(budget)) => {
+                match self.active {
+                    Some(active) => (active, Reason::Steady),
+                    None => return choice,
+                }
+            }
+            _ => return choice,
+        };
+        let Some(active_cost) = self.predicted(active) else {
+            return choice;
+        };
+        if active_cost <= nanos(budget) {
+            return Choice::Run(active, reason);
+        }
+        let (best, lightest) = self.bounds();
+        let cheaper_fitting = (best..=lightest).find(|&v| {
+            self.predicted(v).is_some_and(|p| p < active_cost) && self.fits(v, budget, 1.0)
+        });
+        Choice::CatchUp {
+            active,
+            reason,
+            run: cheaper_fitting,
+        }
+    }
+
+    fn apply(&mut self, now: u64, choice: Choice, budgets: (Duration, Duration)) -> Decision {
+        let (budget, sustainable) = budgets;
+        let (variant, drop, probe, reason, keep) = match choice {
+            Choice::Run(v, r) => (v, false, false, r, Some((v, r))),
+            Choice::Probe(v) => (v, false, true, Reason::Probe, None),
+            Choice::Drop(v, r @ (Reason::QosLate | Reason::AlreadyLate)) => {
+                (v, true, false, r, None)
+            }
+            Choice::Drop(v, r) => (v, true, false, r, Some((v, r))),
+            Choice::CatchUp {
+                active,
+                reason,
+                run,
+            } => {
+                let variant = run.unwrap_or(active);
+                (
+                    variant,
+                    run.is_none(),
+                    false,
+                    Reason::CatchUp,
+                    Some((active, reason)),
+                )
+            }
         };
         self.track_drops(drop, reason);
         if probe {
             self.climb.last_probe = Some(now);
             self.stats.probes += 1;
         }
-        let switch = if probe || matches!(reason, Reason::QosLate | Reason::AlreadyLate) {
-            None
-        } else {
-            self.switch_to(now, variant, reason, budget)
-        };
+        let switch = keep.and_then(|(v, r)| self.switch_to(now, v, r, sustainable));
         if !drop {
             self.pending = Some(Pending {
                 variant,
                 probe,
                 remeasure: reason == Reason::Remeasure,
-                budget,
+                sustainable,
             });
         }
         Decision {
@@ -1251,6 +1316,28 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_behind_schedule_catches_up_without_switching() {
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        sim.run(5, loaded(1.0));
+        // 15 ms left of a 40 ms frame: the heavy rung would be late, the light one is not.
+        let behind = FrameBudget::live(200 * MS, PERIOD, 225 * MS, Some(PERIOD));
+        let decision = sim.policy.decide(225 * MS, behind);
+        assert_eq!((decision.variant, decision.drop), (2, false));
+        assert_eq!(decision.reason, Reason::CatchUp);
+        assert_eq!(decision.switch, None);
+        sim.policy.record(2, ms(6.0), true);
+        assert_eq!(sim.policy.active_variant(), Some(0));
+        // 3 ms left: nothing makes it, the frame is dropped, the active rung stays.
+        let hopeless = FrameBudget::live(240 * MS, PERIOD, 277 * MS, Some(PERIOD));
+        let decision = sim.policy.decide(277 * MS, hopeless);
+        assert!(decision.drop);
+        assert_eq!((decision.reason, decision.switch), (Reason::CatchUp, None));
+        // On schedule again: back on the heavy rung at once.
+        sim.run(1, loaded(1.0));
+        assert_eq!(sim.frames.last().unwrap().decision.variant, 0);
+    }
+
+    #[test]
     fn sudden_load_spike_steps_down_at_once() {
         let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
         sim.run(100, loaded(1.0));
@@ -1528,6 +1615,29 @@ mod tests {
                 .on_qos(0.9, -5 * MS as i64, now.saturating_sub(40 * MS));
             sim.run(1, loaded(1.0));
         }
+        assert_eq!(sim.policy.active_variant(), Some(0));
+    }
+
+    #[test]
+    fn sustained_qos_pressure_blocks_climbing() {
+        let costs = [20.0, 12.0, 4.0];
+        let mut sim = Sim::seeded(&costs, PolicyConfig::default());
+        sim.run(50, |_, v| costs[v]);
+        sim.run(50, |_, v| costs[v] * 2.5);
+        assert_eq!(sim.policy.active_variant(), Some(1));
+        // The load is gone and the heavy rung would fit with headroom even in the budget
+        // shrunk by proportion 1.1, but downstream still asks for less.
+        let qos = |sim: &mut Sim, proportion: f64, frames: usize| {
+            for _ in 0..frames {
+                let now = sim.now();
+                sim.policy
+                    .on_qos(proportion, -5 * MS as i64, now.saturating_sub(40 * MS));
+                sim.run(1, |_, v| costs[v]);
+            }
+        };
+        qos(&mut sim, 1.1, 300);
+        assert!(sim.from(101).iter().all(|f| f.decision.variant == 1));
+        qos(&mut sim, 0.95, 200);
         assert_eq!(sim.policy.active_variant(), Some(0));
     }
 
