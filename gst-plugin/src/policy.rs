@@ -24,6 +24,9 @@
 //!   `headroom` for `sustain`, and a probe frame run on it measured that headroom. Probes run at
 //!   most once per `probe_interval`. Falling back within one sustain period of a climb doubles
 //!   the sustain period (up to 8x), so a rung at the edge does not oscillate.
+//! - **Catch up.** The active variant is chosen for the frame duration (what is sustainable);
+//!   a frame that is behind (queued after a slow one, less than a frame duration left) runs
+//!   the best cheaper variant that makes its own deadline, or is dropped, without a switch.
 //! - **Drop** when even the cheapest allowed rung cannot make the deadline, when the frame is
 //!   already late, or when upstream QoS says it is (as `GstBaseTransform` does); every
 //!   `remeasure_after_drops` consecutive drops one frame runs anyway to re-measure the load.
