@@ -212,8 +212,9 @@ def finetune_to_reference(net: nn.Module, reference: nn.Module, steps: int, imag
     return losses
 
 
-def finetune_with_config(net: nn.Module, opt: dict, steps: int) -> nn.Module:
-    """Fine-tune through the project's trainer (`lightsr.train.run_training`)."""
+def finetune_with_config(net: nn.Module, opt: dict, steps: int, out_dir: Path) -> nn.Module:
+    """Fine-tune through the project's trainer (`lightsr.train.run_training`) on the config's
+    data; its checkpoints and log go to `out_dir`. Returns the EMA generator on the CPU."""
     try:
         train = importlib.import_module("lightsr.train")
         run_training = train.run_training
@@ -222,7 +223,7 @@ def finetune_with_config(net: nn.Module, opt: dict, steps: int) -> nn.Module:
     opt = copy.deepcopy(opt)
     if steps:
         opt.setdefault("train", {})["total_iter"] = steps
-    return run_training(opt, net_g=net)
+    return run_training(opt, net_g=net, out_dir=out_dir).cpu().eval()
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -301,7 +302,9 @@ def main(argv: list[str]) -> int:
     _print_cost("after", report["after"])
     if s["finetune_steps"] > 0:
         if "train" in s["config"]:
-            net = finetune_with_config(net, s["config"], s["finetune_steps"])
+            run_dir = s["out"].with_name(s["out"].stem + "_finetune")
+            net = finetune_with_config(net, s["config"], s["finetune_steps"], run_dir)
+            print(f"fine-tuned {s['finetune_steps']} steps with lightsr.train (run in {run_dir})")
         else:
             images = _training_images(args.images) if args.images else None
             losses = finetune_to_reference(net, reference, s["finetune_steps"], images, seed=args.seed)

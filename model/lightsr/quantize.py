@@ -185,7 +185,9 @@ def main(argv: list[str]) -> int:
     print(f"fake-quant on {n} convolutions (int8 per-channel weights, uint8 per-tensor activations)")
     if steps > 0:
         if "train" in cfg:
-            net = finetune_with_config(net, cfg, steps)
+            run_dir = out.with_name(out.stem + "_finetune")
+            net = finetune_with_config(net, cfg, steps, run_dir)
+            print(f"QAT {steps} steps with lightsr.train (run in {run_dir})")
         else:
             losses = finetune_to_reference(net, reference, steps, images, seed=args.seed)
             print(f"QAT {len(losses)} steps (L1 to the float net): loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f}")

@@ -4,6 +4,8 @@ import warnings
 
 import pytest
 import torch
+import yaml
+from tiny_data import tiny_opt, tiny_root  # noqa: F401  (fixture)
 from torch import nn
 
 from lightsr import prune
@@ -92,3 +94,18 @@ def test_prune_command_with_finetuning(tmp_path, capsys):
 def test_prune_rejects_bad_ratio():
     with pytest.raises(ValueError, match="ratio"):
         prune.prune_generator(tiny(), "l1", 1.0)
+
+
+def test_prune_config_finetunes_with_the_trainer(tiny_root, tmp_path, capsys):
+    opt = tiny_opt(tiny_root, name="prune_ft", iters=2)
+    net = build_network(opt["network_g"])
+    ckpt = tmp_path / "g.pth"
+    torch.save({"params": net.state_dict(), "opt": opt["network_g"]}, ckpt)
+    cfg = {**opt, "checkpoint": str(ckpt), "out": str(tmp_path / "p.pth"),
+           "prune": {"importance": "lamp", "ratio": 0.25, "finetune_steps": 2}}
+    (tmp_path / "prune.yml").write_text(yaml.safe_dump(cfg))
+    assert prune.main([str(tmp_path / "prune.yml")]) == 0
+    assert "with lightsr.train" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "p.pth", weights_only=False)
+    assert saved["prune"]["after"]["params"] < saved["prune"]["before"]["params"]
+    assert saved["module"](torch.rand(1, 3, 7, 9) * 255).shape == (1, 3, 14, 18)
