@@ -143,8 +143,8 @@ impl FrameFormat {
 
     fn chroma_size(&self) -> (i64, i64) {
         (
-            ((self.height + 1) / 2) as i64,
-            ((self.width + 1) / 2) as i64,
+            self.height.div_ceil(2) as i64,
+            self.width.div_ceil(2) as i64,
         )
     }
 

@@ -311,8 +311,7 @@ fn debug_log_of(f: impl FnOnce()) -> Vec<String> {
     );
     f();
     gst::log::remove_log_function(id);
-    let lines = lines.lock().unwrap().clone();
-    lines
+    lines.lock().unwrap().clone()
 }
 
 #[test]

@@ -1,17 +1,16 @@
 // SPDX-License-Identifier: MPL-2.0
-/**
- * element-lightsrscale:
- *
- * Upscales video x2 or x4 (the scales its model bundle offers) with a super-resolution
- * TorchScript model ladder run by libtorch on CUDA or the CPU. With `model` empty it runs the
- * bundle embedded in the plugin. YUV input is converted with the caps' colorimetry.
- *
- * ## Example launch line
- * ```
- * gst-launch-1.0 videotestsrc ! video/x-raw,format=NV12,width=480,height=270 ! lightsrscale scale=4 ! video/x-raw,width=1920,height=1080 ! fakesink
- * gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! lightsrscale ! videoconvert ! autovideosink
- * ```
- */
+//! # lightsrscale
+//!
+//! Upscales video x2 or x4 (the scales its model bundle offers) with a super-resolution
+//! TorchScript model ladder run by libtorch on CUDA or the CPU. With `model` empty it runs the
+//! bundle embedded in the plugin. YUV input is converted with the caps' colorimetry.
+//!
+//! ## Example launch line
+//! ```text
+//! gst-launch-1.0 videotestsrc ! video/x-raw,format=NV12,width=480,height=270 ! lightsrscale scale=4 ! video/x-raw,width=1920,height=1080 ! fakesink
+//! gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! lightsrscale ! videoconvert ! autovideosink
+//! ```
+
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use gst::{glib, prelude::*, subclass::prelude::*};
