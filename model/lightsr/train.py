@@ -476,7 +476,8 @@ class Trainer:
         path = self.out / "checkpoints" / "latest.pth"
         if not path.exists():
             raise ConfigError(f"--resume: {path} does not exist (start without --resume, or point --out at the run)")
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        # CPU first: RNG states must stay CPU tensors; load_state_dict copies weights to the device
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
         self.net_g.load_state_dict(ckpt["params"])
         self.net_g_ema.load_state_dict(ckpt["params_ema"])
         self.optim_g.load_state_dict(ckpt["optimizer_g"])
@@ -618,6 +619,8 @@ def build_parser(prog: str = "lightsr train") -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="run folder (default runs/<name>)")
     parser.add_argument("--iters", type=int, help="override train.total_iter")
     parser.add_argument("--workers", type=int, help="override datasets.train.num_worker_per_gpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config entry, e.g. --set datasets.train.batch_size_per_gpu=32 (repeatable)")
     parser.add_argument("--max-minutes", type=float, help="stop cleanly (checkpoint saved) after this much wall "
                         "time; continue with --resume")
     parser.add_argument("--threads", type=int, help="torch CPU threads per process (1 avoids OpenMP spinning "
@@ -625,7 +628,23 @@ def build_parser(prog: str = "lightsr train") -> argparse.ArgumentParser:
     return parser
 
 
+def set_dotted(opt: dict, assignment: str) -> None:
+    """`a.b.c=VALUE` (VALUE parsed as YAML) into the nested config."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment}: expected KEY=VALUE, e.g. train.total_iter=1000")
+    dotted, raw = assignment.split("=", 1)
+    *parents, leaf = dotted.strip().split(".")
+    node = opt
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {assignment}: `{key}` is not a mapping in the config")
+    node[leaf] = yaml.safe_load(raw)
+
+
 def apply_overrides(opt: dict, args) -> dict:
+    for assignment in args.set:
+        set_dotted(opt, assignment)
     if args.iters is not None:
         opt.setdefault("train", {})["total_iter"] = args.iters
     if args.workers is not None:

@@ -154,3 +154,22 @@ def test_time_budget_stops_with_a_checkpoint_and_resume_finishes(tiny_root, tmp_
     assert torch.load(tmp_path / "run/checkpoints/latest.pth", weights_only=False)["step"] == 1
     train.run_training(opt, out_dir=tmp_path / "run", device="cpu", resume=True)
     assert torch.load(tmp_path / "run/checkpoints/latest.pth", weights_only=False)["step"] == 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (GPU machines only)")
+def test_cuda_full_phase_and_resume(tiny_root, tmp_path):
+    opt = tiny_opt(tiny_root, phase="full", iters=4, perceptual_opt={"loss_weight": 1.0},
+                   gan_opt={"loss_weight": 0.6}, tv_opt={"loss_weight": 2e-8})
+    opt["network_d"] = {"type": "SwiftSRGANDiscriminator", "features": [8, 8, 16, 16]}
+    opt["logger"]["save_checkpoint_freq"] = 2
+    for key in ("optim_g", "optim_d"):  # eps 1: updates linear in the gradient, so kernel noise stays small
+        opt["train"][key] = {"type": "AdamW", "lr": 1e-3, "eps": 1.0}
+    train.run_training(opt, out_dir=tmp_path / "a", device="cuda")
+    opt["train"]["total_iter"] = 2
+    train.run_training(opt, out_dir=tmp_path / "b", device="cuda")
+    opt["train"]["total_iter"] = 4
+    train.run_training(opt, out_dir=tmp_path / "b", device="cuda", resume=True)
+    a = torch.load(tmp_path / "a/checkpoints/latest.pth", weights_only=False)
+    b = torch.load(tmp_path / "b/checkpoints/latest.pth", weights_only=False)
+    for name, tensor in a["params"].items():  # cuDNN may pick other kernels: close, not bit-equal
+        assert torch.allclose(tensor, b["params"][name], atol=1e-4), name
