@@ -109,3 +109,40 @@ def test_prune_config_finetunes_with_the_trainer(tiny_root, tmp_path, capsys):
     saved = torch.load(tmp_path / "p.pth", weights_only=False)
     assert saved["prune"]["after"]["params"] < saved["prune"]["before"]["params"]
     assert saved["module"](torch.rand(1, 3, 7, 9) * 255).shape == (1, 3, 14, 18)
+
+
+def test_tail_pruning_follows_the_pixelshuffle_layout():
+    """Make channels 1, 5, ... of the first shuffle's output dead (small weights in the conv
+    before it, zero columns in the pointwise after it): removing exactly them through the
+    c*r^2 + k layout must leave the output unchanged, any other mapping would not."""
+    net = tiny()
+    pre, post_pw = net.upsampler[0][1], net.upsampler[3][1]
+    dead = [1, 5, 6, 9, 12, 14, 3, 0]
+    with torch.no_grad():
+        for c in dead:
+            pre.weight[c * 4:(c + 1) * 4] *= 1e-3
+            post_pw.weight[:, c] = 0
+        second_pre, final_pw = net.upsampler[3][1], net.final_conv[1]
+        for c in range(16):  # keep the second shuffle's ranking away from its dead-free channels
+            second_pre.weight[c * 4:(c + 1) * 4] *= 1.0 + c
+        for c in range(8):
+            second_pre.weight[c * 4:(c + 1) * 4] *= 1e-3
+            final_pw.weight[:, c] = 0
+    x = torch.rand(1, 3, 10, 7) * 255
+    with torch.no_grad():
+        want = net(x)
+    assert prune.prune_upsampling_tail(net, "l1", 0.5) == 16
+    assert (pre.out_channels, net.upsampler[2].num_parameters, net.upsampler[3][0].groups) == (32, 8, 8)
+    assert final_pw.in_channels == 8
+    with torch.no_grad():
+        got = net(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
+    torch.jit.script(net)
+
+
+def test_prune_with_tail_cuts_most_macs():
+    plain, tailed = tiny(), tiny()
+    r_plain = prune.prune_generator(plain, "l1", 0.5)
+    r_tail = prune.prune_generator(tailed, "l1", 0.5, tail=True)
+    assert r_tail["after"]["macs_320x180"] < 0.6 * r_plain["after"]["macs_320x180"]
+    assert tailed(torch.rand(1, 3, 5, 6) * 255).shape == (1, 3, 20, 24)
