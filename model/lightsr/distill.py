@@ -56,7 +56,7 @@ def run_distillation(opt: dict, teacher: nn.Module | None = None, **kwargs) -> n
 
 
 def main(argv: list[str]) -> int:
-    parser = build_parser("lightsr distill")
+    parser = build_parser("lightsr distill", __doc__.split("\n\n")[0])
     parser.add_argument("--method", choices=("at", "afd"), help="override train.distill_opt.type")
     parser.add_argument("--teacher", help="override teacher.checkpoint")
     args = parser.parse_args(argv)

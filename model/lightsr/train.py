@@ -569,7 +569,8 @@ class Trainer:
 
 
 def prepare_out_dir(opt: dict, out: str | Path | None, rank: int) -> Path:
-    out_dir = resolve_out(out or opt.get("path", {}).get("experiments_root") or f"runs/{opt['name']}")
+    # default: <repo>/runs/<name>, where the configs' `runs/...` paths point wherever the command runs
+    out_dir = resolve_out(out or opt.get("path", {}).get("experiments_root") or REPO_ROOT / "runs" / opt["name"])
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yml").write_text(yaml.safe_dump(opt, sort_keys=False))
@@ -611,8 +612,8 @@ def run_training(opt: dict, net_g: nn.Module | None = None, teacher: nn.Module |
     return trainer.fit(max_minutes)
 
 
-def build_parser(prog: str = "lightsr train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "lightsr train", description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description or __doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path, help="YAML experiment config (model/configs/*.yml)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pth")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
