@@ -18,7 +18,6 @@ global skip). Protected (never pruned on the output side):
 import argparse
 import contextlib
 import copy
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import yaml
 from torch import nn
 
 from lightsr.complexity import count_macs, count_params
+from lightsr.recovery import finetune_to_reference, finetune_with_config, training_images
 
 IMPORTANCES = ("random", "l1", "lamp")
 EXAMPLE_SIZE = (24, 24)  # LR example input for tracing; any size >= 2 works
@@ -222,72 +222,6 @@ def prune_upsampling_tail(net: nn.Module, importance: str, ratio: float, seed: i
     return removed
 
 
-# --------------------------------------------------------------------------- fine-tuning
-def _training_images(folder: Path | None) -> list[np.ndarray]:
-    """HR photographs for fine-tuning: a folder's images, else scikit-image's bundled photos."""
-    from PIL import Image  # noqa: PLC0415
-
-    if folder is not None:
-        paths = sorted(p for p in Path(folder).iterdir()
-                       if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"})
-        if not paths:
-            raise SystemExit(f"lightsr prune: no images in --images {folder}")
-        return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    from skimage import data  # noqa: PLC0415
-
-    return [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
-
-
-def _random_lr_batch(images, batch: int, size: int, gen: np.random.Generator) -> torch.Tensor:
-    crops = []
-    for _ in range(batch):
-        img = images[gen.integers(len(images))]
-        top = gen.integers(img.shape[0] - size + 1)
-        left = gen.integers(img.shape[1] - size + 1)
-        crops.append(img[top:top + size, left:left + size].transpose(2, 0, 1))
-    return torch.from_numpy(np.stack(crops).astype(np.float32))
-
-
-def finetune_to_reference(net: nn.Module, reference: nn.Module, steps: int, images=None,
-                          lr: float = 1e-4, batch: int = 8, patch: int = 24, seed: int = 0) -> list[float]:
-    """Recover the pruned net by distilling the unpruned one: L1 between outputs on photo crops.
-
-    Used when no training config is given; the teacher needs no HR data, so any photo works
-    as input. Returns the loss per step.
-    """
-    images = images if images is not None else _training_images(None)
-    gen = np.random.default_rng(seed)
-    reference = reference.eval()
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr)
-    net.train()
-    losses = []
-    for _ in range(steps):
-        x = _random_lr_batch(images, batch, patch, gen)
-        with torch.no_grad():
-            target = reference(x)
-        loss = nn.functional.l1_loss(net(x), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    net.eval()
-    return losses
-
-
-def finetune_with_config(net: nn.Module, opt: dict, steps: int, out_dir: Path) -> nn.Module:
-    """Fine-tune through the project's trainer (`lightsr.train.run_training`) on the config's
-    data; its checkpoints and log go to `out_dir`. Returns the EMA generator on the CPU."""
-    try:
-        train = importlib.import_module("lightsr.train")
-        run_training = train.run_training
-    except (ImportError, AttributeError) as e:
-        raise SystemExit(f"lightsr prune: fine-tuning from a config needs lightsr.train.run_training ({e})") from e
-    opt = copy.deepcopy(opt)
-    if steps:
-        opt.setdefault("train", {})["total_iter"] = steps
-    return run_training(opt, net_g=net, out_dir=out_dir).cpu().eval()
-
-
 # --------------------------------------------------------------------------- checkpoints
 def load_generator(path: Path, network_opt: dict | None = None) -> tuple[nn.Module, dict]:
     """A generator from a training checkpoint (`params_ema` / `params` + `opt`) or a whole module."""
@@ -371,7 +305,7 @@ def main(argv: list[str]) -> int:
             net = finetune_with_config(net, s["config"], s["finetune_steps"], run_dir)
             print(f"fine-tuned {s['finetune_steps']} steps with lightsr.train (run in {run_dir})")
         else:
-            images = _training_images(args.images) if args.images else None
+            images = training_images(args.images) if args.images else None
             losses = finetune_to_reference(net, reference, s["finetune_steps"], images, seed=args.seed)
             print(f"fine-tuned {len(losses)} steps (L1 to the unpruned net): "
                   f"loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f}")

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from lightsr.prune import finetune_to_reference, finetune_with_config, load_generator, _training_images
+from lightsr.prune import load_generator
+from lightsr.recovery import finetune_to_reference, finetune_with_config, random_lr_batch, training_images
 
 FP16_MAX = float(torch.finfo(torch.float16).max)
 
@@ -118,13 +118,11 @@ def deployment_form(qat_net: nn.Module, dtype: torch.dtype = torch.float16) -> n
 
 def calibrate(net: nn.Module, images, batches: int = 4, seed: int = 0) -> None:
     """Run a few batches in train mode without gradients so every observer has a range."""
-    from lightsr.prune import _random_lr_batch  # noqa: PLC0415
-
     gen = np.random.default_rng(seed)
     net.train()
     with torch.no_grad():
         for _ in range(batches):
-            net(_random_lr_batch(images, 4, 24, gen))
+            net(random_lr_batch(images, 4, 24, gen))
     net.eval()
 
 
@@ -180,7 +178,7 @@ def main(argv: list[str]) -> int:
     net, opt = load_generator(ckpt, cfg.get("network_g"))
     reference = copy.deepcopy(net).eval()
     n = insert_fake_quant(net)
-    images = _training_images(args.images)
+    images = training_images(args.images)
     calibrate(net, images, seed=args.seed)
     print(f"fake-quant on {n} convolutions (int8 per-channel weights, uint8 per-tensor activations)")
     if steps > 0:

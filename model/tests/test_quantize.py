@@ -7,7 +7,7 @@ from torch import nn
 from lightsr import quantize
 from lightsr.archs import build_network
 from lightsr.archs.fourier_arch import FourierUnit
-from lightsr.prune import _training_images
+from lightsr.recovery import training_images
 
 TINY = {"type": "F2SRGANGenerator", "scale": 2, "num_blocks": 2, "fourier": True, "width": 16}
 
@@ -45,7 +45,7 @@ def test_native_cuda_fp16_fft_overflows():
 def test_deployed_form_is_finite_on_a_1080p_frame_of_half():
     qat = tiny()
     quantize.insert_fake_quant(qat)
-    quantize.calibrate(qat, _training_images(None), batches=2)
+    quantize.calibrate(qat, training_images(None), batches=2)
     float_form = quantize.deployment_form(qat, torch.float32)
     half_form = quantize.deployment_form(qat, torch.float16)
     assert all(m.weight.dtype == torch.float16 for m in half_form.modules() if isinstance(m, nn.Conv2d))
