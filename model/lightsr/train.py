@@ -12,7 +12,9 @@ object per log / validation event), checkpoints/latest.pth (+ step_XXXXXXX.pth, 
 all written atomically. A checkpoint is
   {'params', 'params_ema', 'opt' (network_g), 'step', 'optimizer_g', 'scheduler_g',
    'net_d', 'optimizer_d', 'scheduler_d', 'distiller', 'rng', 'config', 'best_psnr_y'}
-(+ 'module': the whole generator when it was handed in by a caller, e.g. pruned).
+(+ 'module': the whole generator when it was handed in by a caller, e.g. pruned);
+checkpoints/net_g_latest.pth holds only the generator part (params, params_ema, opt, step,
+scale, phase, config): small enough to carry between machines, enough for later stages.
 `--resume` continues from checkpoints/latest.pth exactly: weights, EMA, optimisers,
 schedulers, RNG and the position in the data order (augmentation is keyed by sample).
 
@@ -252,6 +254,15 @@ def load_generator_weights(path: str | Path, key: str = "params_ema") -> tuple[d
     raise ConfigError(f"{path}: no '{key}' / 'params' entry; keys are {sorted(ckpt)}")
 
 
+GENERATOR_KEYS = ("params", "params_ema", "opt", "step", "scale", "phase", "config", "best_psnr_y", "module")
+
+
+def generator_only(ckpt: dict) -> dict:
+    """The part of a checkpoint later stages need (a few MB; the GAN discriminator and the
+    optimiser states are ~100x larger): what `net_g_latest.pth` holds."""
+    return {k: ckpt[k] for k in GENERATOR_KEYS if k in ckpt}
+
+
 def save_atomic(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -465,6 +476,7 @@ class Trainer:
         ckpt = self.checkpoint(step)
         ckpt_dir = self.out / "checkpoints"
         save_atomic(ckpt, ckpt_dir / "latest.pth")
+        save_atomic(generator_only(ckpt), ckpt_dir / "net_g_latest.pth")
         save_atomic(ckpt, ckpt_dir / f"step_{step:07d}.pth")
         if best:
             save_atomic(ckpt, ckpt_dir / "best.pth")
@@ -562,7 +574,7 @@ class Trainer:
                             **means})
             self.window = {}
         self.last_val_best = False
-        if step % val_freq == 0 or step == total:
+        if step % val_freq == 0 or step == total or force_save:
             self.maybe_validate(step)
         if step % save_freq == 0 or step == total or force_save:
             self.save(step, best=self.last_val_best)

@@ -73,6 +73,9 @@ def test_resume_continues_exactly(tiny_root, tmp_path):
     assert a["scheduler_g"] == b["scheduler_g"]
     assert a["opt"] == TINY_NET
     assert not list((tmp_path / "split/checkpoints").glob("*.tmp"))
+    slim = torch.load(tmp_path / "split/checkpoints/net_g_latest.pth", weights_only=False)
+    assert set(slim) <= set(train.GENERATOR_KEYS) and "optimizer_g" in b
+    assert all(torch.equal(v, b["params_ema"][k]) for k, v in slim["params_ema"].items())
 
 
 def test_full_phase_trains_generator_and_discriminator(tiny_root, tmp_path):
