@@ -223,19 +223,25 @@ def prune_upsampling_tail(net: nn.Module, importance: str, ratio: float, seed: i
 
 
 # --------------------------------------------------------------------------- checkpoints
-def load_generator(path: Path, network_opt: dict | None = None) -> tuple[nn.Module, dict]:
-    """A generator from a training checkpoint (`params_ema` / `params` + `opt`) or a whole module."""
+def read_checkpoint(path: Path) -> dict:
+    """A lightsr checkpoint: whole pickled modules need full unpickling (trusted files only)."""
     if not Path(path).is_file():
-        raise SystemExit(f"lightsr prune: checkpoint {path} not found")
+        raise SystemExit(f"lightsr: checkpoint {path} not found")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("module"), nn.Module):
-        return ckpt["module"], ckpt.get("opt") or {}
-    if not isinstance(ckpt, dict) or not ("params" in ckpt or "params_ema" in ckpt):
-        raise SystemExit(f"lightsr prune: {path} is neither a lightsr training checkpoint "
+    if not isinstance(ckpt, dict) or not (isinstance(ckpt.get("module"), nn.Module)
+                                          or "params" in ckpt or "params_ema" in ckpt):
+        raise SystemExit(f"lightsr: {path} is neither a lightsr training checkpoint "
                          "({'params', 'params_ema', 'opt'}) nor a saved module ({'module', ...})")
+    return ckpt
+
+
+def generator_from(ckpt: dict, network_opt: dict | None = None) -> tuple[nn.Module, dict]:
+    """The generator of a checkpoint read by `read_checkpoint`, and its network options."""
+    if isinstance(ckpt.get("module"), nn.Module):
+        return ckpt["module"], ckpt.get("opt") or {}
     opt = ckpt.get("opt") or network_opt
     if not opt:
-        raise SystemExit(f"lightsr prune: {path} has no 'opt'; give network_g in a config")
+        raise SystemExit("lightsr: the checkpoint has no 'opt'; give network_g in a config")
     from lightsr.archs import build_network  # noqa: PLC0415
 
     net = build_network(opt)
@@ -243,10 +249,22 @@ def load_generator(path: Path, network_opt: dict | None = None) -> tuple[nn.Modu
     return net, opt
 
 
+def load_generator(path: Path, network_opt: dict | None = None) -> tuple[nn.Module, dict]:
+    """A generator from a training checkpoint (`params_ema` / `params` + `opt`) or a whole module."""
+    return generator_from(read_checkpoint(path), network_opt)
+
+
 def save_pruned(path: Path, net: nn.Module, opt: dict, info: dict) -> None:
-    """Save the whole module (shapes changed, a state dict alone cannot be reloaded)."""
+    """Save the whole module (shapes changed, a state dict alone cannot be reloaded), with the
+    description `lightsr export` puts in the bundle manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"module": net, "opt": opt, "prune": info}, path)
+    before, after = info.get("before", {}), info.get("after", {})
+    description = (f"structured pruning ({info.get('importance')}, ratio {info.get('ratio')}"
+                   f"{', upsampling tail too' if info.get('tail') else ''}): params "
+                   f"{before.get('params')} -> {after.get('params')}, MACs@320x180 "
+                   f"{before.get('macs_320x180')} -> {after.get('macs_320x180')}, "
+                   f"fine-tuned {info.get('finetune_steps', 0)} steps")
+    torch.save({"module": net, "opt": opt, "prune": info, "description": description}, path)
 
 
 # --------------------------------------------------------------------------- command

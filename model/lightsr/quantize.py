@@ -24,7 +24,8 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from lightsr.prune import load_generator
+from lightsr.archs.fourier_arch import FourierUnit
+from lightsr.prune import generator_from, read_checkpoint
 from lightsr.recovery import finetune_to_reference, finetune_with_config, random_lr_batch, training_images
 
 FP16_MAX = float(torch.finfo(torch.float16).max)
@@ -175,7 +176,8 @@ def main(argv: list[str]) -> int:
     ckpt = Path(ckpt)
     steps = args.finetune_steps if args.finetune_steps is not None else cfg.get("quantize", {}).get("finetune_steps", 0)
     out = args.out or Path(cfg.get("out", ckpt.with_name(ckpt.stem + "_qat.pth")))
-    net, opt = load_generator(ckpt, cfg.get("network_g"))
+    source = read_checkpoint(ckpt)
+    net, opt = generator_from(source, cfg.get("network_g"))
     reference = copy.deepcopy(net).eval()
     n = insert_fake_quant(net)
     images = training_images(args.images)
@@ -194,7 +196,11 @@ def main(argv: list[str]) -> int:
     err16 = deployment_error(reference, deployment_form(net, torch.float16))
     print(f"deployment form (fp16 convs, fp32 Fourier units) vs float: max |diff| {err16:.3f} (0..255)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"module": deployed, "opt": opt,
+    arch = ("f2srgan" if any(isinstance(m, FourierUnit) for m in deployed.modules()) else "light-f2srgan") \
+        + ("-pruned" if "prune" in source else "") + "-qat"
+    torch.save({"module": deployed, "opt": opt, "arch": arch,
+                "description": f"quantization-aware fine-tuned ({steps} steps, int8 per-channel weight "
+                               "grid); CUDA: fp16 convolutions, Fourier units fp32",
                 "quantize": {"convs": n, "finetune_steps": steps, "max_abs_diff_fp16": err16,
                              "source": str(ckpt)}}, out)
     print(f"saved {out}")

@@ -95,3 +95,20 @@ def test_quantize_command(tmp_path, capsys):
     saved = torch.load(out, weights_only=False)
     assert saved["quantize"]["max_abs_diff_fp16"] < 10
     assert saved["module"](torch.rand(1, 3, 9, 7) * 255).shape == (1, 3, 18, 14)
+
+
+def test_pruned_then_quantized_module_exports_as_a_variant(tmp_path):
+    from lightsr import export, prune  # noqa: PLC0415
+
+    net = tiny()
+    prune.prune_generator(net, "l1", 0.5, tail=True)
+    pruned = tmp_path / "pruned.pth"
+    prune.save_pruned(pruned, net, TINY, {"importance": "l1", "ratio": 0.5, "tail": True})
+    qat = tmp_path / "qat.pth"
+    assert quantize.main(["--checkpoint", str(pruned), "--out", str(qat)]) == 0
+    saved = torch.load(qat, weights_only=False)
+    assert saved["arch"] == "f2srgan-pruned-qat"
+    scale, exported = export.export_checkpoint({"checkpoint": str(qat), "name": "qat"}, timing=False)
+    assert scale == 2 and exported.variant.arch == "f2srgan-pruned-qat" and exported.variant.half
+    frame = torch.randint(0, 256, (1, 9, 11, 3), dtype=torch.uint8)
+    assert exported.module(frame).shape == (1, 18, 22, 3)
