@@ -31,6 +31,7 @@ from lightsr.data import downscale_u8, mod_crop, read_rgb
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 LATENCY_SIZES = ((180, 320), (360, 640))  # (H, W) of the LR frame
 CROP = 128  # HR pixels per side of each crop in the side-by-side PNG
+CROP_ROWS = 3  # images shown in the PNG (only their outputs are kept in memory)
 
 
 @dataclass
@@ -173,7 +174,8 @@ def evaluate_rung(rung: Rung, pairs, scale: int, niqe, brisque, runs: int,
         if sr.shape != hr.shape:
             raise SystemExit(f"lightsr eval: variant {rung.name} returned {sr.shape} for {name}, "
                              f"expected {hr.shape}: its scale does not match --scale {scale}")
-        outputs.append(sr)
+        if len(outputs) < CROP_ROWS:
+            outputs.append(sr)
         per_image.append({"image": name, **score_image(sr, hr, scale, niqe, brisque)})
     macs = rung.entry.get("macs_320x180")  # written by `lightsr export` from the eager net
     result = RungResult(
@@ -236,7 +238,8 @@ def best_crop_origin(hr: np.ndarray, size: int) -> tuple[int, int]:
     return origin
 
 
-def crops_png(path: Path, names: list[str], outputs: list[list[np.ndarray]], pairs, rows: int = 3) -> None:
+def crops_png(path: Path, names: list[str], outputs: list[list[np.ndarray]], pairs,
+              rows: int = CROP_ROWS) -> None:
     """Side by side: one column per upscaler (bicubic first) then HR, one row per image."""
     label_h, pad = 14, 2
     size = min(CROP, *(min(hr.shape[:2]) for _, hr, _ in pairs[:rows]))
