@@ -1,1 +1,142 @@
-fn main() {}
+// SPDX-License-Identifier: MPL-2.0
+//! Element overhead benchmark: per-frame time of `lightsrscale` (conversion + copies +
+//! GStreamer) against the same TorchScript forward called directly, in one process.
+//!
+//! ```text
+//! cargo bench --bench overhead                       # embedded default bundle, 320x180 -> x4
+//! LIGHTSRSCALE_BENCH_MODEL=DIR FRAMES=40 cargo bench --bench overhead
+//! ```
+//! Prints figures only; nothing is asserted. Measurements are interleaved (direct, RGB, NV12,
+//! direct, ...) so that load from other processes hits every column alike; medians are shown.
+
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gstlightsrscale::engine::{Bundle, BundleSource, Variant};
+use tch::{Device, Kind, Tensor};
+
+const WIDTH: u32 = 320;
+const HEIGHT: u32 = 180;
+const SCALE: u32 = 4;
+
+struct ElementRun {
+    format: &'static str,
+    harness: gst_check::Harness,
+    input: gst::Buffer,
+}
+
+impl ElementRun {
+    fn new(format: &'static str, model: &str) -> ElementRun {
+        let element = gst::ElementFactory::make("lightsrscale")
+            .property("model", model)
+            .property("scale", SCALE)
+            .property("device", "cpu")
+            .build()
+            .expect("lightsrscale");
+        let mut harness = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
+        harness.play();
+        let info = gst_video::VideoInfo::builder(
+            gst_video::VideoFormat::from_string(format),
+            WIDTH,
+            HEIGHT,
+        )
+        .fps(gst::Fraction::new(25, 1))
+        .build()
+        .expect("video info");
+        harness.set_src_caps(info.to_caps().expect("caps"));
+        let mut input = gst::Buffer::with_size(info.size()).expect("buffer");
+        input
+            .get_mut()
+            .expect("writable")
+            .map_writable()
+            .expect("map")
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i * 7 % 251) as u8);
+        ElementRun {
+            format,
+            harness,
+            input,
+        }
+    }
+
+    /// One buffer in, one out: the time the element takes for a frame.
+    fn frame(&mut self) -> Duration {
+        let start = Instant::now();
+        let out = self
+            .harness
+            .push_and_pull(self.input.clone())
+            .expect("an output frame");
+        let elapsed = start.elapsed();
+        assert_eq!(
+            out.size(),
+            (WIDTH * HEIGHT * SCALE * SCALE) as usize * if self.format == "NV12" { 3 } else { 6 }
+                / 2
+        );
+        elapsed
+    }
+}
+
+fn direct_forward(variant: &Variant, input: &Tensor) -> Duration {
+    let start = Instant::now();
+    let out = variant.upscale(input).expect("forward");
+    let elapsed = start.elapsed();
+    assert_eq!(out.size()[1], i64::from(HEIGHT * SCALE));
+    elapsed
+}
+
+fn median_ms(samples: &mut [Duration]) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1e3
+}
+
+fn main() {
+    gst::init().expect("gst init");
+    gstlightsrscale::plugin_register_static().expect("register lightsrscale");
+    let model = std::env::var("LIGHTSRSCALE_BENCH_MODEL").unwrap_or_default();
+    let frames: usize = std::env::var("FRAMES")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(30);
+    let source = BundleSource::from_model_property(&model).expect("bundle path");
+    let bundle = Bundle::load(&source, Device::Cpu).expect("bundle");
+    let variant = bundle.ladder(SCALE).expect("an x4 ladder").variants[0].clone();
+    let input = Tensor::randint(
+        256,
+        [1, i64::from(HEIGHT), i64::from(WIDTH), 3],
+        (Kind::Uint8, Device::Cpu),
+    );
+    let mut runs = [
+        ElementRun::new("RGB", &model),
+        ElementRun::new("NV12", &model),
+    ];
+    // Warm-up: one of each outside the measurement.
+    direct_forward(&variant, &input);
+    runs.iter_mut().for_each(|r| drop(r.frame()));
+
+    let mut direct = Vec::with_capacity(frames);
+    let mut element: Vec<Vec<Duration>> = vec![Vec::with_capacity(frames); runs.len()];
+    for _ in 0..frames {
+        direct.push(direct_forward(&variant, &input));
+        for (run, times) in runs.iter_mut().zip(&mut element) {
+            times.push(run.frame());
+        }
+    }
+    let forward_ms = median_ms(&mut direct);
+    println!(
+        "lightsrscale overhead: {WIDTH}x{HEIGHT} -> x{SCALE}, bundle {:?}, variant {}, CPU, {} libtorch threads, {frames} frames, medians",
+        bundle.manifest.name,
+        variant.name(),
+        tch::get_num_threads()
+    );
+    println!("  direct TorchScript forward (RGB u8 tensor) : {forward_ms:8.2} ms/frame");
+    for (run, times) in runs.iter().zip(&mut element) {
+        let ms = median_ms(times);
+        let overhead = ms - forward_ms;
+        println!(
+            "  element, {:<4} in/out                     : {ms:8.2} ms/frame  overhead {overhead:+6.2} ms = {:+5.1}% of the forward",
+            run.format,
+            100.0 * overhead / forward_ms
+        );
+    }
+}

@@ -333,14 +333,13 @@ pub fn yuv_to_rgb(
     let device = luma.device();
     let (h, w) = (luma.size()[0], luma.size()[1]);
     let (ch, cw) = (chroma.size()[0], chroma.size()[1]);
-    let y = luma
-        .f_to_kind(Kind::Float)?
-        .f_sub_scalar(c.luma_offset)?
-        .f_mul_scalar(1.0 / c.luma_scale)?;
-    let rgb_chroma = chroma
-        .f_to_kind(Kind::Float)?
-        .f_sub_scalar(128.0)?
-        .f_matmul(&constant(&c.chroma_to_rgb(), &[2, 3], device)?)?;
+    let mut y = luma.f_to_kind(Kind::Float)?;
+    y.f_sub_scalar_(c.luma_offset)?
+        .f_mul_scalar_(1.0 / c.luma_scale)
+        .map(drop)?;
+    let mut chroma = chroma.f_to_kind(Kind::Float)?;
+    chroma.f_sub_scalar_(128.0).map(drop)?;
+    let rgb_chroma = chroma.f_matmul(&constant(&c.chroma_to_rgb(), &[2, 3], device)?)?;
     let rgb_chroma = rgb_chroma
         .f_repeat_interleave_self_int(2, 0, 2 * ch)?
         .f_narrow(0, 0, h)?
@@ -360,19 +359,37 @@ pub fn rgb_to_yuv(
     let c = YuvCoefficients::new(matrix, range);
     let device = rgb.device();
     let rgb = rgb.f_to_kind(Kind::Float)?;
-    let luma = rgb
-        .f_matmul(&constant(&c.rgb_to_luma(), &[3], device)?)?
-        .f_add_scalar(c.luma_offset)?;
-    let mean = rgb
-        .f_permute([2, 0, 1])?
-        .f_unsqueeze(0)?
-        .f_avg_pool2d([2, 2], [2, 2], [0, 0], true, false, None)?
-        .f_select(0, 0)?
-        .f_permute([1, 2, 0])?;
-    let chroma = mean
-        .f_matmul(&constant(&c.rgb_to_chroma(), &[3, 2], device)?)?
-        .f_add_scalar(128.0)?;
+    let mut luma = rgb.f_matmul(&constant(&c.rgb_to_luma(), &[3], device)?)?;
+    luma.f_add_scalar_(c.luma_offset).map(drop)?;
+    let mut chroma = mean_2x2(&rgb)?.f_matmul(&constant(&c.rgb_to_chroma(), &[3, 2], device)?)?;
+    chroma.f_add_scalar_(128.0).map(drop)?;
     Ok((to_u8(luma)?, to_u8(chroma)?))
+}
+
+/// float (H, W, C) -> (ceil(H/2), ceil(W/2), C): the mean of each 2x2 block (of the pixels
+/// that exist, at odd edges). Even sizes, the usual case, take four strided views and three
+/// additions at quarter resolution instead of a pooling pass over the whole frame.
+fn mean_2x2(image: &Tensor) -> Result<Tensor, ConvertError> {
+    let (h, w) = (image.size()[0], image.size()[1]);
+    if h % 2 == 0 && w % 2 == 0 {
+        let corner = |dy: i64, dx: i64| -> Result<Tensor, TchError> {
+            image.f_slice(0, dy, h, 2)?.f_slice(1, dx, w, 2)
+        };
+        let mut sum = corner(0, 0)?.f_add(&corner(0, 1)?)?;
+        sum.f_add_(&corner(1, 0)?).map(drop)?;
+        sum.f_add_(&corner(1, 1)?).map(drop)?;
+        sum.f_mul_scalar_(0.25).map(drop)?;
+        return Ok(sum);
+    }
+    let pooled = image.f_permute([2, 0, 1])?.f_unsqueeze(0)?.f_avg_pool2d(
+        [2, 2],
+        [2, 2],
+        [0, 0],
+        true,
+        false,
+        None,
+    )?;
+    Ok(pooled.f_select(0, 0)?.f_permute([1, 2, 0])?)
 }
 
 /// Bicubic upscaling of an alpha plane uint8 (1, H, W) to (1, height, width).
