@@ -11,7 +11,6 @@
 
 use std::time::{Duration, Instant};
 
-use gst::prelude::*;
 use gstlightsrscale::engine::{Bundle, BundleSource, Variant};
 use tch::{Device, Kind, Tensor};
 
@@ -112,7 +111,9 @@ fn main() {
     ];
     // Warm-up: one of each outside the measurement.
     direct_forward(&variant, &input);
-    runs.iter_mut().for_each(|r| drop(r.frame()));
+    runs.iter_mut().for_each(|r| {
+        r.frame();
+    });
 
     let mut direct = Vec::with_capacity(frames);
     let mut element: Vec<Vec<Duration>> = vec![Vec::with_capacity(frames); runs.len()];
