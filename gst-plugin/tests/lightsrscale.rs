@@ -252,3 +252,76 @@ fn input_size_change_midstream_renegotiates() {
         assert!(is_flat(&out));
     }
 }
+
+#[test]
+fn each_side_is_converted_with_its_own_colorimetry() {
+    use gstlightsrscale::convert::{YuvMatrix, YuvRange};
+    // Caps without colorimetry: 480x270 means BT.601, 1920x1080 means BT.709 (GStreamer's
+    // defaults), so the colour must be re-encoded, not copied.
+    let mut h = harness(&[("scale", "4")]);
+    let caps: gst::Caps = "video/x-raw,format=NV12,width=480,height=270,framerate=25/1"
+        .parse()
+        .unwrap();
+    let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+    h.set_src_caps(caps);
+    let input = sd_format(PixelLayout::Nv12, 480, 270);
+    let colour = flat(270, 480, [200, 60, 40]);
+    let out = h
+        .push_and_pull(buffer_from_planes(
+            &info,
+            &input,
+            &planes_from_rgb(&input, &colour, None),
+        ))
+        .unwrap();
+    let out_info =
+        gst_video::VideoInfo::from_caps(&h.sinkpad().unwrap().current_caps().unwrap()).unwrap();
+    assert_eq!(
+        out_info.colorimetry().matrix(),
+        gst_video::VideoColorMatrix::Bt709
+    );
+    let hd = |matrix| gstlightsrscale::convert::FrameFormat {
+        matrix,
+        range: YuvRange::Limited,
+        ..sd_format(PixelLayout::Nv12, 1920, 1080)
+    };
+    let planes = planes_from_buffer(&out_info, &hd(YuvMatrix::Bt709), &out);
+    let (as_709, _) = rgb_from_planes(&hd(YuvMatrix::Bt709), &planes);
+    let (as_601, _) = rgb_from_planes(&hd(YuvMatrix::Bt601), &planes);
+    let (seen, _) = rgb_from_planes(&input, &planes_from_rgb(&input, &colour, None));
+    assert!(
+        max_diff(&bytes(&as_709)[..3], &bytes(&seen)[..3]) <= 1,
+        "BT.709 output holds the input colour"
+    );
+    assert!(
+        max_diff(&bytes(&as_601)[..3], &bytes(&seen)[..3]) > 5,
+        "output was not re-encoded for BT.709"
+    );
+}
+
+#[test]
+fn active_variant_changes_are_notified() {
+    use std::sync::{Arc, Mutex};
+    let model = fixture("ladder");
+    let mut h = harness(&[
+        ("model", model.to_str().unwrap()),
+        ("scale", "2"),
+        ("variant", "nearest"),
+    ]);
+    let element = h.element().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    element.connect_notify(Some("active-variant"), move |e, _| {
+        log.lock()
+            .unwrap()
+            .push(e.property::<String>("active-variant"));
+    });
+    run_frame(&mut h, "RGB", PixelLayout::Rgb, &gradient(4, 6), None);
+    element.set_property("variant", "tinyconv");
+    run_frame(&mut h, "RGB", PixelLayout::Rgb, &gradient(4, 6), None);
+    run_frame(&mut h, "RGB", PixelLayout::Rgb, &gradient(4, 6), None);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["tinyconv"],
+        "one switch, one notification"
+    );
+}

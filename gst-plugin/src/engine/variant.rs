@@ -112,10 +112,12 @@ impl Variant {
         let start = Instant::now();
         let blank = Tensor::f_zeros([1, height, width, 3], (Kind::Uint8, self.device))
             .map_err(|e| self.forward_error(&e))?;
-        drop(self.upscale(&blank)?);
-        if let Device::Cuda(index) = self.device {
-            tch::Cuda::synchronize(index as i64);
-        }
+        // Reading the result back forces the (possibly asynchronous, on CUDA) work to finish.
+        let output = self.upscale(&blank)?;
+        output
+            .f_sum(Kind::Int64)
+            .and_then(|s| s.f_int64_value(&[]))
+            .map_err(|e| self.forward_error(&e))?;
         Ok(start.elapsed())
     }
 

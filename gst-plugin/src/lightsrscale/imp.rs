@@ -236,29 +236,40 @@ impl LightSrScale {
 
     /// Takes what the next frame needs from the state; picks its variant.
     fn frame_job(&self, settings: &Settings) -> Result<FrameJob, String> {
-        let mut state = lock(&self.state);
-        let state = state.as_mut().ok_or("not started")?;
-        let negotiated = state.negotiated.as_mut().ok_or("no caps negotiated")?;
-        let ladder = state
-            .bundle
-            .ladder(negotiated.scale)
-            .ok_or("the negotiated scale has no ladder")?;
-        let variant = choose_variant(ladder, settings)?;
-        if !Arc::ptr_eq(&variant, &negotiated.active) {
-            gst::info!(
-                CAT,
-                imp = self,
-                "variant {} -> {}",
-                negotiated.active.name(),
-                variant.name()
-            );
-            negotiated.active = variant.clone();
+        let (job, switched) = {
+            let mut state = lock(&self.state);
+            let state = state.as_mut().ok_or("not started")?;
+            let negotiated = state.negotiated.as_mut().ok_or("no caps negotiated")?;
+            let ladder = state
+                .bundle
+                .ladder(negotiated.scale)
+                .ok_or("the negotiated scale has no ladder")?;
+            let variant = choose_variant(ladder, settings)?;
+            let switched = !Arc::ptr_eq(&variant, &negotiated.active);
+            if switched {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "variant {} -> {}",
+                    negotiated.active.name(),
+                    variant.name()
+                );
+                negotiated.active = variant.clone();
+            }
+            (
+                FrameJob {
+                    input: negotiated.input,
+                    output: negotiated.output,
+                    variant,
+                },
+                switched,
+            )
+        };
+        if switched {
+            // Outside the lock: a notify handler may read active-variant.
+            self.obj().notify("active-variant");
         }
-        Ok(FrameJob {
-            input: negotiated.input,
-            output: negotiated.output,
-            variant,
-        })
+        Ok(job)
     }
 
     fn upscale_frame(
