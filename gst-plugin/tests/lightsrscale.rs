@@ -315,10 +315,10 @@ fn active_variant_changes_are_notified() {
             .unwrap()
             .push(e.property::<String>("active-variant"));
     });
-    run_frame(&mut h, "RGB", PixelLayout::Rgb, &gradient(4, 6), None);
+    let _ = run_frame(&mut h, "RGB", PixelLayout::Rgb, &gradient(4, 6), None);
     element.set_property("variant", "tinyconv");
-    run_frame(&mut h, "RGB", PixelLayout::Rgb, &gradient(4, 6), None);
-    run_frame(&mut h, "RGB", PixelLayout::Rgb, &gradient(4, 6), None);
+    let _ = run_frame(&mut h, "RGB", PixelLayout::Rgb, &gradient(4, 6), None);
+    let _ = run_frame(&mut h, "RGB", PixelLayout::Rgb, &gradient(4, 6), None);
     assert_eq!(
         *seen.lock().unwrap(),
         ["tinyconv"],
