@@ -56,8 +56,9 @@ class U8Deploy(nn.Module):
         if not self.channels_last:
             y = y.contiguous()
         y = self.net(y)
-        y = y.clamp(0.0, 255.0).round().to(torch.uint8)
-        return y.permute(0, 2, 3, 1).contiguous()
+        # in place: the network's output is a fresh tensor; one pass writes contiguous NHWC
+        y = y.clamp_(0.0, 255.0).round_().permute(0, 2, 3, 1)
+        return y.to(torch.uint8, memory_format=torch.contiguous_format).contiguous()
 
 
 def bicubic_variant(scale: int) -> U8Deploy:

@@ -233,3 +233,23 @@ def test_module_contract_check_catches_a_wrong_scale(tmp_path):
     validate_bundle(tmp_path)  # the manifest itself is fine
     with pytest.raises(BundleError, match="module contract"):
         validate_bundle(tmp_path, check_modules=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA device: the fp16-conv / fp32-FFT deployment form is "
+                           "checked on GPUs only (CPU runs fp32)")
+def test_cuda_half_variant_tracks_cpu_fp32_even_on_a_flat_1080p_frame():
+    torch.manual_seed(0)
+    module = torch.jit.script(U8Deploy(tiny_generator(fourier=True), 2).eval())
+    x = u8_frame(1, 37, 53)
+    flat = torch.full((1, 1080, 1080, 3), 200, dtype=torch.uint8)
+    with torch.no_grad():
+        ref, ref_flat = module(x), module(flat)
+        half = copy.deepcopy(module).to("cuda", torch.half)
+        out, out_flat = half(x.cuda()), half(flat.cuda())
+    assert out.device.type == "cuda" and out.dtype == torch.uint8
+    assert out.shape == (1, 74, 106, 3)
+    assert (out.cpu().int() - ref.int()).abs().max() <= 2
+    # the unnormalised DC sum of these features is ~1.3e7, far beyond fp16's 65,504 (and
+    # cuFFT's fp16 path takes powers of two only): this passes only with fp32 Fourier units
+    assert (out_flat.cpu().int() - ref_flat.int()).abs().max() <= 2
