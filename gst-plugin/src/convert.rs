@@ -301,6 +301,18 @@ impl YuvCoefficients {
         [self.kr, self.kg(), self.kb].map(|k| (k * self.luma_scale) as f32)
     }
 
+    /// (2, 3, 2, 2): Cb and Cr of the mean of a 2x2 RGB block, as a stride-2 convolution.
+    fn rgb_to_chroma_2x2(&self) -> Vec<f32> {
+        let m = self.rgb_to_chroma();
+        let mut kernel = Vec::with_capacity(24);
+        for out in 0..2 {
+            for channel in 0..3 {
+                kernel.extend([m[2 * channel + out] / 4.0; 4]);
+            }
+        }
+        kernel
+    }
+
     /// (3, 2): chroma codes (before the 128 offset) from RGB, columns Cb and Cr.
     fn rgb_to_chroma(&self) -> [f32; 6] {
         let (kr, kb, kg, s) = (self.kr, self.kb, self.kg(), self.chroma_scale);
@@ -349,8 +361,11 @@ pub fn yuv_to_rgb(
 }
 
 /// uint8 (H, W, 3) RGB -> (luma uint8 (H, W), chroma uint8 (ceil(H/2), ceil(W/2), 2)).
-/// Chroma is taken from the 2x2 mean of RGB (the transform is linear, so this equals the
-/// mean of full-resolution chroma).
+///
+/// Two convolutions over the channels-last float frame: 1x1 for luma, 2x2 stride 2 for chroma,
+/// whose kernel is the chroma matrix spread over the block, so each chroma sample is the mean
+/// chroma of its 2x2 block (the transform is linear). Odd edges are replicated, which keeps
+/// the mean of the pixels that exist.
 pub fn rgb_to_yuv(
     rgb: &Tensor,
     matrix: YuvMatrix,
@@ -358,38 +373,34 @@ pub fn rgb_to_yuv(
 ) -> Result<(Tensor, Tensor), ConvertError> {
     let c = YuvCoefficients::new(matrix, range);
     let device = rgb.device();
-    let rgb = rgb.f_to_kind(Kind::Float)?;
-    let mut luma = rgb.f_matmul(&constant(&c.rgb_to_luma(), &[3], device)?)?;
-    luma.f_add_scalar_(c.luma_offset).map(drop)?;
-    let mut chroma = mean_2x2(&rgb)?.f_matmul(&constant(&c.rgb_to_chroma(), &[3, 2], device)?)?;
-    chroma.f_add_scalar_(128.0).map(drop)?;
-    Ok((to_u8(luma)?, to_u8(chroma)?))
-}
-
-/// float (H, W, C) -> (ceil(H/2), ceil(W/2), C): the mean of each 2x2 block (of the pixels
-/// that exist, at odd edges). Even sizes, the usual case, take four strided views and three
-/// additions at quarter resolution instead of a pooling pass over the whole frame.
-fn mean_2x2(image: &Tensor) -> Result<Tensor, ConvertError> {
-    let (h, w) = (image.size()[0], image.size()[1]);
-    if h % 2 == 0 && w % 2 == 0 {
-        let corner = |dy: i64, dx: i64| -> Result<Tensor, TchError> {
-            image.f_slice(0, dy, h, 2)?.f_slice(1, dx, w, 2)
-        };
-        let mut sum = corner(0, 0)?.f_add(&corner(0, 1)?)?;
-        sum.f_add_(&corner(1, 0)?).map(drop)?;
-        sum.f_add_(&corner(1, 1)?).map(drop)?;
-        sum.f_mul_scalar_(0.25).map(drop)?;
-        return Ok(sum);
-    }
-    let pooled = image.f_permute([2, 0, 1])?.f_unsqueeze(0)?.f_avg_pool2d(
-        [2, 2],
+    let (h, w) = (rgb.size()[0], rgb.size()[1]);
+    // (1, 3, H, W) viewed over an NHWC float copy: channels-last strides, which oneDNN's
+    // convolution takes as is (an NCHW-contiguous input would be far slower).
+    let x = rgb
+        .f_to_kind(Kind::Float)?
+        .f_contiguous()?
+        .f_reshape([1, h, w, 3])?
+        .f_permute([0, 3, 1, 2])?;
+    let luma_kernel = constant(&c.rgb_to_luma(), &[1, 3, 1, 1], device)?;
+    let luma_bias = constant(&[c.luma_offset as f32], &[1], device)?;
+    let luma = x.f_conv2d(&luma_kernel, Some(&luma_bias), [1, 1], [0, 0], [1, 1], 1)?;
+    let x = match (h % 2, w % 2) {
+        (0, 0) => x,
+        (dh, dw) => x.f_replication_pad2d([0, dw, 0, dh])?,
+    };
+    let chroma_kernel = constant(&c.rgb_to_chroma_2x2(), &[2, 3, 2, 2], device)?;
+    let chroma_bias = constant(&[128.0, 128.0], &[2], device)?;
+    let chroma = x.f_conv2d(
+        &chroma_kernel,
+        Some(&chroma_bias),
         [2, 2],
         [0, 0],
-        true,
-        false,
-        None,
+        [1, 1],
+        1,
     )?;
-    Ok(pooled.f_select(0, 0)?.f_permute([1, 2, 0])?)
+    let luma = luma.f_select(0, 0)?.f_select(0, 0)?;
+    let chroma = chroma.f_select(0, 0)?.f_permute([1, 2, 0])?;
+    Ok((to_u8(luma)?, to_u8(chroma)?))
 }
 
 /// Bicubic upscaling of an alpha plane uint8 (1, H, W) to (1, height, width).
