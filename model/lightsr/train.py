@@ -24,7 +24,6 @@ nccl on CUDA); the batch size in the config is per process.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import math
