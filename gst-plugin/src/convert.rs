@@ -328,6 +328,15 @@ fn constant(values: &[f32], shape: &[i64], device: Device) -> Result<Tensor, Con
         .f_to_device(device)?)
 }
 
+/// The sizes of a tensor that must have `N` dimensions.
+fn dims<const N: usize>(t: &Tensor, what: &str) -> Result<[i64; N], ConvertError> {
+    t.size().try_into().map_err(|size| {
+        ConvertError(format!(
+            "{what}: expected {N} dimensions, got shape {size:?}"
+        ))
+    })
+}
+
 /// Rounds, clamps to 0..=255 and casts to uint8.
 fn to_u8(mut t: Tensor) -> Result<Tensor, ConvertError> {
     Ok(t.f_round_()?.f_clamp_(0.0, 255.0)?.f_to_kind(Kind::Uint8)?)
@@ -343,8 +352,8 @@ pub fn yuv_to_rgb(
 ) -> Result<Tensor, ConvertError> {
     let c = YuvCoefficients::new(matrix, range);
     let device = luma.device();
-    let (h, w) = (luma.size()[0], luma.size()[1]);
-    let (ch, cw) = (chroma.size()[0], chroma.size()[1]);
+    let [h, w] = dims(luma, "luma (H, W)")?;
+    let [ch, cw, _] = dims(chroma, "chroma (H/2, W/2, 2)")?;
     let mut y = luma.f_to_kind(Kind::Float)?;
     y.f_sub_scalar_(c.luma_offset)?
         .f_mul_scalar_(1.0 / c.luma_scale)
@@ -373,7 +382,7 @@ pub fn rgb_to_yuv(
 ) -> Result<(Tensor, Tensor), ConvertError> {
     let c = YuvCoefficients::new(matrix, range);
     let device = rgb.device();
-    let (h, w) = (rgb.size()[0], rgb.size()[1]);
+    let [h, w, _] = dims(rgb, "RGB (H, W, 3)")?;
     // (1, 3, H, W) viewed over an NHWC float copy: channels-last strides, which oneDNN's
     // convolution takes as is (an NCHW-contiguous input would be far slower).
     let x = rgb

@@ -389,3 +389,19 @@ fn short_or_mismatched_planes_are_errors_not_crashes() {
     .unwrap_err();
     assert!(err.0.contains("expected Uint8 [1, 4, 4, 3]"), "{err}");
 }
+
+#[test]
+fn tensors_of_the_wrong_rank_are_errors() {
+    let flat = Tensor::zeros([12], (Kind::Uint8, CPU));
+    let err = rgb_to_yuv(&flat, Bt709, Limited).unwrap_err();
+    assert!(
+        err.0
+            .contains("RGB (H, W, 3): expected 3 dimensions, got shape [12]"),
+        "{err}"
+    );
+    let err = yuv_to_rgb(&flat, &flat, Bt709, Limited).unwrap_err();
+    assert!(
+        err.0.contains("luma (H, W): expected 2 dimensions"),
+        "{err}"
+    );
+}
