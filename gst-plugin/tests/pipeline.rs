@@ -348,3 +348,28 @@ fn unsupported_caps_are_not_negotiated_with_a_debug_log_saying_why() {
         &["not-negotiated"],
     );
 }
+
+#[test]
+fn two_elements_run_concurrently_on_one_shared_bundle() {
+    let model = fixture("ladder");
+    let p = pipeline(&format!(
+        "videotestsrc num-buffers=6 pattern=ball ! video/x-raw,format=RGB,width=48,height=32 ! tee name=t \
+         t. ! queue ! lightsrscale model={0} scale=2 ! appsink name=a sync=false \
+         t. ! queue ! lightsrscale model={0}/manifest.json scale=2 ! appsink name=b sync=false",
+        model.display()
+    ));
+    p.set_state(gst::State::Playing).unwrap();
+    let (a, b) = (sink(&p, "a"), sink(&p, "b"));
+    let mut frames = 0;
+    while let (Ok(x), Ok(y)) = (a.pull_sample(), b.pull_sample()) {
+        let ((_, _, x), (_, _, y)) = (sample_rgb(&x), sample_rgb(&y));
+        assert_eq!(
+            bytes(&x),
+            bytes(&y),
+            "frame {frames}: the two streams disagree"
+        );
+        frames += 1;
+    }
+    p.set_state(gst::State::Null).unwrap();
+    assert_eq!(frames, 6);
+}
