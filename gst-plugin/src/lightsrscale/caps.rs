@@ -27,6 +27,9 @@ impl Way {
 /// Caps for every structure of `caps` times every scale, in that order (scales preferred
 /// first). `scales` empty means "not known yet": sizes become unconstrained.
 pub fn scale_caps(caps: &gst::CapsRef, scales: &[u32], way: Way) -> gst::Caps {
+    if caps.is_any() {
+        return gst::Caps::new_any();
+    }
     let mut out = gst::Caps::new_empty();
     for (structure, features) in caps.iter_with_features() {
         if scales.is_empty() {
@@ -206,6 +209,7 @@ mod tests {
         let h = s.get::<gst::IntRange<i32>>("height").unwrap();
         assert_eq!((h.min(), h.max()), (1, 2));
         assert!(scale_caps(&caps("video/x-raw,width=[1,3]"), &[4], Way::Down).is_empty());
+        assert!(scale_caps(&gst::Caps::new_any(), &[4], Way::Up).is_any());
         let huge = scale_caps(&caps("video/x-raw,width=[1,2147483647]"), &[4], Way::Up);
         let w = huge
             .structure(0)
