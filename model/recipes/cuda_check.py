@@ -7,6 +7,7 @@ of the TorchScript u8 module at 320x180 and 480x270 -> x4 (1080p out), and wheth
 fp16 FFT of a 1024x1024 frame of 0.5 overflows on this GPU (cuFFT half needs powers of 2).
 Usage: PYTHONPATH=model python model/recipes/cuda_check.py
 """
+import copy
 import statistics
 
 import torch
@@ -44,7 +45,7 @@ def main():
         torch.manual_seed(0)
         net = build_network({"type": "F2SRGANGenerator", "scale": 4, **cfg})
         m32 = torch.jit.script(U8Deploy(net, 4).eval()).to(dev)
-        m16 = torch.jit.script(U8Deploy(net, 4).eval()).to(dev, torch.half)
+        m16 = torch.jit.script(copy.deepcopy(U8Deploy(net, 4)).half().eval()).to(dev)
         frame = torch.randint(0, 256, (1, 180, 320, 3), generator=g, dtype=torch.uint8).to(dev)
         with torch.no_grad():
             o32, o16 = m32(frame).int(), m16(frame).int()
