@@ -269,9 +269,14 @@ def ladder_entries(args) -> tuple[list[dict], dict]:
     if args.config:
         cfg = yaml.safe_load(args.config.read_text()) or {}
         meta = {k: cfg[k] for k in ("name", "description") if k in cfg}
-        for scale, items in (cfg.get("ladders") or {}).items():
+        if not isinstance(cfg.get("ladders"), dict):
+            raise ValueError(f"{args.config}: 'ladders' must map a scale to a list of "
+                             "checkpoints, e.g. `ladders: {4: [{checkpoint: a.pth}]}`")
+        for scale, items in cfg["ladders"].items():
             for item in items:
                 item = {"checkpoint": item} if isinstance(item, str) else dict(item)
+                if "checkpoint" not in item:
+                    raise ValueError(f"{args.config}: ladder entry {item} has no 'checkpoint'")
                 item["checkpoint"] = (args.config.parent / item["checkpoint"]
                                       if not Path(item["checkpoint"]).is_absolute()
                                       else Path(item["checkpoint"]))
@@ -287,14 +292,13 @@ def main(argv: list[str]) -> int:
     if any(s < 2 for s in scales):
         print("lightsr export: --scales must be integers >= 2", file=sys.stderr)
         return 2
-    entries, meta = ([], {}) if args.bicubic_only else ladder_entries(args)
-    if not entries and not scales:
-        print("lightsr export: nothing to export: give --config, --checkpoint or "
-              "--bicubic-only (see --help)", file=sys.stderr)
-        return 2
     try:
+        entries, meta = ([], {}) if args.bicubic_only else ladder_entries(args)
+        if not entries and not scales:
+            raise ValueError("nothing to export: give --config, --checkpoint or "
+                             "--bicubic-only (see --help)")
         ladders = build_ladders(entries, scales, timing=not args.no_timing)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, yaml.YAMLError) as e:
         print(f"lightsr export: {e}", file=sys.stderr)
         return 2
     description = args.description or meta.get("description") or (

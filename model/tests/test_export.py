@@ -253,3 +253,18 @@ def test_cuda_half_variant_tracks_cpu_fp32_even_on_a_flat_1080p_frame():
     # the unnormalised DC sum of these features is ~1.3e7, far beyond fp16's 65,504 (and
     # cuFFT's fp16 path takes powers of two only): this passes only with fp32 Fourier units
     assert (out_flat.cpu().int() - ref_flat.int()).abs().max() <= 2
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "nothing to export"),
+    (["--checkpoint", "missing.pth"], "does not exist"),
+    (["--config", "missing.yml"], "No such file"),
+    (["--config", "bad.yml"], "'ladders' must map a scale"),
+    (["--bicubic-only", "--scales", "1"], "integers >= 2"),
+])
+def test_export_errors_name_the_problem(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yml").write_text("ladders: [a.pth]\n")
+    assert export.main(["--out", str(tmp_path / "b"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "b" / "manifest.json").exists()
