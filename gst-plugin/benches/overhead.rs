@@ -5,13 +5,14 @@
 //! ```text
 //! cargo bench --bench overhead                       # embedded default bundle, 320x180 -> x4
 //! LIGHTSRSCALE_BENCH_MODEL=DIR FRAMES=40 cargo bench --bench overhead
+//! LIGHTSRSCALE_BENCH_DEVICE=cuda cargo bench --bench overhead   # on a CUDA machine
 //! ```
 //! Prints figures only; nothing is asserted. Measurements are interleaved (direct, RGB, NV12,
 //! direct, ...) so that load from other processes hits every column alike; medians are shown.
 
 use std::time::{Duration, Instant};
 
-use gstlightsrscale::engine::{Bundle, BundleSource, Variant};
+use gstlightsrscale::engine::{Bundle, BundleSource, DeviceRequest, Variant};
 use tch::{Device, Kind, Tensor};
 
 const WIDTH: u32 = 320;
@@ -25,11 +26,11 @@ struct ElementRun {
 }
 
 impl ElementRun {
-    fn new(format: &'static str, model: &str) -> ElementRun {
+    fn new(format: &'static str, model: &str, device: &str) -> ElementRun {
         let element = gst::ElementFactory::make("lightsrscale")
             .property("model", model)
             .property("scale", SCALE)
-            .property("device", "cpu")
+            .property("device", device)
             .build()
             .expect("lightsrscale");
         let mut harness = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
@@ -79,6 +80,9 @@ impl ElementRun {
 fn direct_forward(variant: &Variant, input: &Tensor) -> Duration {
     let start = Instant::now();
     let out = variant.upscale(input).expect("forward");
+    if let Device::Cuda(index) = variant.device() {
+        tch::Cuda::synchronize(index as i64);
+    }
     let elapsed = start.elapsed();
     assert_eq!(out.size()[1], i64::from(HEIGHT * SCALE));
     elapsed
@@ -98,16 +102,19 @@ fn main() {
         .and_then(|f| f.parse().ok())
         .unwrap_or(30);
     let source = BundleSource::from_model_property(&model).expect("bundle path");
-    let bundle = Bundle::load(&source, Device::Cpu).expect("bundle");
+    let device_name = std::env::var("LIGHTSRSCALE_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let request: DeviceRequest = device_name.parse().expect("a device");
+    let device = request.resolve().expect("an available device").device;
+    let bundle = Bundle::load(&source, device).expect("bundle");
     let variant = bundle.ladder(SCALE).expect("an x4 ladder").variants[0].clone();
     let input = Tensor::randint(
         256,
         [1, i64::from(HEIGHT), i64::from(WIDTH), 3],
-        (Kind::Uint8, Device::Cpu),
+        (Kind::Uint8, device),
     );
     let mut runs = [
-        ElementRun::new("RGB", &model),
-        ElementRun::new("NV12", &model),
+        ElementRun::new("RGB", &model, &device_name),
+        ElementRun::new("NV12", &model, &device_name),
     ];
     // Warm-up: one of each outside the measurement.
     direct_forward(&variant, &input);
@@ -125,17 +132,20 @@ fn main() {
     }
     let forward_ms = median_ms(&mut direct);
     println!(
-        "lightsrscale overhead: {WIDTH}x{HEIGHT} -> x{SCALE}, bundle {:?}, variant {}, CPU, {} libtorch threads, {frames} frames, medians",
+        "lightsrscale overhead: {WIDTH}x{HEIGHT} -> x{SCALE}, bundle {:?}, variant {}, {device:?}, {} libtorch threads, {frames} frames, medians",
         bundle.manifest.name,
         variant.name(),
         tch::get_num_threads()
     );
-    println!("  direct TorchScript forward (RGB u8 tensor) : {forward_ms:8.2} ms/frame");
+    println!(
+        "  {:<44}: {forward_ms:8.2} ms/frame",
+        "direct TorchScript forward (u8 tensor on device)"
+    );
     for (run, times) in runs.iter().zip(&mut element) {
         let ms = median_ms(times);
         let overhead = ms - forward_ms;
         println!(
-            "  element, {:<4} in/out                     : {ms:8.2} ms/frame  overhead {overhead:+6.2} ms = {:+5.1}% of the forward",
+            "  element, {:<4} in/out (frames in CPU memory)     : {ms:8.2} ms/frame  overhead {overhead:+6.2} ms = {:+5.1}% of the forward",
             run.format,
             100.0 * overhead / forward_ms
         );
