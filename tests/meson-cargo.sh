@@ -15,6 +15,7 @@ case "${1:-}" in
     ;;
   test)
     .venv/bin/python tests/fixtures/make_fixtures.py target/fixtures
+    .venv/bin/python tests/fixtures/make_photo_fixture.py target/fixtures
     cargo test --release -p gst-plugin-lightsrscale
     ;;
   *)

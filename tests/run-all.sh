@@ -14,6 +14,7 @@ step "set-up"
 
 step "fixture bundles (tests/fixtures/make_fixtures.py -> target/fixtures)"
 .venv/bin/python tests/fixtures/make_fixtures.py target/fixtures
+.venv/bin/python tests/fixtures/make_photo_fixture.py target/fixtures
 
 step "cargo build --release"
 nice cargo build --release

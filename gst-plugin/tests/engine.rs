@@ -19,19 +19,63 @@ fn load_error(name: &str) -> String {
 }
 
 #[test]
-fn embedded_default_is_an_exact_bicubic_x4_and_x2_ladder() {
+fn embedded_default_ladders_end_with_exact_bicubic() {
     let bundle = Bundle::load(&BundleSource::Embedded, Device::Cpu).unwrap();
     assert_eq!(bundle.scales(), [4, 2]);
     let input = gradient(9, 13);
     for scale in [4, 2] {
-        let variant = &bundle.ladder(scale).unwrap().variants[0];
-        let out = variant.upscale(&input).unwrap();
-        assert_eq!(out.size(), [1, 9 * scale as i64, 13 * scale as i64, 3]);
+        let ladder = bundle.ladder(scale).unwrap();
+        assert!(
+            ladder.variants.len() >= 3,
+            "x{scale}: the default is a ladder"
+        );
+        let last = ladder.variants.last().unwrap();
+        assert_eq!(last.name(), "bicubic");
+        let out = last.upscale(&input).unwrap();
         let diff = max_diff(
             &bytes(&out),
             &bytes(&bicubic_reference(&input, scale as i64)),
         );
         assert!(diff <= 1, "x{scale}: differs from torch bicubic by {diff}");
+    }
+}
+
+/// Raw RGB bytes of `target/fixtures/photo/NAME_{w}x{h}.rgb` as uint8 (1, h, w, 3).
+fn photo(name: &str, width: i64, height: i64) -> Tensor {
+    let path = fixture("photo").join(format!("{name}_{width}x{height}.rgb"));
+    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Tensor::from_slice(&raw).view([1, height, width, 3])
+}
+
+/// PSNR (dB) of uint8 images, `border` pixels cropped on every side.
+fn psnr(a: &Tensor, b: &Tensor, border: i64) -> f64 {
+    let crop = |t: &Tensor| {
+        let (h, w) = (t.size()[1], t.size()[2]);
+        t.narrow(1, border, h - 2 * border)
+            .narrow(2, border, w - 2 * border)
+            .to_kind(Kind::Double)
+    };
+    let mse = (crop(a) - crop(b)).square().mean(Kind::Double).double_value(&[]);
+    10.0 * (255.0 * 255.0 / mse).log10()
+}
+
+#[test]
+fn embedded_learned_rungs_restore_a_held_out_photo_better_than_bicubic() {
+    // scikit-image's astronaut is held out of training; LR = MATLAB-style bicubic downscale.
+    let bundle = Bundle::load(&BundleSource::Embedded, Device::Cpu).unwrap();
+    let hr = photo("astronaut_hr", 192, 128);
+    for scale in [4i64, 2] {
+        let lr = photo(&format!("astronaut_lr_x{scale}"), 192 / scale, 128 / scale);
+        let ladder = bundle.ladder(scale as u32).unwrap();
+        let bicubic = psnr(&ladder.variant("bicubic").unwrap().upscale(&lr).unwrap(), &hr, scale);
+        for variant in ladder.variants.iter().filter(|v| v.name() != "bicubic") {
+            let learned = psnr(&variant.upscale(&lr).unwrap(), &hr, scale);
+            assert!(
+                learned > bicubic,
+                "x{scale} {}: PSNR {learned:.2} dB is not above bicubic's {bicubic:.2} dB",
+                variant.name()
+            );
+        }
     }
 }
 

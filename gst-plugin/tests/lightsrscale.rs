@@ -68,7 +68,7 @@ fn is_flat(t: &Tensor) -> bool {
 
 #[test]
 fn rgb_x4_is_torch_bicubic_at_an_odd_size() {
-    let mut h = harness(&[("scale", "4")]);
+    let mut h = harness(&[("scale", "4"), ("variant", "bicubic")]);
     let input = gradient(181, 321);
     let (out, _, info) = run_frame(&mut h, "RGB", PixelLayout::Rgb, &input, None);
     assert_eq!((info.width(), info.height()), (1284, 724));
@@ -83,7 +83,7 @@ fn rgb_x4_is_torch_bicubic_at_an_odd_size() {
 #[test]
 fn every_format_keeps_a_flat_colour_flat() {
     for (name, layout) in LAYOUTS {
-        let mut h = harness(&[("scale", "2")]);
+        let mut h = harness(&[("scale", "2"), ("variant", "bicubic")]);
         // Through YUV the colour is the one 8-bit YUV can hold; compare with that.
         let format = sd_format(layout, 8, 6);
         let (input, _) = rgb_from_planes(
@@ -104,7 +104,7 @@ fn every_format_keeps_a_flat_colour_flat() {
 fn every_format_is_bicubic_within_its_quantisation() {
     let input = gradient(23, 37);
     for (name, layout) in LAYOUTS {
-        let mut h = harness(&[("scale", "2")]);
+        let mut h = harness(&[("scale", "2"), ("variant", "bicubic")]);
         let format = sd_format(layout, 37, 23);
         // What the element actually receives, decoded: the reference starts from that.
         let (seen, _) = rgb_from_planes(&format, &planes_from_rgb(&format, &input, None));
@@ -132,7 +132,7 @@ fn every_format_is_bicubic_within_its_quantisation() {
 #[test]
 fn alpha_is_upscaled_bicubic_with_the_colour() {
     for (name, layout) in [("RGBA", PixelLayout::Rgba), ("BGRA", PixelLayout::Bgra)] {
-        let mut h = harness(&[("scale", "4")]);
+        let mut h = harness(&[("scale", "4"), ("variant", "bicubic")]);
         let alpha = gradient(9, 11).select(3, 1);
         let (_, out_alpha, _) = run_frame(&mut h, name, layout, &gradient(9, 11), Some(&alpha));
         let want =
@@ -153,7 +153,7 @@ fn tiny_odd_and_very_wide_frames() {
         ("I420", PixelLayout::I420, 4096, 64),
         ("BGRx", PixelLayout::Bgrx, 4096, 64),
     ] {
-        let mut h = harness(&[("scale", "4")]);
+        let mut h = harness(&[("scale", "4"), ("variant", "bicubic")]);
         let (out, _, info) = run_frame(&mut h, name, layout, &flat(h_, w, [40, 160, 220]), None);
         assert_eq!(
             (info.width(), info.height()),
@@ -193,7 +193,7 @@ fn variant_property_picks_the_rung_and_active_variant_reports_it() {
 
 #[test]
 fn scale_change_while_playing_renegotiates_the_output() {
-    let mut h = harness(&[("scale", "4")]);
+    let mut h = harness(&[("scale", "4"), ("variant", "bicubic")]);
     let input = gradient(12, 20);
     let (_, _, info) = run_frame(&mut h, "RGB", PixelLayout::Rgb, &input, None);
     assert_eq!(info.width(), 80);
@@ -236,7 +236,7 @@ fn downstream_caps_choose_among_the_ladder_scales() {
 
 #[test]
 fn input_size_change_midstream_renegotiates() {
-    let mut h = harness(&[("scale", "2")]);
+    let mut h = harness(&[("scale", "2"), ("variant", "bicubic")]);
     for (height, width) in [(18, 32), (45, 80), (7, 5)] {
         let (out, _, info) = run_frame(
             &mut h,
@@ -258,7 +258,7 @@ fn each_side_is_converted_with_its_own_colorimetry() {
     use gstlightsrscale::convert::{YuvMatrix, YuvRange};
     // Caps without colorimetry: 480x270 means BT.601, 1920x1080 means BT.709 (GStreamer's
     // defaults), so the colour must be re-encoded, not copied.
-    let mut h = harness(&[("scale", "4")]);
+    let mut h = harness(&[("scale", "4"), ("variant", "bicubic")]);
     let caps: gst::Caps = "video/x-raw,format=NV12,width=480,height=270,framerate=25/1"
         .parse()
         .unwrap();

@@ -103,7 +103,7 @@ fn videotestsrc_to_appsink_follows_a_resolution_change_midway() {
     // Live, so that frames are paced and the caps change lands mid-stream.
     let p = pipeline(
         "videotestsrc is-live=true num-buffers=16 pattern=smpte ! capsfilter name=cf caps=video/x-raw,format=RGB,width=66,height=38 \
-         ! tee name=t t. ! queue ! appsink name=input sync=false t. ! queue ! lightsrscale scale=2 ! appsink name=output sync=false",
+         ! tee name=t t. ! queue ! appsink name=input sync=false t. ! queue ! lightsrscale scale=2 variant=bicubic ! appsink name=output sync=false",
     );
     p.set_state(gst::State::Playing).unwrap();
     let (input, output) = (sink(&p, "input"), sink(&p, "output"));

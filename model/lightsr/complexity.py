@@ -10,11 +10,15 @@ from typing import List
 import torch
 from torch import nn
 
+from lightsr.archs.arch_util import MeanShift
 from lightsr.archs.fourier_arch import FourierUnit
 
 
 def count_params(net: nn.Module, trainable_only: bool = True) -> int:
-    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
+    """Parameters of `net`; with `trainable_only`, without the frozen mean shifts. Decided by
+    module type, not `requires_grad`: an EMA or reloaded module may have every flag off."""
+    frozen = {id(p) for m in net.modules() if isinstance(m, MeanShift) for p in m.parameters()}
+    return sum(p.numel() for p in net.parameters() if not (trainable_only and id(p) in frozen))
 
 
 def _conv_macs(module: nn.Conv2d, out: torch.Tensor) -> int:
