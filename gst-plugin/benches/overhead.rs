@@ -6,6 +6,7 @@
 //! cargo bench --bench overhead                       # embedded default bundle, 320x180 -> x4
 //! LIGHTSRSCALE_BENCH_MODEL=DIR FRAMES=40 cargo bench --bench overhead
 //! LIGHTSRSCALE_BENCH_DEVICE=cuda cargo bench --bench overhead   # on a CUDA machine
+//! LIGHTSRSCALE_BENCH_VARIANT=fast cargo bench --bench overhead   # one rung (default: heaviest)
 //! ```
 //! Prints figures only; nothing is asserted. Measurements are interleaved (direct, RGB, NV12,
 //! direct, ...) so that load from other processes hits every column alike; medians are shown.
@@ -26,11 +27,12 @@ struct ElementRun {
 }
 
 impl ElementRun {
-    fn new(format: &'static str, model: &str, device: &str) -> ElementRun {
+    fn new(format: &'static str, model: &str, device: &str, variant: &str) -> ElementRun {
         let element = gst::ElementFactory::make("lightsrscale")
             .property("model", model)
             .property("scale", SCALE)
             .property("device", device)
+            .property("variant", variant)
             .build()
             .expect("lightsrscale");
         let mut harness = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
@@ -106,15 +108,19 @@ fn main() {
     let request: DeviceRequest = device_name.parse().expect("a device");
     let device = request.resolve().expect("an available device").device;
     let bundle = Bundle::load(&source, device).expect("bundle");
-    let variant = bundle.ladder(SCALE).expect("an x4 ladder").variants[0].clone();
+    let ladder = bundle.ladder(SCALE).expect("an x4 ladder");
+    let variant = match std::env::var("LIGHTSRSCALE_BENCH_VARIANT") {
+        Ok(name) => ladder.variant(&name).expect("a variant of the x4 ladder").clone(),
+        Err(_) => ladder.variants[0].clone(),
+    };
     let input = Tensor::randint(
         256,
         [1, i64::from(HEIGHT), i64::from(WIDTH), 3],
         (Kind::Uint8, device),
     );
     let mut runs = [
-        ElementRun::new("RGB", &model, &device_name),
-        ElementRun::new("NV12", &model, &device_name),
+        ElementRun::new("RGB", &model, &device_name, variant.name()),
+        ElementRun::new("NV12", &model, &device_name, variant.name()),
     ];
     // Warm-up: one of each outside the measurement.
     direct_forward(&variant, &input);
