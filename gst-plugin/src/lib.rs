@@ -3,6 +3,7 @@
 //!
 //! * [`engine`]: bundle loading and TorchScript inference (no GStreamer types);
 //! * [`convert`]: video frames <-> RGB tensors (no GStreamer types);
+//! * [`policy`]: the deadline policy choosing a ladder rung per frame (no GStreamer types);
 //! * the `lightsrscale` element: GStreamer glue around both.
 
 use gst::glib;
@@ -10,6 +11,7 @@ use gst::glib;
 pub mod convert;
 pub mod engine;
 mod lightsrscale;
+pub mod policy;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     lightsrscale::register(plugin)

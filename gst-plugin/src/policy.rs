@@ -332,6 +332,11 @@ pub struct FrameBudget {
     pub period: Option<Duration>,
     /// The frame's running time, compared with upstream QoS's earliest time.
     pub running_time: Option<u64>,
+    /// Whether the policy may drop the frame for lack of time. Live: a late frame is
+    /// worthless. Not live ([`FrameBudget::keeping_every_frame`]): every frame is wanted, the
+    /// cheapest rung runs when nothing fits, and only downstream QoS drops (as in
+    /// `GstBaseTransform`, whose QoS drops only on what the sink reports).
+    pub may_drop: bool,
 }
 
 impl FrameBudget {
@@ -350,6 +355,7 @@ impl FrameBudget {
             remaining: frame_duration.map_or(remaining, |d| remaining.min(d)),
             period: frame_duration,
             running_time: Some(running_time),
+            may_drop: true,
         }
     }
 
@@ -360,6 +366,7 @@ impl FrameBudget {
             remaining: frame_duration,
             period: Some(frame_duration),
             running_time,
+            may_drop: true,
         }
     }
 
@@ -369,6 +376,15 @@ impl FrameBudget {
             remaining: Duration::MAX,
             period: None,
             running_time,
+            may_drop: true,
+        }
+    }
+
+    /// The same budget for a frame that must not be dropped for lack of time.
+    pub fn keeping_every_frame(self) -> Self {
+        Self {
+            may_drop: false,
+            ..self
         }
     }
 }
@@ -419,6 +435,10 @@ pub enum Reason {
     Remeasure,
     /// The negotiated frame size changed.
     SizeChanged,
+    /// The policy settings changed (variant, bounds, adaptive, margin): chosen afresh.
+    Settings,
+    /// No frame rate and not live: nothing to keep up with, the best allowed variant runs.
+    NoDeadline,
     /// The frame's deadline has already passed.
     AlreadyLate,
     /// Upstream QoS says the frame is late.
@@ -442,6 +462,8 @@ impl Reason {
             Reason::CatchUp => "catch-up",
             Reason::Remeasure => "remeasure",
             Reason::SizeChanged => "size-changed",
+            Reason::Settings => "settings",
+            Reason::NoDeadline => "no-deadline",
             Reason::AlreadyLate => "already-late",
             Reason::QosLate => "qos-late",
             Reason::NothingFits => "nothing-fits",
@@ -620,6 +642,7 @@ pub struct DeadlinePolicy {
     pending: Option<Pending>,
     miss_pending: bool,
     resized: bool,
+    reconfigured: bool,
     climb: Climb,
     qos: Qos,
     consecutive_drops: u32,
@@ -638,6 +661,7 @@ impl DeadlinePolicy {
             pending: None,
             miss_pending: false,
             resized: false,
+            reconfigured: false,
             climb: Climb::default(),
             qos: Qos::default(),
             consecutive_drops: 0,
@@ -650,9 +674,13 @@ impl DeadlinePolicy {
         &self.config
     }
 
-    /// New settings (live property change); bounds are enforced on the next frame.
+    /// New settings (live property change): the next adaptive frame chooses its variant
+    /// afresh (bounds first), as after a resize.
     pub fn set_config(&mut self, config: PolicyConfig) {
-        self.config = config;
+        if config != self.config {
+            self.reconfigured = true;
+            self.config = config;
+        }
     }
 
     pub fn cost_model(&self) -> &CostModel {
@@ -717,13 +745,20 @@ impl DeadlinePolicy {
         let sustainable = self.effective_budget(period);
         let choice = if self.is_qos_late(frame) {
             Choice::Drop(self.active.unwrap_or(0), Reason::QosLate)
-        } else if frame.remaining.is_zero() {
+        } else if frame.remaining.is_zero() && frame.may_drop {
             Choice::Drop(self.active.unwrap_or(0), Reason::AlreadyLate)
         } else if let Some(fixed) = self.fixed_variant() {
             Choice::Run(fixed, Reason::Fixed)
+        } else if frame.period.is_none() && frame.remaining == Duration::MAX {
+            Choice::Run(self.bounds().0, Reason::NoDeadline)
         } else {
             let choice = self.adaptive_choice(now, period, sustainable);
-            self.fit_to_frame(choice, budget)
+            let choice = self.fit_to_frame(choice, budget);
+            if frame.may_drop {
+                choice
+            } else {
+                self.run_instead_of_dropping(choice)
+            }
         };
         self.apply(now, choice, (budget, sustainable))
     }
@@ -841,6 +876,9 @@ impl DeadlinePolicy {
             Some(_) => return self.choose_fresh(budget, Reason::SizeChanged),
             None => return self.choose_fresh(budget, Reason::Initial),
         };
+        if self.reconfigured {
+            return self.choose_fresh(budget, Reason::Settings);
+        }
         if std::mem::take(&mut self.miss_pending) {
             return self.step_down(current, budget, Reason::DeadlineMissed);
         }
@@ -864,6 +902,7 @@ impl DeadlinePolicy {
     /// lightest allowed (then probes climb from there).
     fn choose_fresh(&mut self, budget: Duration, reason: Reason) -> Choice {
         self.resized = false;
+        self.reconfigured = false;
         self.miss_pending = false;
         let (best, lightest) = self.bounds();
         let allowed = best..=lightest;
@@ -943,6 +982,25 @@ impl DeadlinePolicy {
             Choice::Probe(up)
         } else {
             Choice::Run(current, Reason::Steady)
+        }
+    }
+
+    /// For a frame that must not be dropped: the cheapest allowed rung runs instead.
+    fn run_instead_of_dropping(&self, choice: Choice) -> Choice {
+        let (best, lightest) = self.bounds();
+        let cheapest = self.cheapest(best..=lightest).unwrap_or(lightest);
+        match choice {
+            Choice::Drop(v, Reason::NothingFits) => Choice::Run(v, Reason::NothingFits),
+            Choice::CatchUp {
+                active,
+                reason,
+                run: None,
+            } => Choice::CatchUp {
+                active,
+                reason,
+                run: Some(cheapest),
+            },
+            other => other,
         }
     }
 
@@ -1642,6 +1700,63 @@ mod tests {
         assert!(sim.from(101).iter().all(|f| f.decision.variant == 1));
         qos(&mut sim, 0.95, 200);
         assert_eq!(sim.policy.active_variant(), Some(0));
+    }
+
+    #[test]
+    fn without_a_deadline_the_best_allowed_variant_runs() {
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        sim.run(5, loaded(4.0));
+        for _ in 0..3 {
+            let decision = sim.policy.decide(0, FrameBudget::unbounded(None));
+            assert_eq!((decision.variant, decision.drop), (0, false));
+            assert_eq!(decision.reason, Reason::NoDeadline);
+            sim.policy.record(0, ms(200.0), true);
+        }
+        assert_eq!(sim.policy.active_variant(), Some(0));
+    }
+
+    #[test]
+    fn new_settings_choose_afresh_without_waiting_to_climb() {
+        let config = PolicyConfig {
+            fixed_variant: Some(2),
+            ..PolicyConfig::default()
+        };
+        let mut sim = Sim::seeded(&LADDER, config);
+        sim.run(10, loaded(1.0));
+        assert_eq!(sim.policy.active_variant(), Some(2));
+        sim.policy.set_config(PolicyConfig::default());
+        sim.run(1, loaded(1.0));
+        let decision = sim.frames[10].decision;
+        assert_eq!((decision.variant, decision.reason), (0, Reason::Settings));
+        assert!(decision.switch.is_some());
+        // The same settings again change nothing.
+        sim.policy.set_config(PolicyConfig::default());
+        sim.run(1, loaded(1.0));
+        assert_eq!(sim.frames[11].decision.reason, Reason::Steady);
+    }
+
+    #[test]
+    fn frames_kept_by_the_budget_run_the_cheapest_rung_instead_of_dropping() {
+        let mut policy = DeadlinePolicy::new(3, SMALL, PolicyConfig::default());
+        for (variant, cost) in LADDER.iter().enumerate() {
+            policy.seed(variant, &[ms(*cost); 5]);
+        }
+        let mut ran = Vec::new();
+        for i in 0..100u64 {
+            let now = i * 40 * MS;
+            let budget = FrameBudget::non_live(PERIOD, Some(now)).keeping_every_frame();
+            let decision = policy.decide(now, budget);
+            assert!(!decision.drop, "frame {i}: {decision:?}");
+            let cost = ms(LADDER[decision.variant] * 8.0);
+            policy.record(decision.variant, cost, cost <= PERIOD);
+            ran.push(decision.variant);
+        }
+        assert!(ran[2..].iter().all(|&v| v == 2), "{ran:?}");
+        // Downstream QoS still drops a frame it reports late.
+        policy.on_qos(1.0, 20 * MS as i64, 4000 * MS);
+        let budget = FrameBudget::non_live(PERIOD, Some(4000 * MS)).keeping_every_frame();
+        let decision = policy.decide(4000 * MS, budget);
+        assert!(decision.drop && decision.reason == Reason::QosLate);
     }
 
     #[test]

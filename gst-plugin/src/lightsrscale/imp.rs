@@ -5,24 +5,40 @@
 //! TorchScript model ladder run by libtorch on CUDA or the CPU. With `model` empty it runs the
 //! bundle embedded in the plugin. YUV input is converted with the caps' colorimetry.
 //!
+//! With `variant=auto` and `adaptive=true` (the defaults) a deadline policy ([`crate::policy`])
+//! picks per frame the best rung of the ladder that makes the frame's deadline (live: running
+//! time + pipeline latency; otherwise the frame duration), steps down at once on a miss, climbs
+//! back after a sustained period with headroom, and drops a frame when even the lightest rung
+//! cannot make it. Each rung is timed at caps time (a short warm-up) and after every frame.
+//! Switches are posted as `lightsrscale-variant` element messages, drops and quality changes
+//! as QoS messages; `stats` holds the live figures.
+//!
 //! ## Example launch line
 //! ```text
 //! gst-launch-1.0 videotestsrc ! video/x-raw,format=NV12,width=480,height=270 ! lightsrscale scale=4 ! video/x-raw,width=1920,height=1080 ! fakesink
 //! gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! lightsrscale ! videoconvert ! autovideosink
+//! gst-launch-1.0 -m videotestsrc is-live=true ! video/x-raw,width=320,height=180,framerate=25/1 ! lightsrscale scale=4 deadline-margin=5000000 ! fakesink sync=true
 //! ```
 
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::{
+    sync::{Arc, LazyLock, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
 
 use gst::{glib, prelude::*, subclass::prelude::*};
 use gst_base::subclass::prelude::*;
 use gst_video::{prelude::*, subclass::prelude::*};
 
-use super::caps::{Way, fixate_to_scale, scale_caps};
+use super::{
+    caps::{Way, fixate_to_scale, scale_caps},
+    report,
+};
 use crate::{
     convert::{self, FrameFormat, PixelLayout, Plane, PlaneMut, YuvMatrix, YuvRange},
     engine::{
         self, Bundle, BundleSource, DeviceRequest, EngineError, Ladder, Variant, manifest::AUTO,
     },
+    policy::{self, DeadlinePolicy, Decision, FrameBudget, FrameSize, PolicyConfig},
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -39,6 +55,17 @@ const DEFAULT_SCALE: u32 = 0;
 const MAX_SCALE: u32 = 16;
 const DEFAULT_DEVICE: &str = "auto";
 const DEFAULT_VARIANT: &str = AUTO;
+const DEFAULT_ADAPTIVE: bool = true;
+/// Safety margin taken off every frame's budget, ns.
+const DEFAULT_DEADLINE_MARGIN: u64 = 2_000_000;
+const MAX_DEADLINE_MARGIN: u64 = 1_000_000_000;
+/// "" = the end of the ladder.
+const DEFAULT_BOUND: &str = "";
+/// Warm-up per rung at caps time: compiling runs not timed, then timed runs.
+const WARM_UP_DISCARDED: usize = 2;
+const WARM_UP_TIMED: usize = 3;
+/// Total warm-up time after which the remaining rungs are left to be measured by probes.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -46,6 +73,10 @@ struct Settings {
     scale: u32,
     device: String,
     variant: String,
+    adaptive: bool,
+    deadline_margin: u64,
+    min_variant: String,
+    max_variant: String,
 }
 
 impl Default for Settings {
@@ -55,6 +86,10 @@ impl Default for Settings {
             scale: DEFAULT_SCALE,
             device: DEFAULT_DEVICE.into(),
             variant: DEFAULT_VARIANT.into(),
+            adaptive: DEFAULT_ADAPTIVE,
+            deadline_margin: DEFAULT_DEADLINE_MARGIN,
+            min_variant: DEFAULT_BOUND.into(),
+            max_variant: DEFAULT_BOUND.into(),
         }
     }
 }
@@ -64,8 +99,44 @@ struct Negotiated {
     input: FrameFormat,
     output: FrameFormat,
     scale: u32,
-    /// The variant that ran the last frame (or was warmed up for the first).
-    active: Arc<Variant>,
+    /// The rungs of the negotiated scale's ladder, best first (the policy's indices).
+    variants: Vec<Arc<Variant>>,
+    policy: DeadlinePolicy,
+    frame_duration: Option<Duration>,
+    infos: (gst_video::VideoInfo, gst_video::VideoInfo),
+    /// Rungs already warmed up (or tried) at the current size.
+    warmed: Vec<bool>,
+    /// What `active-variant` reports: the policy's active rung (before the first frame, a
+    /// fixed variant's name, else empty).
+    reported: String,
+}
+
+impl Negotiated {
+    fn names(&self) -> Vec<String> {
+        self.variants.iter().map(|v| v.name().to_string()).collect()
+    }
+}
+
+/// Live-pipeline facts from the LATENCY query and event.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    /// Upstream is live (from the last LATENCY query).
+    live: bool,
+    upstream_min: Duration,
+    /// The pipeline latency the sinks render with (LATENCY event).
+    pipeline_latency: Option<Duration>,
+    /// Processing latency this element last answered.
+    answered: Option<Duration>,
+}
+
+/// When one frame is due, on the policy's time axis.
+#[derive(Debug, Clone, Copy)]
+struct FrameClock {
+    running_time: Option<u64>,
+    now: u64,
+    budget: FrameBudget,
+    /// Live: running time by which the frame must be out.
+    deadline: Option<u64>,
 }
 
 /// Exists between start() and stop().
@@ -81,10 +152,36 @@ struct FrameJob {
     variant: Arc<Variant>,
 }
 
-#[derive(Default)]
+/// One frame's decision and what to tell the application about it.
+struct FramePlan {
+    job: FrameJob,
+    decision: Decision,
+    names: Vec<String>,
+    /// `active-variant` changed.
+    renamed: bool,
+    processed: u64,
+    dropped: u64,
+    load: f64,
+    qos_proportion: f64,
+}
+
 pub struct LightSrScale {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
+    timing: Mutex<Timing>,
+    /// Time axis of non-live streams without timestamps.
+    epoch: Instant,
+}
+
+impl Default for LightSrScale {
+    fn default() -> Self {
+        Self {
+            settings: Mutex::default(),
+            state: Mutex::default(),
+            timing: Mutex::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,27 +190,69 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Picks the rung of `ladder` that runs the next frame: the ONE place where a variant is chosen.
+/// Maps the variant properties onto the deadline policy's settings for `ladder`: the ONE
+/// place where the properties choose variants (the policy picks per frame within them).
 ///
-/// `variant=auto` takes the heaviest (best) rung; a name takes that rung. A deadline policy
-/// (adaptive fallback down the ladder) plugs in here.
-fn choose_variant(ladder: &Ladder, settings: &Settings) -> Result<Arc<Variant>, String> {
-    if settings.variant == AUTO {
-        return ladder
-            .variants
-            .first()
-            .cloned()
-            .ok_or_else(|| format!("ladder x{} is empty", ladder.scale));
+/// `variant=auto` lets the policy adapt between `max-variant` (best allowed) and
+/// `min-variant` (lightest allowed), or run the best allowed with `adaptive=false`; a name
+/// fixes that rung.
+fn policy_config(ladder: &Ladder, settings: &Settings) -> Result<PolicyConfig, String> {
+    let names: Vec<&str> = ladder.variants.iter().map(|v| v.name()).collect();
+    if names.is_empty() {
+        return Err(format!("ladder x{} is empty", ladder.scale));
     }
-    ladder.variant(&settings.variant).cloned().ok_or_else(|| {
-        let names: Vec<&str> = ladder.variants.iter().map(|v| v.name()).collect();
-        format!(
-            "variant={} is not in the x{} ladder of this bundle (it has: {}); use variant=auto or one of those",
-            settings.variant,
+    let index = |property: &str, name: &str, unset: &str| {
+        if name == unset {
+            return Ok(None);
+        }
+        names.iter().position(|n| *n == name).map(Some).ok_or_else(|| {
+            let unset = if unset.is_empty() { "\"\"" } else { unset };
+            format!(
+                "{property}={name} is not in the x{} ladder of this bundle (it has: {}); use {property}={unset} or one of those",
+                ladder.scale,
+                names.join(", ")
+            )
+        })
+    };
+    let fixed = index("variant", &settings.variant, AUTO)?;
+    let best = index("max-variant", &settings.max_variant, DEFAULT_BOUND)?.unwrap_or(0);
+    let lightest = index("min-variant", &settings.min_variant, DEFAULT_BOUND)?;
+    if let Some(lightest) = lightest.filter(|l| *l < best) {
+        return Err(format!(
+            "max-variant={} is lighter than min-variant={} (the x{} ladder, best first: {}); swap them",
+            names[best],
+            names[lightest],
             ladder.scale,
             names.join(", ")
-        )
+        ));
+    }
+    Ok(PolicyConfig {
+        adaptive: settings.adaptive,
+        fixed_variant: fixed,
+        best_variant: best,
+        lightest_variant: lightest,
+        margin: Duration::from_nanos(settings.deadline_margin),
+        ..PolicyConfig::default()
     })
+}
+
+/// Rungs the policy may run, to warm up lightest first (so the cheap ones are measured
+/// within the time limit): a fixed one, the best allowed without adaptation, else all those
+/// within the bounds.
+fn warm_up_order(config: &PolicyConfig, variants: usize) -> Vec<usize> {
+    let last = variants.saturating_sub(1);
+    let lightest = config.lightest_variant.unwrap_or(last).min(last);
+    let best = config.best_variant.min(lightest);
+    match config.fixed_variant {
+        Some(fixed) => vec![fixed.min(last)],
+        None if !config.adaptive => vec![best],
+        None => (best..=lightest).rev().collect(),
+    }
+}
+
+fn running_time_of(segment: &gst::Segment, pts: Option<gst::ClockTime>) -> Option<u64> {
+    let segment = segment.downcast_ref::<gst::ClockTime>()?;
+    segment.to_running_time(pts?).map(|t| t.nseconds())
 }
 
 /// The scales to offer, preferred first: the `scale` property if set, else all the bundle has.
@@ -213,11 +352,11 @@ impl LightSrScale {
         let known = candidates
             .iter()
             .filter_map(|s| bundle.ladder(*s))
-            .any(|l| choose_variant(l, settings).is_ok());
+            .any(|l| policy_config(l, settings).is_ok());
         if !known {
             let ladder = candidates.first().and_then(|s| bundle.ladder(*s));
             let why = ladder
-                .map(|l| choose_variant(l, settings).err().unwrap_or_default())
+                .map(|l| policy_config(l, settings).err().unwrap_or_default())
                 .unwrap_or_default();
             return Err(gst::error_msg!(gst::LibraryError::Settings, ("{why}")));
         }
@@ -234,42 +373,348 @@ impl LightSrScale {
         }
     }
 
-    /// Takes what the next frame needs from the state; picks its variant.
-    fn frame_job(&self, settings: &Settings) -> Result<FrameJob, String> {
-        let (job, switched) = {
+    /// When the frame in `buffer` is due: live, against the clock and the pipeline latency;
+    /// otherwise its running time is the time axis and its duration the budget.
+    fn frame_clock(&self, buffer: &gst::BufferRef, frame_duration: Option<Duration>) -> FrameClock {
+        let obj = self.obj();
+        let running_time = running_time_of(&obj.segment(), buffer.pts());
+        let frame_duration = frame_duration.or_else(|| buffer.duration().map(Duration::from));
+        let timing = *lock(&self.timing);
+        let live_now = obj.current_running_time().filter(|_| timing.live);
+        if let (Some(now), Some(rt)) = (live_now, running_time) {
+            let ours = policy::processing_latency(frame_duration, None, Duration::ZERO);
+            let latency = timing
+                .pipeline_latency
+                .unwrap_or(timing.upstream_min + ours);
+            let now = now.nseconds();
+            return FrameClock {
+                running_time,
+                now,
+                budget: FrameBudget::live(rt, latency, now, frame_duration),
+                deadline: Some(rt.saturating_add(latency.as_nanos() as u64)),
+            };
+        }
+        let now = running_time.unwrap_or_else(|| self.epoch.elapsed().as_nanos() as u64);
+        let budget = match frame_duration {
+            Some(duration) => FrameBudget::non_live(duration, running_time),
+            None => FrameBudget::unbounded(running_time),
+        };
+        // Not live: no frame is worthless for being slow; only downstream QoS drops.
+        let budget = budget.keeping_every_frame();
+        FrameClock {
+            running_time,
+            now,
+            budget,
+            deadline: None,
+        }
+    }
+
+    /// Whether a frame that took `cost` made its deadline.
+    fn deadline_met(&self, clock: &FrameClock, cost: Duration) -> bool {
+        match (clock.deadline, self.obj().current_running_time()) {
+            (Some(deadline), Some(now)) => now.nseconds() <= deadline,
+            _ => cost <= clock.budget.remaining,
+        }
+    }
+
+    /// Asks the policy what to do with the next frame, and takes what that needs.
+    fn plan_frame(&self, buffer: &gst::BufferRef) -> Result<(FramePlan, FrameClock), String> {
+        let mut state = lock(&self.state);
+        let state = state.as_mut().ok_or("not started")?;
+        let negotiated = state.negotiated.as_mut().ok_or("no caps negotiated")?;
+        let clock = self.frame_clock(buffer, negotiated.frame_duration);
+        let decision = negotiated.policy.decide(clock.now, clock.budget);
+        let variant = negotiated
+            .variants
+            .get(decision.variant)
+            .cloned()
+            .ok_or("the policy chose a variant outside the ladder")?;
+        let active = negotiated.policy.active_variant();
+        let active_name = active.and_then(|v| negotiated.variants.get(v));
+        let active_name = active_name.map(|v| v.name().to_string());
+        let renamed = active_name
+            .filter(|name| *name != negotiated.reported)
+            .map(|name| negotiated.reported = name)
+            .is_some();
+        let stats = negotiated.policy.stats();
+        let plan = FramePlan {
+            job: FrameJob {
+                input: negotiated.input,
+                output: negotiated.output,
+                variant,
+            },
+            decision,
+            names: negotiated.names(),
+            renamed,
+            processed: stats.processed,
+            dropped: stats.dropped,
+            load: negotiated.policy.cost_model().load(),
+            qos_proportion: negotiated.policy.qos_proportion(),
+        };
+        Ok((plan, clock))
+    }
+
+    fn record(&self, variant: usize, cost: Duration, met: bool) {
+        if let Some(negotiated) = lock(&self.state)
+            .as_mut()
+            .and_then(|s| s.negotiated.as_mut())
+        {
+            negotiated.policy.record(variant, cost, met);
+        }
+    }
+
+    /// DEBUG log of the decision inputs; bus messages and notifications (no lock held).
+    fn report(&self, plan: &FramePlan, clock: &FrameClock) {
+        let d = &plan.decision;
+        gst::debug!(
+            CAT,
+            imp = self,
+            "rt {:?} now {} remaining {:?} period {:?} load {:.2} qos {:.2} -> {} {}{} ({}), \
+             predicted {:?}, budget {:?}",
+            clock.running_time,
+            clock.now,
+            clock.budget.remaining,
+            clock.budget.period,
+            plan.load,
+            plan.qos_proportion,
+            if d.drop { "drop" } else { "run" },
+            plan.names.get(d.variant).map_or("?", String::as_str),
+            if d.probe { " (probe)" } else { "" },
+            d.reason,
+            d.predicted_cost,
+            d.budget
+        );
+        let obj = self.obj();
+        if let Some(switch) = &d.switch {
+            let structure =
+                report::variant_message(&plan.names, switch, clock.running_time, plan.load);
+            gst::info!(CAT, imp = self, "switch: {structure}");
+            let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+        }
+        let quality_changed = d.switch.is_some_and(|s| s.from.is_some());
+        if d.drop || quality_changed {
+            self.post_qos(plan, clock);
+        }
+        if plan.renamed {
+            obj.notify("active-variant");
+        }
+    }
+
+    /// QoS message with processed / dropped counts, as the plugin writer's guide asks on a
+    /// drop or a quality change. Jitter: how far the predicted cost exceeds the budget.
+    fn post_qos(&self, plan: &FramePlan, clock: &FrameClock) {
+        let obj = self.obj();
+        let d = &plan.decision;
+        let predicted = d.predicted_cost.unwrap_or_default().as_nanos() as i64;
+        let jitter = predicted - d.budget.as_nanos().min(i64::MAX as u128) as i64;
+        let variants = plan.names.len();
+        let active = d.switch.map_or(d.variant, |s| s.to);
+        let live = clock.deadline.is_some();
+        let rt = clock.running_time.map(gst::ClockTime::from_nseconds);
+        let message = gst::message::Qos::builder(live)
+            .running_time(rt)
+            .stream_time(rt)
+            .timestamp(rt)
+            .duration(
+                clock
+                    .budget
+                    .period
+                    .and_then(|d| gst::ClockTime::try_from(d).ok()),
+            )
+            .values(
+                jitter,
+                plan.qos_proportion,
+                report::quality(active, variants),
+            )
+            .stats(
+                gst::format::Buffers::from_u64(plan.processed),
+                gst::format::Buffers::from_u64(plan.dropped),
+            )
+            .src(&*obj)
+            .build();
+        let _ = obj.post_message(message);
+    }
+
+    /// Runs each rung to warm up on a blank frame of the negotiated formats (compiling runs
+    /// untimed, then timed ones): the policy's first cost estimates. Bounded by
+    /// [`WARM_UP_LIMIT`]; rungs not reached are measured later by probes.
+    fn warm_up(
+        &self,
+        variants: &[Arc<Variant>],
+        order: &[usize],
+        infos: (&gst_video::VideoInfo, &gst_video::VideoInfo),
+        formats: (FrameFormat, FrameFormat),
+    ) -> Result<Vec<(usize, Vec<Duration>)>, String> {
+        let blank =
+            |info: &gst_video::VideoInfo| gst::Buffer::from_mut_slice(vec![0u8; info.size()]);
+        let inframe = gst_video::VideoFrame::from_buffer_readable(blank(infos.0), infos.0)
+            .map_err(|_| "cannot map a warm-up input frame")?;
+        let mut outframe = gst_video::VideoFrame::from_buffer_writable(blank(infos.1), infos.1)
+            .map_err(|_| "cannot map a warm-up output frame")?;
+        let started = Instant::now();
+        let mut seeds = Vec::new();
+        for &v in order {
+            if started.elapsed() > WARM_UP_LIMIT {
+                break;
+            }
+            let job = FrameJob {
+                input: formats.0,
+                output: formats.1,
+                variant: variants[v].clone(),
+            };
+            let mut samples = Vec::with_capacity(WARM_UP_TIMED);
+            for run in 0..WARM_UP_DISCARDED + WARM_UP_TIMED {
+                let t = Instant::now();
+                let mut out = outframe.as_mut_video_frame_ref();
+                self.upscale_frame(&job, &inframe.as_video_frame_ref(), &mut out)?;
+                if run >= WARM_UP_DISCARDED {
+                    samples.push(t.elapsed());
+                }
+                if started.elapsed() > WARM_UP_LIMIT && !samples.is_empty() {
+                    break;
+                }
+            }
+            gst::debug!(
+                CAT,
+                imp = self,
+                "warm-up {}: {samples:?}",
+                variants[v].name()
+            );
+            seeds.push((v, samples));
+        }
+        if seeds.len() < order.len() {
+            gst::info!(
+                CAT,
+                imp = self,
+                "warm-up stopped after {:?}: {} rung(s) left to probes",
+                started.elapsed(),
+                order.len() - seeds.len()
+            );
+        }
+        Ok(seeds)
+    }
+
+    /// Warms up the rungs the policy may run that have no cost at this size yet: at caps
+    /// time, and after a property change widened the choice. No lock is held meanwhile.
+    fn warm_up_pending(&self) -> Result<(), String> {
+        let (order, variants, infos, formats) = {
             let mut state = lock(&self.state);
-            let state = state.as_mut().ok_or("not started")?;
-            let negotiated = state.negotiated.as_mut().ok_or("no caps negotiated")?;
-            let ladder = state
-                .bundle
-                .ladder(negotiated.scale)
-                .ok_or("the negotiated scale has no ladder")?;
-            let variant = choose_variant(ladder, settings)?;
-            let switched = !Arc::ptr_eq(&variant, &negotiated.active);
-            if switched {
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "variant {} -> {}",
-                    negotiated.active.name(),
-                    variant.name()
-                );
-                negotiated.active = variant.clone();
+            let Some(n) = state.as_mut().and_then(|s| s.negotiated.as_mut()) else {
+                return Ok(());
+            };
+            let measured = |v: usize| n.policy.cost_model().is_measured(v);
+            let order: Vec<usize> = warm_up_order(n.policy.config(), n.variants.len())
+                .into_iter()
+                .filter(|&v| !n.warmed[v] && !measured(v))
+                .collect();
+            if order.is_empty() {
+                return Ok(());
+            }
+            for &v in &order {
+                n.warmed[v] = true;
             }
             (
-                FrameJob {
-                    input: negotiated.input,
-                    output: negotiated.output,
-                    variant,
-                },
-                switched,
+                order,
+                n.variants.clone(),
+                n.infos.clone(),
+                (n.input, n.output),
             )
         };
-        if switched {
-            // Outside the lock: a notify handler may read active-variant.
-            self.obj().notify("active-variant");
+        let seeds = self.warm_up(&variants, &order, (&infos.0, &infos.1), formats)?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "warm-up at {}x{}: {}",
+            formats.0.width,
+            formats.0.height,
+            seeds
+                .iter()
+                .map(|(v, samples)| format!("{} {samples:?}", variants[*v].name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(n) = lock(&self.state)
+            .as_mut()
+            .and_then(|s| s.negotiated.as_mut())
+        {
+            for (variant, samples) in &seeds {
+                n.policy.seed(*variant, samples);
+            }
         }
-        Ok(job)
+        Ok(())
+    }
+
+    /// This element's processing latency: one frame duration (what a synchronous element may
+    /// take per frame); zero before caps.
+    fn processing_latency(&self) -> Duration {
+        let state = lock(&self.state);
+        let negotiated = state.as_ref().and_then(|s| s.negotiated.as_ref());
+        let frame_duration = negotiated.and_then(|n| n.frame_duration);
+        policy::processing_latency(frame_duration, None, Duration::ZERO)
+    }
+
+    /// Posts a latency message when the processing latency changed materially since the last
+    /// LATENCY query this element answered (the bin then queries again).
+    fn check_latency(&self) {
+        let latency = self.processing_latency();
+        let answered = lock(&self.timing).answered;
+        if let Some(old) = answered.filter(|old| policy::latency_changed_materially(*old, latency))
+        {
+            gst::debug!(CAT, imp = self, "processing latency {old:?} -> {latency:?}");
+            let obj = self.obj();
+            let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
+        }
+    }
+
+    /// Pushes new property values into the running policy; an invalid one is reported and
+    /// left out (it fails the next negotiation with the same message).
+    fn update_policy(&self) {
+        let settings = lock(&self.settings).clone();
+        let refused = {
+            let mut guard = lock(&self.state);
+            let Some(State {
+                bundle,
+                negotiated: Some(negotiated),
+            }) = guard.as_mut()
+            else {
+                return;
+            };
+            let Some(ladder) = bundle.ladder(negotiated.scale) else {
+                return;
+            };
+            policy_config(ladder, &settings)
+                .map(|config| negotiated.policy.set_config(config))
+                .err()
+        };
+        if let Some(why) = refused {
+            gst::warning!(CAT, imp = self, "{why}");
+            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{why}"));
+        }
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let latency = lock(&self.timing).answered.unwrap_or_default();
+        let state = lock(&self.state);
+        let Some(negotiated) = state.as_ref().and_then(|s| s.negotiated.as_ref()) else {
+            let empty = policy::PolicyStats::default();
+            let outlook = report::Outlook {
+                load: 1.0,
+                qos_proportion: 1.0,
+                latency,
+                predicted: Vec::new(),
+            };
+            return report::stats_structure(&[], &empty, &outlook);
+        };
+        let p = &negotiated.policy;
+        let outlook = report::Outlook {
+            load: p.cost_model().load(),
+            qos_proportion: p.qos_proportion(),
+            latency,
+            predicted: (0..negotiated.variants.len())
+                .map(|v| p.predicted_cost(v))
+                .collect(),
+        };
+        report::stats_structure(&negotiated.names(), &p.stats(), &outlook)
     }
 
     fn upscale_frame(
@@ -356,13 +801,57 @@ impl ObjectImpl for LightSrScale {
                     .build(),
                 glib::ParamSpecString::builder("variant")
                     .nick("Variant")
-                    .blurb("Ladder rung to run: auto (the best one) or a variant name from the bundle manifest")
+                    .blurb(
+                        "Ladder rung to run: auto (the deadline policy picks, see adaptive) or a \
+                         variant name from the bundle manifest (fixed: no adaptation)",
+                    )
                     .default_value(Some(DEFAULT_VARIANT))
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("adaptive")
+                    .nick("Adaptive")
+                    .blurb(
+                        "With variant=auto: per frame, the best rung that makes the deadline \
+                         (falls back at once, climbs back after a sustained period, drops when \
+                         nothing fits); false: always the best allowed rung (max-variant)",
+                    )
+                    .default_value(DEFAULT_ADAPTIVE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("deadline-margin")
+                    .nick("Deadline margin")
+                    .blurb("Safety margin taken off every frame's time budget, in nanoseconds")
+                    .maximum(MAX_DEADLINE_MARGIN)
+                    .default_value(DEFAULT_DEADLINE_MARGIN)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("min-variant")
+                    .nick("Lightest variant")
+                    .blurb("Lightest rung the policy may use (a variant name); empty = the ladder's last")
+                    .default_value(Some(DEFAULT_BOUND))
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("max-variant")
+                    .nick("Best variant")
+                    .blurb("Best rung the policy may use (a variant name); empty = the ladder's first")
+                    .default_value(Some(DEFAULT_BOUND))
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecString::builder("active-variant")
                     .nick("Active variant")
-                    .blurb("Name of the variant that processed the last frame (empty before caps)")
+                    .blurb(
+                        "The rung the stream runs on (probe and catch-up frames aside); empty \
+                         before the first frame unless a variant is fixed",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "lightsrscale-stats: active-variant, processed, dropped, switches, probes, \
+                         misses, load, qos-proportion, latency (ns), variants (per rung: name, \
+                         frames, mean-cost, p95-cost, predicted-cost in ns)",
+                    )
                     .read_only()
                     .build(),
             ]
@@ -387,12 +876,26 @@ impl ObjectImpl for LightSrScale {
                     .flatten()
                     .unwrap_or_else(|| DEFAULT_DEVICE.into())
             }
-            "variant" => {
-                settings.variant = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| DEFAULT_VARIANT.into())
+            "variant" | "min-variant" | "max-variant" => {
+                let text = value.get::<Option<String>>().ok().flatten();
+                let text = text.map(|t| t.trim().to_string());
+                match pspec.name() {
+                    "variant" => settings.variant = text.unwrap_or_else(|| DEFAULT_VARIANT.into()),
+                    "min-variant" => settings.min_variant = text.unwrap_or_default(),
+                    _ => settings.max_variant = text.unwrap_or_default(),
+                }
+                drop(settings);
+                self.update_policy();
+            }
+            "adaptive" => {
+                settings.adaptive = value.get().unwrap_or(DEFAULT_ADAPTIVE);
+                drop(settings);
+                self.update_policy();
+            }
+            "deadline-margin" => {
+                settings.deadline_margin = value.get().unwrap_or(DEFAULT_DEADLINE_MARGIN);
+                drop(settings);
+                self.update_policy();
             }
             "scale" => {
                 let scale = value.get().unwrap_or(DEFAULT_SCALE);
@@ -411,6 +914,13 @@ impl ObjectImpl for LightSrScale {
         }
     }
 
+    fn constructed(&self) {
+        self.parent_constructed();
+        // The deadline policy drops late frames itself (and counts them); GstVideoFilter's
+        // own QoS dropping would drop a second time, behind its back.
+        self.obj().set_property("qos", false);
+    }
+
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let settings = lock(&self.settings);
         match pspec.name() {
@@ -418,14 +928,22 @@ impl ObjectImpl for LightSrScale {
             "scale" => settings.scale.to_value(),
             "device" => settings.device.to_value(),
             "variant" => settings.variant.to_value(),
+            "adaptive" => settings.adaptive.to_value(),
+            "deadline-margin" => settings.deadline_margin.to_value(),
+            "min-variant" => settings.min_variant.to_value(),
+            "max-variant" => settings.max_variant.to_value(),
             "active-variant" => {
                 drop(settings);
                 let state = lock(&self.state);
                 let active = state
                     .as_ref()
                     .and_then(|s| s.negotiated.as_ref())
-                    .map(|n| n.active.name().to_string());
+                    .map(|n| n.reported.clone());
                 active.unwrap_or_default().to_value()
+            }
+            "stats" => {
+                drop(settings);
+                self.stats().to_value()
             }
             _ => glib::Value::from_type(pspec.value_type()),
         }
@@ -488,7 +1006,67 @@ impl BaseTransformImpl for LightSrScale {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // Dropping the last Arc of a bundle frees it (the cache holds it weakly).
         *lock(&self.state) = None;
+        *lock(&self.timing) = Timing::default();
         Ok(())
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        let is_latency = matches!(query.view(), gst::QueryView::Latency(_));
+        if direction != gst::PadDirection::Src || !is_latency {
+            return BaseTransformImplExt::parent_query(self, direction, query);
+        }
+        if !BaseTransformImplExt::parent_query(self, direction, query) {
+            return false;
+        }
+        let ours = self.processing_latency();
+        let added = gst::ClockTime::try_from(ours).unwrap_or(gst::ClockTime::ZERO);
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let (live, min, max) = q.result();
+            q.set(live, min + added, max.map(|m| m + added));
+            gst::debug!(
+                CAT,
+                imp = self,
+                "latency: upstream live {live} min {min} max {max:?}, ours {ours:?}"
+            );
+            let mut timing = lock(&self.timing);
+            timing.live = live;
+            timing.upstream_min = min.into();
+            timing.answered = Some(ours);
+        }
+        true
+    }
+
+    fn src_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::Qos(qos) => {
+                let (_, proportion, diff, timestamp) = qos.get();
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "upstream QoS: proportion {proportion:.3} jitter {diff} at {timestamp:?}"
+                );
+                let mut state = lock(&self.state);
+                let negotiated = state.as_mut().and_then(|s| s.negotiated.as_mut());
+                if let (Some(negotiated), Some(t)) = (negotiated, timestamp) {
+                    negotiated.policy.on_qos(proportion, diff, t.nseconds());
+                }
+            }
+            gst::EventView::Latency(latency) => {
+                lock(&self.timing).pipeline_latency = Some(latency.latency().into());
+            }
+            _ => (),
+        }
+        self.parent_src_event(event)
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::FlushStop(_) = event.view() {
+            let mut state = lock(&self.state);
+            if let Some(negotiated) = state.as_mut().and_then(|s| s.negotiated.as_mut()) {
+                negotiated.policy.reset_qos();
+            }
+        }
+        self.parent_sink_event(event)
     }
 
     fn transform_caps(
@@ -602,32 +1180,63 @@ impl VideoFilterImpl for LightSrScale {
         let ladder = bundle
             .ladder(scale)
             .ok_or_else(|| fail(format!("the bundle has no x{scale} ladder")))?;
-        let variant = choose_variant(ladder, &settings).map_err(fail)?;
-        let warm_up = variant
-            .warm_up(input.height as i64, input.width as i64)
-            .map_err(|e| fail(e.to_string()))?;
+        let config = policy_config(ladder, &settings).map_err(fail)?;
+        let size = FrameSize::new(in_info.width(), in_info.height());
+        let previous = lock(&self.state)
+            .as_mut()
+            .and_then(|s| s.negotiated.take())
+            .filter(|n| n.scale == scale);
+        // The same ladder keeps its costs (per size) and its active rung across caps changes.
+        let (mut policy, reported, warmed) = match previous {
+            Some(n) if n.policy.cost_model().frame_size() == size => {
+                (n.policy, n.reported, n.warmed)
+            }
+            Some(n) => (n.policy, n.reported, vec![false; ladder.variants.len()]),
+            None => {
+                let fixed = config
+                    .fixed_variant
+                    .map(|v| ladder.variants[v].name().to_string());
+                let policy = DeadlinePolicy::new(ladder.variants.len(), size, config.clone());
+                (
+                    policy,
+                    fixed.unwrap_or_default(),
+                    vec![false; ladder.variants.len()],
+                )
+            }
+        };
+        policy.set_config(config);
+        policy.set_frame_size(size);
+        let frame_duration = policy::frame_duration(in_info.fps().numer(), in_info.fps().denom());
         gst::info!(
             CAT,
             imp = self,
-            "{}x{} -> {}x{} {:?} with {} on {:?}, warm-up {warm_up:?}",
+            "{}x{} -> {}x{} {:?} x{scale} on {:?}, frame duration {frame_duration:?}",
             input.width,
             input.height,
             output.width,
             output.height,
             input.layout,
-            variant.name(),
-            variant.device()
+            bundle.device,
         );
-        let mut state = lock(&self.state);
-        let state = state
-            .as_mut()
-            .ok_or_else(|| fail("stopped during negotiation".into()))?;
-        state.negotiated = Some(Negotiated {
-            input,
-            output,
-            scale,
-            active: variant,
-        });
+        {
+            let mut state = lock(&self.state);
+            let state = state
+                .as_mut()
+                .ok_or_else(|| fail("stopped during negotiation".into()))?;
+            state.negotiated = Some(Negotiated {
+                input,
+                output,
+                scale,
+                variants: ladder.variants.clone(),
+                policy,
+                frame_duration,
+                infos: (in_info.clone(), out_info.clone()),
+                warmed,
+                reported,
+            });
+        }
+        self.warm_up_pending().map_err(fail)?;
+        self.check_latency();
         Ok(())
     }
 
@@ -636,13 +1245,22 @@ impl VideoFilterImpl for LightSrScale {
         inframe: &gst_video::VideoFrameRef<&gst::BufferRef>,
         outframe: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = lock(&self.settings).clone();
-        let result = self
-            .frame_job(&settings)
-            .and_then(|job| self.upscale_frame(&job, inframe, outframe));
-        result.map(|()| gst::FlowSuccess::Ok).map_err(|message| {
+        let fail = |message: String| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("{message}"));
             gst::FlowError::Error
-        })
+        };
+        self.warm_up_pending().map_err(fail)?;
+        let (plan, clock) = self.plan_frame(inframe.buffer()).map_err(fail)?;
+        self.report(&plan, &clock);
+        if plan.decision.drop {
+            return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
+        }
+        let started = Instant::now();
+        self.upscale_frame(&plan.job, inframe, outframe)
+            .map_err(fail)?;
+        let cost = started.elapsed();
+        let met = self.deadline_met(&clock, cost);
+        self.record(plan.decision.variant, cost, met);
+        Ok(gst::FlowSuccess::Ok)
     }
 }

@@ -5,6 +5,7 @@ use gst::{glib, prelude::*};
 
 mod caps;
 mod imp;
+mod report;
 
 glib::wrapper! {
     pub struct LightSrScale(ObjectSubclass<imp::LightSrScale>)
