@@ -110,7 +110,10 @@ fn main() {
     let bundle = Bundle::load(&source, device).expect("bundle");
     let ladder = bundle.ladder(SCALE).expect("an x4 ladder");
     let variant = match std::env::var("LIGHTSRSCALE_BENCH_VARIANT") {
-        Ok(name) => ladder.variant(&name).expect("a variant of the x4 ladder").clone(),
+        Ok(name) => ladder
+            .variant(&name)
+            .expect("a variant of the x4 ladder")
+            .clone(),
         Err(_) => ladder.variants[0].clone(),
     };
     let input = Tensor::randint(

@@ -55,7 +55,10 @@ fn psnr(a: &Tensor, b: &Tensor, border: i64) -> f64 {
             .narrow(2, border, w - 2 * border)
             .to_kind(Kind::Double)
     };
-    let mse = (crop(a) - crop(b)).square().mean(Kind::Double).double_value(&[]);
+    let mse = (crop(a) - crop(b))
+        .square()
+        .mean(Kind::Double)
+        .double_value(&[]);
     10.0 * (255.0 * 255.0 / mse).log10()
 }
 
@@ -67,7 +70,11 @@ fn embedded_learned_rungs_restore_a_held_out_photo_better_than_bicubic() {
     for scale in [4i64, 2] {
         let lr = photo(&format!("astronaut_lr_x{scale}"), 192 / scale, 128 / scale);
         let ladder = bundle.ladder(scale as u32).unwrap();
-        let bicubic = psnr(&ladder.variant("bicubic").unwrap().upscale(&lr).unwrap(), &hr, scale);
+        let bicubic = psnr(
+            &ladder.variant("bicubic").unwrap().upscale(&lr).unwrap(),
+            &hr,
+            scale,
+        );
         for variant in ladder.variants.iter().filter(|v| v.name() != "bicubic") {
             let learned = psnr(&variant.upscale(&lr).unwrap(), &hr, scale);
             assert!(
