@@ -189,6 +189,9 @@ pub struct CostModel {
     size: FrameSize,
     table: HashMap<FrameSize, Vec<VariantCost>>,
     load: f64,
+    /// The load without the jump a miss makes (a plain EWMA): what a frame is expected to
+    /// cost, as opposed to the conservative prediction that chooses the rung.
+    typical_load: f64,
 }
 
 impl CostModel {
@@ -200,6 +203,7 @@ impl CostModel {
             size,
             table,
             load: 1.0,
+            typical_load: 1.0,
         }
     }
 
@@ -281,6 +285,11 @@ impl CostModel {
                 Evidence::Remeasure => ratio,
             };
             self.load = next.clamp(LOAD_RANGE.0, LOAD_RANGE.1);
+            let typical = match evidence {
+                Evidence::Remeasure => ratio,
+                _ => ewma(self.typical_load, ratio, LOAD_ALPHA),
+            };
+            self.typical_load = typical.clamp(LOAD_RANGE.0, LOAD_RANGE.1);
         }
         let load = self.load;
         self.costs_mut()[variant].observe(cost, load);
@@ -300,6 +309,11 @@ impl CostModel {
 
     fn predicted_nanos(&self, variant: usize) -> Option<f64> {
         self.costs().get(variant)?.predicted(self.load)
+    }
+
+    /// Typical cost of `variant` at the current size, ns: its EWMA times the typical load.
+    fn expected_nanos(&self, variant: usize) -> Option<f64> {
+        Some(self.costs().get(variant)?.mean? * self.typical_load)
     }
 
     fn costs(&self) -> &[VariantCost] {
@@ -332,6 +346,9 @@ pub struct FrameBudget {
     pub period: Option<Duration>,
     /// The frame's running time, compared with upstream QoS's earliest time.
     pub running_time: Option<u64>,
+    /// Time until the frame's own deadline (live: may exceed `remaining`, the latency absorbs
+    /// one slow frame): what decides between running a rung that does not fit and dropping.
+    pub until_deadline: Duration,
     /// Whether the policy may drop the frame for lack of time. Live: a late frame is
     /// worthless. Not live ([`FrameBudget::keeping_every_frame`]): every frame is wanted, the
     /// cheapest rung runs when nothing fits, and only downstream QoS drops (as in
@@ -355,6 +372,7 @@ impl FrameBudget {
             remaining: frame_duration.map_or(remaining, |d| remaining.min(d)),
             period: frame_duration,
             running_time: Some(running_time),
+            until_deadline: remaining,
             may_drop: true,
         }
     }
@@ -366,6 +384,7 @@ impl FrameBudget {
             remaining: frame_duration,
             period: Some(frame_duration),
             running_time,
+            until_deadline: frame_duration,
             may_drop: true,
         }
     }
@@ -376,6 +395,7 @@ impl FrameBudget {
             remaining: Duration::MAX,
             period: None,
             running_time,
+            until_deadline: Duration::MAX,
             may_drop: true,
         }
     }
@@ -527,6 +547,10 @@ pub struct PolicyConfig {
     pub probe_interval: Duration,
     /// After this many consecutive "nothing fits" drops, one frame runs to re-measure.
     pub remeasure_after_drops: u32,
+    /// How late a frame may reach the sink and still be shown (the element passes GStreamer
+    /// video sinks' default `max-lateness`, 20 ms): a frame no rung fits still runs if it is
+    /// expected within it.
+    pub lateness: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -541,6 +565,7 @@ impl Default for PolicyConfig {
             sustain: Duration::from_secs(2),
             probe_interval: Duration::from_secs(1),
             remeasure_after_drops: 12,
+            lateness: Duration::ZERO,
         }
     }
 }
@@ -755,7 +780,7 @@ impl DeadlinePolicy {
             let choice = self.adaptive_choice(now, period, sustainable);
             let choice = self.fit_to_frame(choice, budget);
             if frame.may_drop {
-                choice
+                self.run_if_likely_on_time(choice, frame.until_deadline)
             } else {
                 self.run_instead_of_dropping(choice)
             }
@@ -982,6 +1007,32 @@ impl DeadlinePolicy {
             Choice::Probe(up)
         } else {
             Choice::Run(current, Reason::Steady)
+        }
+    }
+
+    /// A frame no rung fits by the conservative prediction still runs the cheapest allowed
+    /// rung when its expected (mean) cost makes the frame's own deadline (give or take the
+    /// sink's lateness): a drop is a sure loss, while the run is likely shown in time (noisy
+    /// costs put the p95 far above the mean).
+    fn run_if_likely_on_time(&self, choice: Choice, until_deadline: Duration) -> Choice {
+        let allowed = until_deadline.saturating_add(self.config.lateness);
+        let limit = nanos(allowed.saturating_sub(self.config.margin));
+        let likely = |v: usize| self.costs.expected_nanos(v).is_some_and(|c| c <= limit);
+        let (best, lightest) = self.bounds();
+        match choice {
+            Choice::Drop(v, Reason::NothingFits) if likely(v) => {
+                Choice::Run(v, Reason::NothingFits)
+            }
+            Choice::CatchUp {
+                active,
+                reason,
+                run: None,
+            } => Choice::CatchUp {
+                active,
+                reason,
+                run: self.cheapest(best..=lightest).filter(|&v| likely(v)),
+            },
+            other => other,
         }
     }
 
@@ -1757,6 +1808,51 @@ mod tests {
         let budget = FrameBudget::non_live(PERIOD, Some(4000 * MS)).keeping_every_frame();
         let decision = policy.decide(4000 * MS, budget);
         assert!(decision.drop && decision.reason == Reason::QosLate);
+    }
+
+    #[test]
+    fn noisy_costs_run_the_lightest_rung_rather_than_drop_when_it_is_likely_on_time() {
+        // The lightest rung takes 30 ms, one frame in five 70 ms: its p95 does not fit 40 ms,
+        // its mean does. Each frame has the pipeline latency (80 ms) to its deadline.
+        let mut policy = DeadlinePolicy::new(3, SMALL, PolicyConfig::default());
+        for (variant, cost) in [120.0, 90.0, 30.0].iter().enumerate() {
+            policy.seed(variant, &[ms(*cost); 5]);
+        }
+        let (mut finish, mut dropped, mut late) = (0u64, 0, 0);
+        for i in 0..500u64 {
+            let running_time = i * 40 * MS;
+            let now = finish.max(running_time);
+            let budget = FrameBudget::live(running_time, 2 * PERIOD, now, Some(PERIOD));
+            let decision = policy.decide(now, budget);
+            if decision.drop {
+                dropped += 1;
+                continue;
+            }
+            let cost = ms(if i % 5 == 4 { 70.0 } else { 30.0 });
+            finish = now + cost.as_nanos() as u64;
+            let met = finish <= running_time + 80 * MS;
+            late += usize::from(!met);
+            policy.record(decision.variant, cost, met);
+        }
+        assert!(dropped <= 5, "{dropped} dropped");
+        assert_eq!(late, 0);
+    }
+
+    #[test]
+    fn a_frame_expected_within_the_sinks_lateness_runs() {
+        let decide = |lateness_ms: u64| {
+            let config = PolicyConfig {
+                lateness: Duration::from_millis(lateness_ms),
+                ..PolicyConfig::default()
+            };
+            let mut policy = DeadlinePolicy::new(1, SMALL, config);
+            policy.seed(0, &[ms(45.0); 5]);
+            // 30 ms to the deadline: the only rung is expected 15 ms late.
+            policy.decide(0, FrameBudget::live(0, ms(30.0), 0, Some(PERIOD)))
+        };
+        assert!(decide(0).drop);
+        let within = decide(20);
+        assert!(!within.drop, "{within:?}");
     }
 
     #[test]

@@ -66,6 +66,9 @@ const WARM_UP_DISCARDED: usize = 2;
 const WARM_UP_TIMED: usize = 3;
 /// Total warm-up time after which the remaining rungs are left to be measured by probes.
 const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
+/// GStreamer video sinks' default `max-lateness` (ns): a frame this late is still shown, so
+/// a frame expected within it is worth running rather than dropping.
+const DEFAULT_MAX_LATENESS: u64 = 20_000_000;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -75,6 +78,7 @@ struct Settings {
     variant: String,
     adaptive: bool,
     deadline_margin: u64,
+    max_lateness: u64,
     min_variant: String,
     max_variant: String,
 }
@@ -88,6 +92,7 @@ impl Default for Settings {
             variant: DEFAULT_VARIANT.into(),
             adaptive: DEFAULT_ADAPTIVE,
             deadline_margin: DEFAULT_DEADLINE_MARGIN,
+            max_lateness: DEFAULT_MAX_LATENESS,
             min_variant: DEFAULT_BOUND.into(),
             max_variant: DEFAULT_BOUND.into(),
         }
@@ -232,6 +237,7 @@ fn policy_config(ladder: &Ladder, settings: &Settings) -> Result<PolicyConfig, S
         best_variant: best,
         lightest_variant: lightest,
         margin: Duration::from_nanos(settings.deadline_margin),
+        lateness: Duration::from_nanos(settings.max_lateness),
         ..PolicyConfig::default()
     })
 }
@@ -382,10 +388,11 @@ impl LightSrScale {
         let timing = *lock(&self.timing);
         let live_now = obj.current_running_time().filter(|_| timing.live);
         if let (Some(now), Some(rt)) = (live_now, running_time) {
+            // The sinks render at running time + pipeline latency; that latency is at least
+            // upstream's plus ours, unless no sink syncs (then the bin distributes 0).
             let ours = policy::processing_latency(frame_duration, None, Duration::ZERO);
-            let latency = timing
-                .pipeline_latency
-                .unwrap_or(timing.upstream_min + ours);
+            let latency =
+                (timing.upstream_min + ours).max(timing.pipeline_latency.unwrap_or_default());
             let now = now.nseconds();
             return FrameClock {
                 running_time,
@@ -825,6 +832,17 @@ impl ObjectImpl for LightSrScale {
                     .default_value(DEFAULT_DEADLINE_MARGIN)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt64::builder("max-lateness")
+                    .nick("Max lateness")
+                    .blurb(
+                        "How late (ns) a frame may reach the sink and still be shown (the sink's \
+                         max-lateness): a live frame that no rung fits still runs, instead of \
+                         being dropped, if it is expected within this",
+                    )
+                    .maximum(MAX_DEADLINE_MARGIN)
+                    .default_value(DEFAULT_MAX_LATENESS)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecString::builder("min-variant")
                     .nick("Lightest variant")
                     .blurb("Lightest rung the policy may use (a variant name); empty = the ladder's last")
@@ -897,6 +915,11 @@ impl ObjectImpl for LightSrScale {
                 drop(settings);
                 self.update_policy();
             }
+            "max-lateness" => {
+                settings.max_lateness = value.get().unwrap_or(DEFAULT_MAX_LATENESS);
+                drop(settings);
+                self.update_policy();
+            }
             "scale" => {
                 let scale = value.get().unwrap_or(DEFAULT_SCALE);
                 if scale != settings.scale {
@@ -930,6 +953,7 @@ impl ObjectImpl for LightSrScale {
             "variant" => settings.variant.to_value(),
             "adaptive" => settings.adaptive.to_value(),
             "deadline-margin" => settings.deadline_margin.to_value(),
+            "max-lateness" => settings.max_lateness.to_value(),
             "min-variant" => settings.min_variant.to_value(),
             "max-variant" => settings.max_variant.to_value(),
             "active-variant" => {
