@@ -28,6 +28,8 @@ const FRAME: Duration = Duration::from_millis(1000 / FPS);
 /// Figures of one half of a run.
 #[derive(Debug, Default, Clone)]
 struct Half {
+    /// Frames whose fate (rendered or dropped) was known in this half.
+    due: u64,
     rendered: u64,
     sink_dropped: u64,
     element_dropped: u64,
@@ -125,6 +127,7 @@ fn run(config: &str, frames: u64) -> Run {
             let rt = sr.current_running_time().map_or(0, |t| t.nseconds());
             at_half = (
                 Half {
+                    due: rendered + sink_dropped + element_dropped,
                     rendered,
                     sink_dropped,
                     element_dropped,
@@ -160,6 +163,7 @@ fn run(config: &str, frames: u64) -> Run {
     p.set_state(gst::State::Null).expect("NULL");
     let (first, half_rt) = at_half;
     let second = Half {
+        due: frames - first.due,
         rendered: rendered - first.rendered,
         sink_dropped: sink_dropped - first.sink_dropped,
         element_dropped: element_dropped - first.element_dropped,
@@ -180,16 +184,20 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 fn print(run: &Run) {
-    let half_frames = [run.frames / 2, run.frames - run.frames / 2];
     let total: u64 = run.halves.iter().map(|h| h.rendered).sum();
+    let [first, second] = &run.halves;
     println!(
-        "{:<14} on time {:6.2}% ({} / {}) | unloaded {:6.2}% | loaded {:6.2}%",
+        "{:<14} on time {:6.2}% ({} / {}) | unloaded {:6.2}% ({} / {}) | loaded {:6.2}% ({} / {})",
         run.config,
         percent(total, run.frames),
         total,
         run.frames,
-        percent(run.halves[0].rendered, half_frames[0]),
-        percent(run.halves[1].rendered, half_frames[1]),
+        percent(first.rendered, first.due),
+        first.rendered,
+        first.due,
+        percent(second.rendered, second.due),
+        second.rendered,
+        second.due,
     );
     for (h, name) in ["unloaded", "loaded"].iter().enumerate() {
         let half = &run.halves[h];
