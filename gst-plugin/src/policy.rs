@@ -311,6 +311,11 @@ impl CostModel {
         self.costs().get(variant)?.predicted(self.load)
     }
 
+    /// Its EWMA cost at the current size and (conservative) load, ns.
+    fn typical_nanos(&self, variant: usize) -> Option<f64> {
+        Some(self.costs().get(variant)?.mean? * self.load)
+    }
+
     /// Typical cost of `variant` at the current size, ns: its EWMA times the typical load.
     fn expected_nanos(&self, variant: usize) -> Option<f64> {
         Some(self.costs().get(variant)?.mean? * self.typical_load)
@@ -810,7 +815,9 @@ impl DeadlinePolicy {
         }
         if probe {
             let budget = pending.map_or(Duration::MAX, |p| p.sustainable);
-            let confirmed = deadline_met && nanos(cost) * self.config.headroom <= nanos(budget);
+            // Judged with this probe's cost in the model: one slow sample of a noisy rung
+            // does not veto it, a rung measured slow does.
+            let confirmed = deadline_met && self.fits_with_headroom(variant, budget);
             self.climb.probe_confirmed = confirmed;
             if !confirmed {
                 self.climb.fitting_since = None;
@@ -884,6 +891,15 @@ impl DeadlinePolicy {
             .is_some_and(|p| p * factor <= nanos(budget))
     }
 
+    /// Fits with room to spare: its typical cost (EWMA at the current load) `headroom` times
+    /// over, and its conservative prediction (the p95 tail) at all. Headroom on the tail as
+    /// well would demand it twice and keep a rung that fits at 80% of the budget unused.
+    fn fits_with_headroom(&self, variant: usize, budget: Duration) -> bool {
+        let typical = self.costs.typical_nanos(variant);
+        let roomy = typical.is_some_and(|c| c * self.config.headroom <= nanos(budget));
+        roomy && self.fits(variant, budget, 1.0)
+    }
+
     /// A variant measured costlier than a better variant: never worth running.
     fn is_dominated(&self, variant: usize) -> bool {
         let Some(cost) = self.predicted(variant) else {
@@ -933,7 +949,7 @@ impl DeadlinePolicy {
         let allowed = best..=lightest;
         let with_headroom = allowed
             .clone()
-            .find(|&v| self.fits(v, budget, self.config.headroom));
+            .find(|&v| self.fits_with_headroom(v, budget));
         let fitting = || allowed.clone().find(|&v| self.fits(v, budget, 1.0));
         let variant = with_headroom
             .or_else(fitting)
@@ -994,7 +1010,7 @@ impl DeadlinePolicy {
                 Choice::Run(current, Reason::Steady)
             };
         }
-        if !self.fits(up, budget, self.config.headroom) {
+        if !self.fits_with_headroom(up, budget) {
             self.climb.fitting_since = None;
             self.climb.probe_confirmed = false;
             return Choice::Run(current, Reason::Steady);
@@ -1853,6 +1869,26 @@ mod tests {
         assert!(decide(0).drop);
         let within = decide(20);
         assert!(!within.drop, "{within:?}");
+    }
+
+    #[test]
+    fn a_noisy_rung_that_fits_is_climbed_back_to() {
+        // The better rung takes 24 or 33 ms in turn: typical 28.5 (x1.25 fits 38 ms), tail
+        // 33 (fits, but not 1.25 times over): it fits and must be used.
+        let noisy = |i: usize| if i % 2 == 0 { 24.0 } else { 33.0 };
+        let mut policy = DeadlinePolicy::new(2, SMALL, PolicyConfig::default());
+        policy.seed(0, &[ms(24.0), ms(33.0), ms(24.0), ms(33.0), ms(24.0)]);
+        policy.seed(1, &[ms(16.0); 5]);
+        let mut sim = Sim {
+            policy,
+            frames: Vec::new(),
+        };
+        sim.run(20, |i, v| [noisy(i), 16.0][v]);
+        sim.run(20, |i, v| [noisy(i), 16.0][v] * 2.0);
+        assert_eq!(sim.policy.active_variant(), Some(1));
+        sim.run(400, |i, v| [noisy(i), 16.0][v]);
+        assert_eq!(sim.policy.active_variant(), Some(0));
+        assert_eq!(misses(sim.from(40)), 0);
     }
 
     #[test]
