@@ -63,7 +63,7 @@ const MAX_DEADLINE_MARGIN: u64 = 1_000_000_000;
 const DEFAULT_BOUND: &str = "";
 /// Warm-up per rung at caps time: compiling runs not timed, then timed runs.
 const WARM_UP_DISCARDED: usize = 2;
-const WARM_UP_TIMED: usize = 3;
+const WARM_UP_TIMED: usize = 5;
 /// Total warm-up time after which the remaining rungs are left to be measured by probes.
 const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
 /// GStreamer video sinks' default `max-lateness` (ns): a frame this late is still shown, so
