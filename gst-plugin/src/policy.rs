@@ -1875,7 +1875,7 @@ mod tests {
     fn a_noisy_rung_that_fits_is_climbed_back_to() {
         // The better rung takes 24 or 33 ms in turn: typical 28.5 (x1.25 fits 38 ms), tail
         // 33 (fits, but not 1.25 times over): it fits and must be used.
-        let noisy = |i: usize| if i % 2 == 0 { 24.0 } else { 33.0 };
+        let noisy = |i: usize| if i.is_multiple_of(2) { 24.0 } else { 33.0 };
         let mut policy = DeadlinePolicy::new(2, SMALL, PolicyConfig::default());
         policy.seed(0, &[ms(24.0), ms(33.0), ms(24.0), ms(33.0), ms(24.0)]);
         policy.seed(1, &[ms(16.0); 5]);

@@ -168,7 +168,7 @@ impl Stream {
             self.size.1 as usize,
         );
         let rgb = frame_bytes(self.size, load);
-        let mut buffer = buffer_from_planes(&info, &format, &[rgb.clone()]);
+        let mut buffer = buffer_from_planes(&info, &format, std::slice::from_ref(&rgb));
         let duration = gst::ClockTime::try_from(self.period).unwrap();
         {
             let buffer = buffer.get_mut().unwrap();
