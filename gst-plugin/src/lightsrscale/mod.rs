@@ -4,6 +4,7 @@
 use gst::{glib, prelude::*};
 
 mod caps;
+mod deadline;
 mod imp;
 mod report;
 
