@@ -78,10 +78,12 @@ def _fourier_blocks(net: nn.Module) -> list[nn.Module]:
     return [m for m in net.modules() if isinstance(m, FFC)]
 
 
-def _execution_order(net: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+def _execution_order(net: nn.Module, example: torch.Tensor,
+                     kinds: tuple = (nn.Conv2d, nn.PixelShuffle)) -> list[nn.Module]:
+    """The modules of `kinds` in the order one forward pass of `example` runs them."""
     order: list[nn.Module] = []
     hooks = [m.register_forward_hook(lambda m, i, o: order.append(m))
-             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.PixelShuffle))]
+             for m in net.modules() if isinstance(m, kinds)]
     try:
         with torch.no_grad():
             net(example)
@@ -168,16 +170,7 @@ def prune_generator(net: nn.Module, importance: str, ratio: float, seed: int = 0
 def _shuffle_tails(net: nn.Module, example: torch.Tensor) -> list[tuple]:
     """(pre_conv, r, prelu | None, depthwise, pointwise) for each PixelShuffle(r) whose output
     feeds [PReLU ->] SepConv: the feature channels of the upsampling tail."""
-    order: list[nn.Module] = []
-    kinds = (nn.Conv2d, nn.PixelShuffle, nn.PReLU)
-    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m))
-             for m in net.modules() if isinstance(m, kinds)]
-    try:
-        with torch.no_grad():
-            net(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    order = _execution_order(net, example, (nn.Conv2d, nn.PixelShuffle, nn.PReLU))
     tails = []
     for i, m in enumerate(order):
         if not isinstance(m, nn.PixelShuffle) or i == 0 or not isinstance(order[i - 1], nn.Conv2d):
