@@ -6,6 +6,8 @@ Phases (config key `phase`):
   full  GAN: pixel + perceptual substitute (FrequencyStructureLoss, see losses.py) +
         relativistic adversarial + total variation, with the SwiftSRGAN discriminator.
 A teacher (see `run_training`) adds a feature distillation loss (`train.distill_opt`).
+`path.pretrain_network_g` loads weights of the same shape; `path.deepen_from_g` instead warm-starts
+a deeper generator (the F2SRGAN teacher) from a trained shallower one (`deepen_from`).
 
 Every run writes into `--out` (default runs/<name>/): config.yml, log.jsonl (one JSON
 object per log / validation event), checkpoints/latest.pth (+ step_XXXXXXX.pth, best.pth),
@@ -262,6 +264,16 @@ def generator_only(ckpt: dict) -> dict:
     return {k: ckpt[k] for k in GENERATOR_KEYS if k in ckpt}
 
 
+def make_trainable(net: nn.Module) -> nn.Module:
+    """A generator saved from an EMA copy has requires_grad off: turn it on again, except for
+    the frozen mean shifts."""
+    from lightsr.archs.arch_util import MeanShift
+    frozen = {id(p) for m in net.modules() if isinstance(m, MeanShift) for p in m.parameters()}
+    for p in net.parameters():
+        p.requires_grad_(id(p) not in frozen)
+    return net.train()
+
+
 def save_atomic(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -329,13 +341,30 @@ class Trainer:
     def build_generator(self, load_pretrained: bool) -> nn.Module:
         from lightsr.archs import build_network
         net = build_network(require(self.opt, "network_g"))
-        pretrain = self.opt.get("path", {}).get("pretrain_network_g") if load_pretrained else None
+        pretrain = self.opt.get("path", {}).get("pretrain_network_g")
         if pretrain:
             weights, _ = load_generator_weights(pretrain, self.opt["path"].get("param_key_g", "params_ema"))
             if isinstance(weights, nn.Module):
-                return weights
+                # a pruned generator: its structure is not in network_g, so checkpoints keep the module
+                # (also on --resume, whose weights then replace these)
+                self.handed_in = True
+                return make_trainable(weights)
+            if not load_pretrained:
+                return net
             net.load_state_dict(weights, strict=bool(self.opt["path"].get("strict_load_g", True)))
             self.log_rank0(f"loaded generator weights from {pretrain}")
+        shallow = self.opt.get("path", {}).get("deepen_from_g") if load_pretrained and not pretrain else None
+        if shallow:
+            from lightsr.archs.f2srgan_arch import deepen_from
+            weights, _ = load_generator_weights(shallow, self.opt["path"].get("param_key_g", "params_ema"))
+            if isinstance(weights, nn.Module):
+                raise ConfigError(f"path.deepen_from_g: {shallow} is a whole (pruned) module; give a trained "
+                                  f"unpruned generator of the same width")
+            try:
+                blocks = deepen_from(net, weights)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+            self.log_rank0(f"warm start from {shallow}: its blocks went to {blocks}, the others start as identity")
         return net
 
     def build_losses(self) -> None:

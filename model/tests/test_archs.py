@@ -152,3 +152,38 @@ def test_discriminator_probability_per_image():
     assert torch.allclose(p, torch.sigmoid(logit))
     assert count_params(d) == sum(m.numel() for m in d.parameters())
     assert d.classifier[2].in_features == 512 * 6 * 6
+
+
+def test_deepen_from_preserves_the_student_function_and_then_trains():
+    from lightsr.archs.f2srgan_arch import deepen_from
+    student = generator(scale=2, num_blocks=4, fourier=False, width=16)
+    with torch.no_grad():  # a 'trained' student: non-zero everywhere
+        for p in student.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    teacher = generator(scale=2, num_blocks=8, fourier=True, width=16)
+    x = frame(19, 23)
+    with torch.no_grad():
+        before = teacher(x)
+    targets = deepen_from(teacher, student.state_dict())
+    assert targets == [1, 3, 5, 7]
+    with torch.no_grad():
+        s_out, s_feats = student.forward_features(x)
+        t_out, t_feats = teacher.forward_features(x)
+    assert (before - s_out).abs().max() > 1.0  # the fresh teacher computed something else
+    assert (t_out - s_out).abs().max() < 1e-3
+    for i, j in enumerate(targets):
+        assert torch.allclose(t_feats[j], s_feats[i], atol=1e-4)
+    # the identity blocks are trainable: one step moves the Fourier blocks' zeroed convs
+    teacher.train()
+    loss = (teacher(x) - x.repeat_interleave(2, 2).repeat_interleave(2, 3)).abs().mean()
+    loss.backward()
+    assert teacher.residual[0].block2[0][1].weight.grad.abs().sum() > 0
+
+
+def test_deepen_from_names_the_mismatch():
+    from lightsr.archs.f2srgan_arch import deepen_from
+    student = generator(scale=2, num_blocks=4, fourier=False, width=32)
+    teacher = generator(scale=2, num_blocks=8, fourier=True, width=16)
+    with pytest.raises(ValueError, match="same width"):
+        deepen_from(teacher, student.state_dict())

@@ -110,6 +110,53 @@ def test_handed_in_module_is_trained_and_saved_whole(tiny_root, tmp_path):
     assert torch.allclose(module(x), out(x))
 
 
+def test_pretrained_whole_module_fine_tunes_and_resumes(tiny_root, tmp_path):
+    # a pruned generator is saved whole, from an EMA copy (requires_grad off): as
+    # pretrain_network_g it must train (mean shifts stay frozen), save whole and resume
+    net = build_network({**TINY_NET, "num_blocks": 1, "fourier": False, "width": 8}).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    torch.save({"module": net, "opt": None}, tmp_path / "pruned.pth")
+    opt = tiny_opt(tiny_root, iters=2)
+    opt["network_g"] = {**TINY_NET, "num_blocks": 3}  # not the module's structure: ignored
+    opt["path"] = {"pretrain_network_g": str(tmp_path / "pruned.pth")}
+    train.run_training(opt, out_dir=tmp_path / "run", device="cpu")
+    ckpt = torch.load(tmp_path / "run/checkpoints/latest.pth", weights_only=False)
+    module = ckpt["module"]
+    assert len(module.residual) == 1
+    assert not torch.equal(module.initial[0][1].weight, net.initial[0][1].weight)
+    assert torch.equal(module.sub_mean.bias, net.sub_mean.bias)  # frozen mean shift untouched
+    opt["train"]["total_iter"] = 4
+    train.run_training(opt, out_dir=tmp_path / "run", device="cpu", resume=True)
+    steps = [r["step"] for r in read_log(tmp_path / "run") if r["event"] == "train"]
+    assert torch.load(tmp_path / "run/checkpoints/latest.pth", weights_only=False)["step"] == 4, steps
+
+
+def test_deepen_from_warm_starts_the_teacher(tiny_root, tmp_path):
+    student = tiny_opt(tiny_root, iters=2)
+    student["network_g"] = {**TINY_NET, "num_blocks": 1, "fourier": False}
+    train.run_training(student, out_dir=tmp_path / "student", device="cpu")
+    opt = tiny_opt(tiny_root, iters=1)
+    opt["network_g"] = {**TINY_NET, "num_blocks": 2, "fourier": True}
+    opt["path"] = {"deepen_from_g": str(tmp_path / "student/checkpoints/latest.pth")}
+    opt["train"]["optim_g"] = {"type": "AdamW", "lr": 0.0}  # no learning: the warm start alone
+    opt["train"]["ema_decay"] = 0.0
+    train.run_training(opt, out_dir=tmp_path / "teacher", device="cpu")
+    s_w, s_opt = train.load_generator_weights(tmp_path / "student/checkpoints/latest.pth")
+    t_w, t_opt = train.load_generator_weights(tmp_path / "teacher/checkpoints/latest.pth")
+    s_net, t_net = build_network(s_opt).eval(), build_network(t_opt).eval()
+    s_net.load_state_dict(s_w)
+    t_net.load_state_dict(t_w)
+    x = torch.rand(1, 3, 6, 7) * 255
+    with torch.no_grad():
+        assert (s_net(x) - t_net(x)).abs().max() < 1e-3
+    bad = tiny_opt(tiny_root, iters=1)
+    bad["network_g"] = {**TINY_NET, "num_blocks": 2, "fourier": True, "width": 32}
+    bad["path"] = {"deepen_from_g": str(tmp_path / "student/checkpoints/latest.pth")}
+    with pytest.raises(train.ConfigError, match="same width"):
+        train.run_training(bad, out_dir=tmp_path / "bad", device="cpu")
+
+
 def test_ddp_two_gloo_processes_match_one_process_with_twice_the_batch(tiny_root, tmp_path):
     opt = tiny_opt(tiny_root, iters=3)
     opt["train"]["optim_g"] = {"type": "AdamW", "lr": 1e-2, "eps": 1.0, "weight_decay": 0.0}  # ~linear in grad

@@ -3,7 +3,7 @@
 
 Module names follow the published checkpoints, so their state dicts load directly.
 """
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -106,3 +106,45 @@ class F2SRGANGenerator(nn.Module):
         x = self.initial(self.sub_mean(x))
         out = self.add_mean(self.final_conv(self.upsampler(self.residual(x) + x)))
         return out[:, :, : h * self.scale, : w * self.scale]
+
+
+def deepen_from(teacher: F2SRGANGenerator, student_state: Dict[str, Tensor]) -> List[int]:
+    """Function-preserving warm start of a deeper generator from a shallower trained one
+    (Net2DeeperNet, Chen et al. 2016): head, upsampler and final conv are copied; student
+    block i goes to the teacher block at the same relative depth (`pair_layers`: 8 -> 16 gives
+    1, 3, ..., 15, the plain blocks between the Fourier ones); every other teacher block starts
+    as the identity (its last pointwise conv zeroed, so `x + 0.1 * 0`). The teacher then computes
+    exactly what the student does and training adds what its extra blocks can learn.
+
+    Returns the teacher block indices that received student blocks. Raises ValueError when the
+    shapes do not line up (other width, upsampler or scale).
+    """
+    from lightsr.losses import pair_layers
+    n_student = 1 + max((int(k.split(".")[1]) for k in student_state if k.startswith("residual.")), default=-1)
+    n_teacher = len(teacher.residual)
+    targets = pair_layers(n_student, n_teacher)
+    mapped: Dict[str, Tensor] = {}
+    for key, value in student_state.items():
+        if key.startswith("residual."):
+            parts = key.split(".")
+            parts[1] = str(targets[int(parts[1])])
+            key = ".".join(parts)
+        mapped[key] = value
+    own = teacher.state_dict()
+    for key, value in mapped.items():
+        if key not in own:
+            raise ValueError(f"deepen_from: student entry {key} has no place in the teacher "
+                             f"(a Fourier block where the student has a plain one?)")
+        if own[key].shape != value.shape:
+            raise ValueError(f"deepen_from: {key} is {tuple(value.shape)} in the student and "
+                             f"{tuple(own[key].shape)} in the teacher (same width, upsampler, scale needed)")
+    with torch.no_grad():
+        for key, value in mapped.items():
+            own[key].copy_(value)
+        for i, block in enumerate(teacher.residual):
+            if i not in targets:
+                pointwise = block.block2[0][1]
+                pointwise.weight.zero_()
+                if pointwise.bias is not None:
+                    pointwise.bias.zero_()
+    return targets
