@@ -256,3 +256,40 @@ fn cuda_variants_run_half_when_cuda_exists() {
         "fp16 on CUDA must match fp32 on the CPU"
     );
 }
+
+#[test]
+fn embedded_default_on_cuda_matches_the_cpu_when_cuda_exists() {
+    // The deployed form on CUDA: fp16 convolutions, the F2SRGAN rung's FFTs in fp32. Every
+    // learned rung of the embedded default must give the CPU's fp32 picture, give or take fp16
+    // rounding (a few grey levels at edges, well under one on average).
+    if !tch::Cuda::is_available() {
+        eprintln!("skipped: CUDA is not available in this process (the CPU path is tested above)");
+        return;
+    }
+    let cpu = Bundle::load(&BundleSource::Embedded, Device::Cpu).unwrap();
+    let cuda = Bundle::load(&BundleSource::Embedded, Device::Cuda(0)).unwrap();
+    for scale in [4i64, 2] {
+        let lr = photo(&format!("astronaut_lr_x{scale}"), 192 / scale, 128 / scale);
+        for (c, g) in cpu.ladder(scale as u32).unwrap().variants.iter().zip(
+            cuda.ladder(scale as u32).unwrap().variants.iter(),
+        ) {
+            let a = c.upscale(&lr).unwrap();
+            let b = g.upscale(&lr).unwrap().to_device(Device::Cpu);
+            let diff = (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs();
+            let (max, mean) = (
+                diff.max().double_value(&[]),
+                diff.mean(Kind::Double).double_value(&[]),
+            );
+            eprintln!(
+                "x{scale} {}: half={} CUDA vs CPU max {max} mean {mean:.4}",
+                g.name(),
+                g.is_half()
+            );
+            assert!(
+                max <= 8.0 && mean < 0.5,
+                "x{scale} {}: CUDA differs from the CPU by max {max}, mean {mean}",
+                g.name()
+            );
+        }
+    }
+}
