@@ -10,7 +10,8 @@
 # is only the backstop. The EMA weights, configs and logs are packed (slim_checkpoints.py) into
 # OUT_DIR/gan_ladder_x{4,2}.tar: a few MB, what a GPU machine hands back.
 # Usage: model/recipes/train_gan_ladder_gpu.sh [OUT_DIR]   (needs data/patches_p144.npz)
-#        DRY=1 (CPU, seconds per phase) checks that every config loads and the phases chain.
+#        T1=10 T2=20 DEV=cpu PYTHON=.venv/bin/python model/recipes/train_gan_ladder_gpu.sh /tmp/dry
+#        (2 min on CPU) checks that every config loads and the phases chain.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd); cd "$ROOT"
 OUTDIR=${1:-runs}
