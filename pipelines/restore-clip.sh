@@ -71,7 +71,7 @@ gst-launch-1.0 -q filesrc location="$CLIP" ! decodebin ! videoconvert ! video/x-
      ! textoverlay text="input, bicubic (videoscale catrom)" valignment=top halignment=left font-desc="Sans 14" \
      ! comp.sink_0 \
   t. ! queue ! lightsrscale scale="$SCALE" variant="$VARIANT" adaptive="$ADAPTIVE" max-variant="$MAX_VARIANT" \
-     ! textoverlay text="lightsrscale x${SCALE}, embedded default, variant=${VARIANT} adaptive=${ADAPTIVE} max-variant=${MAX_VARIANT:-first}" valignment=top halignment=left font-desc="Sans 14" \
+     ! textoverlay text="lightsrscale x${SCALE} (${VARIANT}, best ${MAX_VARIANT:-any})" valignment=top halignment=left font-desc="Sans 14" \
      ! comp.sink_1 \
   compositor name=comp sink_1::xpos=$OW \
   ! video/x-raw,width=$((2 * OW)),height=$OH ! videoconvert ! videorate drop-only=true max-rate=1 \
