@@ -270,9 +270,13 @@ fn embedded_default_on_cuda_matches_the_cpu_when_cuda_exists() {
     let cuda = Bundle::load(&BundleSource::Embedded, Device::Cuda(0)).unwrap();
     for scale in [4i64, 2] {
         let lr = photo(&format!("astronaut_lr_x{scale}"), 192 / scale, 128 / scale);
-        for (c, g) in cpu.ladder(scale as u32).unwrap().variants.iter().zip(
-            cuda.ladder(scale as u32).unwrap().variants.iter(),
-        ) {
+        for (c, g) in cpu
+            .ladder(scale as u32)
+            .unwrap()
+            .variants
+            .iter()
+            .zip(cuda.ladder(scale as u32).unwrap().variants.iter())
+        {
             let a = c.upscale(&lr).unwrap();
             let b = g.upscale(&lr).unwrap().to_device(Device::Cpu);
             let diff = (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs();
