@@ -8,22 +8,14 @@ Usage: .venv/bin/python model/recipes/score_checkpoints.py --scale 4 CKPT [CKPT 
 """
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
-import torch
 
 from lightsr import iqa
-from lightsr.archs import build_network
-from lightsr.train import load_generator_weights
-
-
-def load(path: str) -> torch.nn.Module:
-    weights, net_opt = load_generator_weights(path, "params_ema")
-    if isinstance(weights, torch.nn.Module):
-        return weights.float().eval()
-    net = build_network(net_opt)
-    net.load_state_dict(weights)
-    return net.eval()
+from lightsr.deploy import U8Deploy, bicubic_variant
+from lightsr.evaluate import score_image, upscale
+from lightsr.export import network_from_checkpoint, read_training_checkpoint
 
 
 def main() -> int:
@@ -37,30 +29,17 @@ def main() -> int:
     pairs = [(pack[k], pack[k.replace("hr", "lr")]) for k in sorted(pack.files) if k.startswith(f"val_hr_x{s}_")]
     niqe = iqa.NiqeModel()
 
-    def score(fn) -> tuple[float, float]:
-        p, n = [], []
-        for hr, lr in pairs:
-            sr = fn(lr)
-            p.append(iqa.psnr_y(sr, hr, border=s))
-            n.append(niqe(sr, border=s))
-        return float(np.mean(p)), float(np.mean(n))
-
-    def bicubic(lr):
-        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float()
-        y = torch.nn.functional.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
-        return y.clamp(0, 255).round().byte()[0].permute(1, 2, 0).numpy()
+    def report(name: str, module) -> None:
+        rows = [score_image(upscale(module, lr), hr, s, niqe, None) for hr, lr in pairs]
+        psnr = np.mean([r["psnr_y"] for r in rows])
+        nq = np.mean([r["niqe"] for r in rows if r["niqe"] is not None])
+        print(f"{name[-60:]:60s} {psnr:7.2f} {nq:6.2f}", flush=True)
 
     print(f"{'variant':60s} {'PSNR-Y':>7s} {'NIQE':>6s}   ({len(pairs)} crops, x{s})")
-    print(f"{'bicubic':60s} {score(bicubic)[0]:7.2f} {score(bicubic)[1]:6.2f}")
+    report("bicubic", bicubic_variant(s))
     for path in args.checkpoints:
-        net = load(path)
-
-        def run(lr, net=net):
-            with torch.no_grad():
-                y = net(torch.from_numpy(lr).permute(2, 0, 1)[None].float())
-            return y.clamp(0, 255).round().byte()[0].permute(1, 2, 0).numpy()
-        psnr, nq = score(run)
-        print(f"{path[-60:]:60s} {psnr:7.2f} {nq:6.2f}", flush=True)
+        net, _ = network_from_checkpoint(read_training_checkpoint(Path(path)), Path(path))
+        report(path, U8Deploy(net.float(), s).eval())
     return 0
 
 
