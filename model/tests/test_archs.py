@@ -154,6 +154,30 @@ def test_discriminator_probability_per_image():
     assert d.classifier[2].in_features == 512 * 6 * 6
 
 
+def test_unet_discriminator_gives_a_logit_per_pixel_and_is_spectrally_bounded():
+    torch.manual_seed(0)
+    d = build_network({"type": "UNetDiscriminatorSN", "width": 8}).train()
+    x = torch.rand(2, 3, 32, 40)
+    for _ in range(30):  # power iterations converge to the largest singular value
+        d.logits(x)
+    d.eval()
+    with torch.no_grad():
+        p, logit = d(x), d.logits(x)
+    assert logit.shape == (2, 1, 32, 40)
+    assert torch.allclose(p, torch.sigmoid(logit))
+    # spectral normalisation: every normalised conv's weight matrix has spectral norm ~1
+    w = d.conv2.weight.detach().flatten(1)
+    assert abs(torch.linalg.matrix_norm(w, ord=2).item() - 1.0) < 0.05
+    # locality: changing one corner changes the logits near it, not those far away
+    y = x.clone()
+    y[:, :, :4, :4] = 1 - y[:, :, :4, :4]
+    with torch.no_grad():
+        delta = (d.logits(y) - logit).abs()
+    assert delta[..., :8, :8].max() > 10 * delta[..., 24:, 32:].max()
+    with pytest.raises(ValueError, match="divisible by 8"):
+        d.logits(torch.rand(1, 3, 30, 40))
+
+
 def test_deepen_from_preserves_the_student_function_and_then_trains():
     from lightsr.archs.f2srgan_arch import deepen_from
     student = generator(scale=2, num_blocks=4, fourier=False, width=16)

@@ -78,12 +78,14 @@ def test_resume_continues_exactly(tiny_root, tmp_path):
     assert all(torch.equal(v, b["params_ema"][k]) for k, v in slim["params_ema"].items())
 
 
-def test_full_phase_trains_generator_and_discriminator(tiny_root, tmp_path):
+@pytest.mark.parametrize("critic", [{"type": "SwiftSRGANDiscriminator", "features": [8, 8, 16, 16]},
+                                    {"type": "UNetDiscriminatorSN", "width": 8}])
+def test_full_phase_trains_generator_and_discriminator(tiny_root, tmp_path, critic):
     pre = tiny_opt(tiny_root, iters=2)
     train.run_training(pre, out_dir=tmp_path / "pre", device="cpu")
     opt = tiny_opt(tiny_root, phase="full", iters=8, perceptual_opt={"loss_weight": 1.0},
                    gan_opt={"loss_weight": 0.6}, tv_opt={"loss_weight": 2e-8}, optim_d={"type": "AdamW", "lr": 1e-3})
-    opt["network_d"] = {"type": "SwiftSRGANDiscriminator", "features": [8, 8, 16, 16]}
+    opt["network_d"] = critic
     opt["path"] = {"pretrain_network_g": str(tmp_path / "pre/checkpoints/latest.pth")}
     train.run_training(opt, out_dir=tmp_path / "full", device="cpu")
     logs = [r for r in read_log(tmp_path / "full") if r["event"] == "train"]
