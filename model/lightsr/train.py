@@ -377,7 +377,9 @@ class Trainer:
                 float(p.get("fft_weight", 1.0)), float(p.get("gradient_weight", 1.0))).to(self.device)
             self.perceptual_weight = float(p.get("loss_weight", 1.0))
             self.gan_weight = float(require(self.opt, "train.gan_opt.loss_weight"))
-            self.critic_augment = tuple(t["gan_opt"].get("augment") or ())
+            augment = t["gan_opt"].get("augment") or ()
+            augment = augment.split(",") if isinstance(augment, str) else augment  # "translation,cutout" too
+            self.critic_augment = tuple(str(a).strip() for a in augment)
             try:
                 losses.diff_augment(torch.zeros(1, 3, 8, 8), self.critic_augment)
             except ValueError as err:

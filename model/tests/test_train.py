@@ -163,7 +163,7 @@ def test_deepen_from_warm_starts_the_teacher(tiny_root, tmp_path):
 
 def test_unknown_critic_augmentation_is_a_config_error(tiny_root, tmp_path):
     opt = tiny_opt(tiny_root, phase="full", iters=1, perceptual_opt={"loss_weight": 1.0},
-                   gan_opt={"loss_weight": 0.1, "augment": ["translation", "mixup"]})
+                   gan_opt={"loss_weight": 0.1, "augment": "translation, mixup"})
     opt["network_d"] = {"type": "UNetDiscriminatorSN", "width": 8}
     with pytest.raises(train.ConfigError, match="gan_opt.augment: .*unknown policy 'mixup'"):
         train.run_training(opt, out_dir=tmp_path / "bad", device="cpu")
