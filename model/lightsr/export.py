@@ -185,6 +185,14 @@ def network_from_checkpoint(ck: dict, path: Path) -> tuple[nn.Module, dict]:
     return net.eval(), opt
 
 
+def deploy_checkpoint(path: str | Path) -> U8Deploy:
+    """A training checkpoint as the fp32 uint8-in / uint8-out module a bundle would hold (eager,
+    not scripted): what recipes score before choosing what to export."""
+    path = Path(path)
+    net, opt = network_from_checkpoint(read_training_checkpoint(path), path)
+    return U8Deploy(net.float(), opt["scale"]).eval()
+
+
 def default_arch(net: nn.Module, ck: dict) -> str:
     if "arch" in ck:
         return str(ck["arch"])

@@ -67,6 +67,9 @@ def relativistic_discriminator_loss(real_logits: torch.Tensor, fake_logits: torc
                   + F.binary_cross_entropy_with_logits(fake_rel, torch.zeros_like(fake_rel)))
 
 
+DIFF_AUGMENT_POLICIES = ("translation", "cutout", "color")
+
+
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...] = ("translation", "cutout")) -> torch.Tensor:
     """Differentiable augmentation of what the critic sees (Zhao et al. 2020, "Differentiable
     Augmentation for Data-Efficient GAN Training"): the same random transforms for real and fake
@@ -104,7 +107,7 @@ def diff_augment(x: torch.Tensor, policy: tuple[str, ...] = ("translation", "cut
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
         else:
-            raise ValueError(f"diff_augment: unknown policy '{name}' (translation, cutout, color)")
+            raise ValueError(f"diff_augment: unknown policy '{name}' ({', '.join(DIFF_AUGMENT_POLICIES)})")
     return x
 
 

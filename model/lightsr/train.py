@@ -380,10 +380,10 @@ class Trainer:
             augment = t["gan_opt"].get("augment") or ()
             augment = augment.split(",") if isinstance(augment, str) else augment  # "translation,cutout" too
             self.critic_augment = tuple(str(a).strip() for a in augment)
-            try:
-                losses.diff_augment(torch.zeros(1, 3, 8, 8), self.critic_augment)
-            except ValueError as err:
-                raise ConfigError(f"train.gan_opt.augment: {err}") from None
+            unknown = [a for a in self.critic_augment if a not in losses.DIFF_AUGMENT_POLICIES]
+            if unknown:
+                raise ConfigError(f"train.gan_opt.augment: unknown policy '{unknown[0]}' "
+                                  f"({', '.join(losses.DIFF_AUGMENT_POLICIES)})")
             self.tv_weight = float((t.get("tv_opt") or {}).get("loss_weight", 0.0))
             self.tv = losses.TVLoss()
         elif self.pixel_loss is None and self.teacher is None:

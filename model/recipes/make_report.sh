@@ -13,9 +13,11 @@ ANCHORS=${ANCHORS:-$ROOT/../shared/anchors}
 RUNS=${RUNS:-3}
 
 $PY - <<'PYEOF'
+import shutil
 import numpy as np
 from pathlib import Path
 from PIL import Image
+from lightsr.data import load_manifest
 pack = np.load("data/patches_p144.npz")
 out = Path("data/val_crops"); out.mkdir(parents=True, exist_ok=True)
 keys = sorted(k for k in pack.files if k.startswith("val_hr_x4_"))
@@ -23,8 +25,7 @@ for k in keys:
     Image.fromarray(pack[k]).save(out / f"{k.replace('val_hr_x4_', 'val_')}.png")
 print(f"{len(keys)} validation crops in {out}")
 full = Path("data/val_full"); full.mkdir(parents=True, exist_ok=True)
-import json, shutil
-val = [e for e in json.loads(Path("data/manifest.json").read_text())["images"] if e["split"] == "val"]
+val = [e for e in load_manifest(Path("data"))["images"] if e["split"] == "val"]
 for e in val:
     if not (full / Path(e["file"]).name).exists():
         shutil.copy(Path("data") / e["file"], full / Path(e["file"]).name)

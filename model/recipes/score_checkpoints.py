@@ -16,9 +16,9 @@ import numpy as np
 
 from lightsr import iqa
 from lightsr.data import load_split
-from lightsr.deploy import U8Deploy, bicubic_variant
+from lightsr.deploy import bicubic_variant
 from lightsr.evaluate import score_image, upscale
-from lightsr.export import network_from_checkpoint, read_training_checkpoint
+from lightsr.export import deploy_checkpoint
 
 
 def main() -> int:
@@ -48,8 +48,7 @@ def main() -> int:
     print(f"{'variant':60s} {'PSNR-Y':>7s} {'NIQE':>6s}   ({len(pairs)} {what}, x{s})")
     report("bicubic", bicubic_variant(s))
     for path in args.checkpoints:
-        net, _ = network_from_checkpoint(read_training_checkpoint(Path(path)), Path(path))
-        report(path, U8Deploy(net.float(), s).eval())
+        report(path, deploy_checkpoint(path))
     return 0
 
 

@@ -26,9 +26,9 @@ from PIL import Image
 
 from lightsr import iqa
 from lightsr.data import downscale_u8
-from lightsr.deploy import U8Deploy, bicubic_variant
+from lightsr.deploy import bicubic_variant
 from lightsr.evaluate import upscale
-from lightsr.export import network_from_checkpoint, read_training_checkpoint
+from lightsr.export import deploy_checkpoint
 
 
 def decode_frames(clip: Path, frames: int) -> list[np.ndarray]:
@@ -47,8 +47,8 @@ def decode_frames(clip: Path, frames: int) -> list[np.ndarray]:
 
 
 def temporal_error(sr: list[np.ndarray], hr: list[np.ndarray], border: int) -> float:
-    ys = [iqa.rgb_to_y(f.astype(np.float64))[border:-border, border:-border] for f in sr]
-    yh = [iqa.rgb_to_y(f.astype(np.float64))[border:-border, border:-border] for f in hr]
+    ys = [iqa.rgb_to_y(f)[border:-border, border:-border] for f in sr]
+    yh = [iqa.rgb_to_y(f)[border:-border, border:-border] for f in hr]
     return float(np.mean([np.abs((ys[t] - ys[t - 1]) - (yh[t] - yh[t - 1])).mean() for t in range(1, len(ys))]))
 
 
@@ -66,10 +66,7 @@ def main() -> int:
     lr = [downscale_u8(f, s) for f in hr]
     print(f"{'variant':60s} {'PSNR-Y':>7s} {'TE':>6s}   ({len(hr)} frames of {args.clip.name}, "
           f"{hr[0].shape[1]}x{hr[0].shape[0]}, x{s})")
-    modules = [("bicubic", bicubic_variant(s))]
-    for path in args.checkpoints:
-        net, _ = network_from_checkpoint(read_training_checkpoint(Path(path)), Path(path))
-        modules.append((path, U8Deploy(net.eval(), s).eval()))
+    modules = [("bicubic", bicubic_variant(s))] + [(path, deploy_checkpoint(path)) for path in args.checkpoints]
     for name, module in modules:
         sr = [upscale(module, f) for f in lr]
         psnr = np.mean([iqa.psnr_y(a, b, border=s) for a, b in zip(sr, hr)])

@@ -67,7 +67,7 @@ class UNetDiscriminatorSN(nn.Module):
 
     Args:
         in_channels: image channels (3).
-        width: channels of the first level (BasicSR uses 64; 32 keeps a CPU step affordable).
+        width: channels of the first level (BasicSR uses 64; the CPU GAN configs use 16).
         skip_connection: add the encoder features to the decoder's (BasicSR default).
     """
 
