@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{bicubic_reference, bytes, fixture, gradient, max_diff, nearest_reference};
-use gstlightsrscale::engine::{Bundle, BundleSource, EngineError, load_shared};
+use gstlightsrscale::engine::{Bundle, BundleSource, EngineError, Objective, load_shared};
 use tch::{Device, Kind, Tensor};
 
 fn load(name: &str) -> Result<Bundle, EngineError> {
@@ -62,26 +62,59 @@ fn psnr(a: &Tensor, b: &Tensor, border: i64) -> f64 {
     10.0 * (255.0 * 255.0 / mse).log10()
 }
 
+/// Mean absolute horizontal + vertical difference of neighbouring pixels: how much fine
+/// detail (edges, texture) an image holds, `border` pixels cropped.
+fn detail(a: &Tensor, border: i64) -> f64 {
+    let (h, w) = (a.size()[1], a.size()[2]);
+    let x = a
+        .narrow(1, border, h - 2 * border)
+        .narrow(2, border, w - 2 * border)
+        .to_kind(Kind::Double);
+    let (h, w) = (h - 2 * border, w - 2 * border);
+    let dx = (x.narrow(2, 1, w - 1) - x.narrow(2, 0, w - 1))
+        .abs()
+        .mean(Kind::Double);
+    let dy = (x.narrow(1, 1, h - 1) - x.narrow(1, 0, h - 1))
+        .abs()
+        .mean(Kind::Double);
+    dx.double_value(&[]) + dy.double_value(&[])
+}
+
 #[test]
-fn embedded_learned_rungs_restore_a_held_out_photo_better_than_bicubic() {
+fn embedded_learned_rungs_restore_a_held_out_photo_as_their_objective_promises() {
     // scikit-image's astronaut is held out of training; LR = MATLAB-style bicubic downscale.
+    // Fidelity rungs (pixel losses) must beat bicubic's PSNR. Perceptual rungs (a GAN phase)
+    // may trade PSNR for texture, within 2 dB of bicubic (the bound), and must put
+    // back detail that bicubic smooths away: a quarter more than bicubic (the pixel-loss `fast`
+    // x4 has 1.15x bicubic's on this crop, its GAN-phased form 1.42x, the original 1.96x).
     let bundle = Bundle::load(&BundleSource::Embedded, Device::Cpu).unwrap();
     let hr = photo("astronaut_hr", 192, 128);
     for scale in [4i64, 2] {
         let lr = photo(&format!("astronaut_lr_x{scale}"), 192 / scale, 128 / scale);
         let ladder = bundle.ladder(scale as u32).unwrap();
-        let bicubic = psnr(
-            &ladder.variant("bicubic").unwrap().upscale(&lr).unwrap(),
-            &hr,
-            scale,
-        );
+        let bicubic_out = ladder.variant("bicubic").unwrap().upscale(&lr).unwrap();
+        let bicubic = psnr(&bicubic_out, &hr, scale);
+        let bicubic_detail = detail(&bicubic_out, scale);
         for variant in ladder.variants.iter().filter(|v| v.name() != "bicubic") {
-            let learned = psnr(&variant.upscale(&lr).unwrap(), &hr, scale);
-            assert!(
-                learned > bicubic,
-                "x{scale} {}: PSNR {learned:.2} dB is not above bicubic's {bicubic:.2} dB",
-                variant.name()
-            );
+            let out = variant.upscale(&lr).unwrap();
+            let (learned, name) = (psnr(&out, &hr, scale), variant.name());
+            match variant.objective() {
+                Objective::Fidelity => assert!(
+                    learned > bicubic,
+                    "x{scale} {name} (fidelity): PSNR {learned:.2} dB is not above bicubic's {bicubic:.2} dB"
+                ),
+                Objective::Perceptual => {
+                    assert!(
+                        learned > bicubic - 2.0,
+                        "x{scale} {name} (perceptual): PSNR {learned:.2} dB is over 2 dB below bicubic's {bicubic:.2} dB"
+                    );
+                    let d = detail(&out, scale);
+                    assert!(
+                        d > 1.25 * bicubic_detail,
+                        "x{scale} {name} (perceptual): detail {d:.2} is not above bicubic's {bicubic_detail:.2}"
+                    );
+                }
+            }
         }
     }
 }

@@ -17,6 +17,9 @@ IO = {"layout": "NHWC", "dtype": "uint8", "channels": "RGB"}
 NAME_RE = re.compile(r"^[a-z0-9-]+$")
 RESERVED_NAMES = {"auto"}
 NUMERIC_FIELDS = ("params", "macs_320x180", "cpu_ms_320x180")
+# What a learned variant was trained for: "fidelity" (pixel losses; it should beat bicubic on
+# PSNR) or "perceptual" (a GAN phase; texture, within 2 dB of bicubic's PSNR).
+OBJECTIVES = ("fidelity", "perceptual")
 
 
 class BundleError(ValueError):
@@ -116,6 +119,9 @@ def _check_variant(where: str, v, bundle_dir: Path | None) -> list[str]:
     for key in ("half", "fourier"):
         if key in v and not isinstance(v[key], bool):
             errs.append(f"{where} variant {name!r}: '{key}' must be true or false")
+    if "objective" in v and v["objective"] not in OBJECTIVES:
+        errs.append(f"{where} variant {name!r}: 'objective' is {v['objective']!r}, expected one of "
+                    f"{', '.join(OBJECTIVES)}")
     return errs
 
 

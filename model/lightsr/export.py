@@ -43,7 +43,7 @@ from torch import nn
 
 from lightsr.archs import build_network
 from lightsr.archs.fourier_arch import FourierUnit
-from lightsr.bundle import Variant, manifest_dict, validate_bundle, write_manifest
+from lightsr.bundle import OBJECTIVES, Variant, manifest_dict, validate_bundle, write_manifest
 from lightsr.complexity import count_macs, count_params
 from lightsr.deploy import U8Deploy, bicubic_variant
 
@@ -134,11 +134,13 @@ def has_fourier(net: nn.Module) -> bool:
 
 
 def export_learned(net: nn.Module, scale: int, name: str, description: str, arch: str,
-                   timing: bool = True, half: bool = True) -> ExportedVariant:
+                   timing: bool = True, half: bool = True, objective: str = "fidelity") -> ExportedVariant:
     """Deploy-wrap, script, check and measure one learned generator (float 0..255 NCHW)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
     net = net.eval().float()
     scripted, channels_last, worst, ms = script_fastest(net, scale, timing)
-    extra = {"macs_320x180": count_macs(net, TIMING_SIZE[0], TIMING_SIZE[1]),
+    extra = {"objective": objective, "macs_320x180": count_macs(net, TIMING_SIZE[0], TIMING_SIZE[1]),
              "memory_format": "channels_last" if channels_last else "contiguous",
              "scripted_vs_eager_max_diff": worst}
     if ms is not None:
@@ -193,6 +195,11 @@ def deploy_checkpoint(path: str | Path) -> U8Deploy:
     return U8Deploy(net.float(), opt["scale"]).eval()
 
 
+def default_objective(ck: dict) -> str:
+    """'perceptual' for a checkpoint of the GAN phase (`phase: full`), else 'fidelity'."""
+    return "perceptual" if ck.get("phase") == "full" else "fidelity"
+
+
 def default_arch(net: nn.Module, ck: dict) -> str:
     if "arch" in ck:
         return str(ck["arch"])
@@ -211,7 +218,8 @@ def export_checkpoint(entry: dict, timing: bool) -> tuple[int, ExportedVariant]:
         f"trained by the lightsr pipeline, checkpoint {path.name}, options {opt}")
     return opt["scale"], export_learned(net, opt["scale"], name, description,
                                         default_arch(net, ck), timing=timing,
-                                        half=bool(entry.get("half", True)))
+                                        half=bool(entry.get("half", True)),
+                                        objective=entry.get("objective") or default_objective(ck))
 
 
 def build_ladders(entries: list[dict], scales: list[int], timing: bool) -> dict:

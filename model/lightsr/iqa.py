@@ -196,15 +196,18 @@ class NiqeModel:
 
 
 def _aggd_fit(block: np.ndarray) -> tuple[float, float, float]:
-    """Moment-matching fit of an asymmetric generalised Gaussian: (alpha, beta_l, beta_r)."""
+    """Moment-matching fit of an asymmetric generalised Gaussian: (alpha, beta_l, beta_r).
+    A flat block (all zeros) has no fit: its features come out NaN, and `niqe_of_y` leaves
+    such blocks out (nanmean / NaN rows dropped), as BasicSR and MATLAB do."""
     block = block.ravel()
     gam = np.arange(0.2, 10.001, 0.001)
     r_gam = gamma(2 / gam) ** 2 / (gamma(1 / gam) * gamma(3 / gam))
-    left_std = np.sqrt(np.mean(block[block < 0] ** 2))
-    right_std = np.sqrt(np.mean(block[block > 0] ** 2))
-    gammahat = left_std / right_std
-    rhat = np.mean(np.abs(block)) ** 2 / np.mean(block ** 2)
-    rhatnorm = rhat * (gammahat ** 3 + 1) * (gammahat + 1) / (gammahat ** 2 + 1) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        left_std = np.sqrt(np.mean(block[block < 0] ** 2)) if (block < 0).any() else np.nan
+        right_std = np.sqrt(np.mean(block[block > 0] ** 2)) if (block > 0).any() else np.nan
+        gammahat = left_std / right_std
+        rhat = np.mean(np.abs(block)) ** 2 / np.mean(block ** 2)
+        rhatnorm = rhat * (gammahat ** 3 + 1) * (gammahat + 1) / (gammahat ** 2 + 1) ** 2
     alpha = gam[np.argmin((r_gam - rhatnorm) ** 2)]
     spread = np.sqrt(gamma(1 / alpha) / gamma(3 / alpha))
     return alpha, left_std * spread, right_std * spread

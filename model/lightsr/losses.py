@@ -17,7 +17,11 @@ that push the generator where L1 is weakest, towards high-frequency texture and 
   and 1/4x resolution): edges and structure at several scales.
 
 It is honest about what it is: a fidelity-to-texture prior, not a learned perceptual
-metric; the adversarial term is what adds plausible detail.
+metric. Both terms still want detail exactly where the ground truth has it, so on their own
+they pull towards blur like L1. `LocalSpectrumLoss` (train.texture_opt) is the phase-free
+complement: it matches the amount of detail per frequency in each 16x16 neighbourhood and
+leaves its placement to the adversarial term, which is what adds plausible detail.
+`LowPassL1Loss` (train.lowpass_opt) is fidelity on the low frequencies only.
 """
 from __future__ import annotations
 
@@ -165,6 +169,51 @@ class FrequencyStructureLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.fft_weight * self.fft(pred, target) + self.gradient_weight * self.gradient(pred, target)
+
+
+class LocalSpectrumLoss(nn.Module):
+    """Phase-free texture term: L1 between the amplitude spectra of overlapping `window` x `window`
+    tiles (stride window / 2, tile mean removed), fp32.
+
+    Every fidelity term above (L1, the complex FFT term, signed gradients) also penalises detail
+    that is plausible but not where the ground truth has it, so their optimum is the blurred
+    conditional mean. The amplitude of a local spectrum ignores phase, i.e. where inside the
+    tile the texture lies: it asks for the right amount of detail at each frequency in each
+    neighbourhood and leaves its exact placement to the adversarial term. It is a texture
+    statistic (cf. Gatys-style Gram statistics, Fuoli et al. 2021's amplitude term), not a
+    learned perceptual metric."""
+
+    def __init__(self, window: int = 16):
+        super().__init__()
+        if window < 2:
+            raise ValueError(f"LocalSpectrumLoss: window {window} must be at least 2")
+        self.window = window
+
+    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        w, step = self.window, max(1, self.window // 2)
+        if x.shape[-2] < w or x.shape[-1] < w:
+            raise ValueError(f"LocalSpectrumLoss: images of {x.shape[-2]}x{x.shape[-1]} are smaller than "
+                             f"one {w}x{w} tile")
+        tiles = x.float().unfold(-2, w, step).unfold(-2, w, step)  # N,C,Th,Tw,w,w
+        tiles = tiles - tiles.mean(dim=(-2, -1), keepdim=True)
+        f = torch.fft.rfft2(tiles, norm="ortho")
+        return (f.real.square() + f.imag.square() + 1e-12).sqrt()
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(self.spectrum(pred), self.spectrum(target))
+
+
+class LowPassL1Loss(nn.Module):
+    """L1 of `factor` x `factor` box-averaged copies: fidelity of what the LR frame determines
+    (the low frequencies), with none of the pull towards blur on the high ones."""
+
+    def __init__(self, factor: int = 4):
+        super().__init__()
+        self.factor = int(factor)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        f = self.factor
+        return F.l1_loss(F.avg_pool2d(pred, f), F.avg_pool2d(target, f)) if f > 1 else F.l1_loss(pred, target)
 
 
 # ------------------------------------------------------------------ distillation

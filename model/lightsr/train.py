@@ -4,7 +4,9 @@
 Phases (config key `phase`):
   pre   pixel loss only (L1 / Charbonnier), as the published `pre` phase;
   full  GAN: pixel + perceptual substitute (FrequencyStructureLoss, see losses.py) +
-        relativistic adversarial + total variation, with the SwiftSRGAN discriminator.
+        relativistic adversarial + total variation, with the critic of `network_d`
+        (SwiftSRGAN by default, UNetDiscriminatorSN in the shipped configs); optional
+        phase-free texture term (`texture_opt`) and low-pass fidelity (`lowpass_opt`).
 A teacher (see `run_training`) adds a feature distillation loss (`train.distill_opt`).
 `path.pretrain_network_g` loads weights of the same shape; `path.deepen_from_g` instead warm-starts
 a deeper generator (the F2SRGAN teacher) from a trained shallower one (`deepen_from`).
@@ -386,6 +388,15 @@ class Trainer:
                                   f"({', '.join(losses.DIFF_AUGMENT_POLICIES)})")
             self.tv_weight = float((t.get("tv_opt") or {}).get("loss_weight", 0.0))
             self.tv = losses.TVLoss()
+            tex = t.get("texture_opt") or {}
+            self.texture_weight = float(tex.get("loss_weight", 0.0))
+            lowpass = t.get("lowpass_opt") or {}
+            self.lowpass_weight = float(lowpass.get("loss_weight", 0.0))
+            try:
+                self.texture = losses.LocalSpectrumLoss(int(tex.get("window", 16)))
+            except ValueError as err:
+                raise ConfigError(f"train.texture_opt: {err}") from None
+            self.lowpass = losses.LowPassL1Loss(int(lowpass.get("factor", self.scale)))
         elif self.pixel_loss is None and self.teacher is None:
             raise ConfigError("phase 'pre' needs `train.pixel_opt` (e.g. {type: L1Loss, loss_weight: 1.0})")
         self.distill_weight = float((t.get("distill_opt") or {}).get("loss_weight", 1.0))
@@ -444,6 +455,10 @@ class Trainer:
         if self.phase == "full":
             terms["l_percep"] = self.perceptual_weight * self.perceptual(sr01, gt01)
             terms["l_tv"] = self.tv_weight * self.tv(sr01)
+            if self.texture_weight:
+                terms["l_texture"] = self.texture_weight * self.texture(sr01, gt01)
+            if self.lowpass_weight:
+                terms["l_lowpass"] = self.lowpass_weight * self.lowpass(sr01, gt01)
             critic = unwrap(self.critic_ddp)
             for p in critic.parameters():
                 p.requires_grad_(False)

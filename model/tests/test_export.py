@@ -129,6 +129,23 @@ def test_export_from_yaml(tmp_path):
         4: ["bicubic"], 2: ["big", "bicubic"]}
 
 
+def test_export_records_the_objective_from_the_phase_or_the_ladder_entry(tmp_path, capsys):
+    save_checkpoints(tmp_path)
+    ck = torch.load(tmp_path / "teacher.pth", weights_only=False)
+    torch.save({**ck, "phase": "full"}, tmp_path / "gan.pth")
+    cfg = tmp_path / "ladder.yml"
+    cfg.write_text("name: t\nladders:\n  2: [{checkpoint: gan.pth, name: gan},\n"
+                   "      {checkpoint: teacher.pth, name: pre},\n"
+                   "      {checkpoint: gan.pth, name: said, objective: fidelity}]\n")
+    assert export.main(["--out", str(tmp_path / "b"), "--config", str(cfg), "--no-timing"]) == 0
+    (ladder,) = validate_bundle(tmp_path / "b")["ladders"]
+    assert {v["name"]: v.get("objective") for v in ladder["variants"]} == {
+        "gan": "perceptual", "pre": "fidelity", "said": "fidelity", "bicubic": None}
+    cfg.write_text("name: t\nladders:\n  2: [{checkpoint: gan.pth, objective: sharp}]\n")
+    assert export.main(["--out", str(tmp_path / "c"), "--config", str(cfg), "--no-timing"]) == 2
+    assert "objective 'sharp': choose one of fidelity, perceptual" in capsys.readouterr().err
+
+
 def test_export_refuses_a_published_checkpoint_format(tmp_path, capsys):
     torch.save({"model": tiny_generator().state_dict()}, tmp_path / "official.pt")
     rc = export.main(["--out", str(tmp_path / "b"), "--checkpoint",
@@ -188,6 +205,7 @@ BROKEN = {
     "no file": (break_(V0 + ["file"], DELETE), "'file' must be"),
     "params text": (break_(V0 + ["params"], "many"), "'params' must be a number"),
     "half text": (break_(V0 + ["half"], "yes"), "'half' must be true or false"),
+    "objective": (break_(V0 + ["objective"], "sharp"), "'objective' is 'sharp', expected one of fidelity"),
     "io": (break_(["io", "layout"], "NCHW"), "'io'"),
 }
 

@@ -66,6 +66,37 @@ def test_frequency_structure_loss_is_the_weighted_sum():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_local_spectrum_loss_by_hand():
+    # one 2x2 tile; [[1, 0], [0, 0]] minus its mean 0.25 -> [[.75, -.25], [-.25, -.25]];
+    # ortho DFT: DC 0, the three other bins (1/2) * (.75 + .25 +- ...) = 0.5 each; zeros -> 0
+    pred = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    assert losses.LocalSpectrumLoss(2)(pred, torch.zeros_like(pred)).item() == pytest.approx(0.375, abs=1e-5)
+    assert losses.LocalSpectrumLoss(2)(pred + 5.0, pred).item() == pytest.approx(0.0, abs=1e-5)  # DC is ignored
+
+
+def test_local_spectrum_loss_ignores_where_texture_lies_but_not_blur():
+    torch.manual_seed(0)
+    texture = torch.rand(1, 3, 8, 8).repeat(1, 1, 4, 4)  # period 8, tiles of 16 at stride 8
+    moved = torch.roll(texture, shifts=(3, 5), dims=(-2, -1))  # same texture, other phase
+    blurred = F.avg_pool2d(texture, 3, stride=1, padding=1, count_include_pad=False)
+    tex = losses.LocalSpectrumLoss(16)
+    assert tex(moved, texture).item() < 1e-4
+    assert losses.FFTLoss()(moved, texture).item() > 0.05  # the fidelity terms punish the shift
+    assert tex(blurred, texture).item() > 0.02  # missing detail still costs
+    with pytest.raises(ValueError, match="smaller than one 16x16 tile"):
+        tex(texture[..., :8, :], texture[..., :8, :])
+    with pytest.raises(ValueError, match="at least 2"):
+        losses.LocalSpectrumLoss(1)
+
+
+def test_low_pass_l1_sees_only_what_the_box_average_keeps():
+    checker = (torch.arange(4.0)[:, None] + torch.arange(4.0)[None]).remainder(2)[None, None] * 2 - 1  # +-1
+    zeros = torch.zeros_like(checker)
+    assert losses.LowPassL1Loss(2)(checker, zeros).item() == 0.0  # every 2x2 box averages to 0
+    assert losses.LowPassL1Loss(1)(checker, zeros).item() == pytest.approx(1.0)
+    assert losses.LowPassL1Loss(2)(checker + 0.5, zeros).item() == pytest.approx(0.5)
+
+
 def test_attention_map_by_hand():
     f = torch.tensor([[[[1.0, 0.0]], [[1.0, 2.0]]]])  # (1, 2 ch, 1, 2)
     # mean over channels of f^2 = [1, 2]; L2-normalised = [1, 2] / sqrt(5)

@@ -78,20 +78,23 @@ def test_resume_continues_exactly(tiny_root, tmp_path):
     assert all(torch.equal(v, b["params_ema"][k]) for k, v in slim["params_ema"].items())
 
 
-@pytest.mark.parametrize("critic,augment", [
-    ({"type": "SwiftSRGANDiscriminator", "features": [8, 8, 16, 16]}, None),
-    ({"type": "UNetDiscriminatorSN", "width": 8}, ["translation", "cutout"])])
-def test_full_phase_trains_generator_and_discriminator(tiny_root, tmp_path, critic, augment):
+@pytest.mark.parametrize("critic,augment,texture", [
+    ({"type": "SwiftSRGANDiscriminator", "features": [8, 8, 16, 16]}, None, False),
+    ({"type": "UNetDiscriminatorSN", "width": 8}, ["translation", "cutout"], True)])
+def test_full_phase_trains_generator_and_discriminator(tiny_root, tmp_path, critic, augment, texture):
     pre = tiny_opt(tiny_root, iters=2)
     train.run_training(pre, out_dir=tmp_path / "pre", device="cpu")
+    extra = {"texture_opt": {"loss_weight": 2.0, "window": 8}, "lowpass_opt": {"loss_weight": 1.0}} if texture else {}
     opt = tiny_opt(tiny_root, phase="full", iters=8, perceptual_opt={"loss_weight": 1.0},
                    gan_opt={"loss_weight": 0.6, "augment": augment}, tv_opt={"loss_weight": 2e-8},
-                   optim_d={"type": "AdamW", "lr": 1e-3})
+                   optim_d={"type": "AdamW", "lr": 1e-3}, **extra)
     opt["network_d"] = critic
     opt["path"] = {"pretrain_network_g": str(tmp_path / "pre/checkpoints/latest.pth")}
     train.run_training(opt, out_dir=tmp_path / "full", device="cpu")
     logs = [r for r in read_log(tmp_path / "full") if r["event"] == "train"]
     assert {"l_pix", "l_percep", "l_gan", "l_tv", "l_d"} <= set(logs[0])
+    assert ({"l_texture", "l_lowpass"} <= set(logs[0])) == texture
+    assert all(math.isfinite(r["l_total"]) for r in logs)
     assert logs[-1]["d_real"] > logs[-1]["d_fake"]  # the critic learned to separate HR from SR
     ckpt = torch.load(tmp_path / "full/checkpoints/latest.pth", weights_only=False)
     assert ckpt["phase"] == "full" and "net_d" in ckpt and "optimizer_d" in ckpt
@@ -159,6 +162,13 @@ def test_deepen_from_warm_starts_the_teacher(tiny_root, tmp_path):
     bad["path"] = {"deepen_from_g": str(tmp_path / "student/checkpoints/latest.pth")}
     with pytest.raises(train.ConfigError, match="same width"):
         train.run_training(bad, out_dir=tmp_path / "bad", device="cpu")
+
+
+def test_texture_window_below_two_is_a_config_error(tiny_root, tmp_path):
+    opt = tiny_opt(tiny_root, phase="full", iters=1, perceptual_opt={"loss_weight": 1.0},
+                   gan_opt={"loss_weight": 0.1}, texture_opt={"loss_weight": 1.0, "window": 1})
+    with pytest.raises(train.ConfigError, match="texture_opt: .*at least 2"):
+        train.run_training(opt, out_dir=tmp_path / "bad", device="cpu")
 
 
 def test_unknown_critic_augmentation_is_a_config_error(tiny_root, tmp_path):

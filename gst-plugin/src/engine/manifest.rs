@@ -40,6 +40,36 @@ pub struct VariantSpec {
     pub fourier: bool,
     /// Informational: measured CPU cost of one 320x180 frame, if the exporter recorded it.
     pub cpu_ms_320x180: Option<f64>,
+    pub objective: Objective,
+}
+
+/// What a variant was trained for (`"objective"`, optional; default `fidelity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Objective {
+    /// Pixel losses: the closest to the original on average (highest PSNR), no invented detail.
+    #[default]
+    Fidelity,
+    /// A GAN phase: plausible texture that the input does not determine, at some PSNR cost.
+    Perceptual,
+}
+
+impl Objective {
+    fn parse(text: &str) -> Result<Objective, String> {
+        match text {
+            "fidelity" => Ok(Objective::Fidelity),
+            "perceptual" => Ok(Objective::Perceptual),
+            other => Err(format!(
+                "\"objective\" is {other:?}, expected \"fidelity\" or \"perceptual\""
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Objective::Fidelity => "fidelity",
+            Objective::Perceptual => "perceptual",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -77,6 +107,7 @@ struct RawVariant {
     #[serde(default)]
     fourier: bool,
     cpu_ms_320x180: Option<f64>,
+    objective: Option<String>,
 }
 
 impl Manifest {
@@ -165,6 +196,13 @@ fn check_ladder(raw: RawLadder) -> Result<LadderSpec, String> {
         }
         check_relative_file(&v.file)
             .map_err(|p| format!("ladder x{scale}, variant {}: {p}", v.name))?;
+        let objective = v
+            .objective
+            .as_deref()
+            .map(Objective::parse)
+            .transpose()
+            .map_err(|p| format!("ladder x{scale}, variant {}: {p}", v.name))?
+            .unwrap_or_default();
         variants.push(VariantSpec {
             name: v.name,
             file: v.file,
@@ -172,6 +210,7 @@ fn check_ladder(raw: RawLadder) -> Result<LadderSpec, String> {
             half: v.half,
             fourier: v.fourier,
             cpu_ms_320x180: v.cpu_ms_320x180,
+            objective,
         });
     }
     Ok(LadderSpec { scale, variants })
@@ -248,6 +287,29 @@ mod tests {
             .collect();
         assert_eq!(names, ["heavy", "bicubic"]);
         assert!(m.ladder(3).is_none());
+        assert!(
+            m.ladder(2)
+                .unwrap()
+                .variants
+                .iter()
+                .all(|v| v.objective == Objective::Fidelity)
+        );
+    }
+
+    #[test]
+    fn reads_the_objective_of_a_variant() {
+        let gan = variant("gan", "g.pt").replace('}', r#", "objective": "perceptual"}"#);
+        let pre = variant("pre", "p.pt").replace('}', r#", "objective": "fidelity"}"#);
+        let text = manifest(&format!(r#"[{{"scale": 4, "variants": [{gan}, {pre}]}}]"#));
+        let m = Manifest::parse(&text, "m").unwrap();
+        let objectives: Vec<&str> = m
+            .ladder(4)
+            .unwrap()
+            .variants
+            .iter()
+            .map(|v| v.objective.as_str())
+            .collect();
+        assert_eq!(objectives, ["perceptual", "fidelity"]);
     }
 
     #[test]
@@ -285,6 +347,10 @@ mod tests {
                     variant("a", "a.pt")
                 )),
                 "two ladders for scale 4",
+            ),
+            (
+                &one(&variant("a", "a.pt").replace('}', r#", "objective": "sharp"}"#)),
+                "variant a: \"objective\" is \"sharp\", expected \"fidelity\" or \"perceptual\"",
             ),
         ];
         for (text, expected) in cases {

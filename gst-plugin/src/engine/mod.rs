@@ -17,7 +17,7 @@ use std::{fmt, path::PathBuf};
 pub use bundle::{Bundle, BundleSource, Ladder};
 pub use cache::load_shared;
 pub use device::{DeviceChoice, DeviceRequest};
-pub use manifest::{LadderSpec, Manifest, VariantSpec};
+pub use manifest::{LadderSpec, Manifest, Objective, VariantSpec};
 pub use variant::Variant;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,7 @@ use std::{
 
 use tch::{CModule, Device, Kind, Tensor};
 
-use super::{EngineError, VariantSpec, bundle::first_line};
+use super::{EngineError, Objective, VariantSpec, bundle::first_line};
 
 #[derive(Debug)]
 pub struct Variant {
@@ -18,6 +18,7 @@ pub struct Variant {
     file: String,
     /// Runs with fp16 weights (CUDA and `half: true` in the manifest).
     half: bool,
+    objective: Objective,
     device: Device,
     module: CModule,
 }
@@ -53,6 +54,7 @@ impl Variant {
             scale,
             file,
             half,
+            objective: spec.objective,
             device,
             module,
         })
@@ -72,6 +74,11 @@ impl Variant {
 
     pub fn is_half(&self) -> bool {
         self.half
+    }
+
+    /// What it was trained for (the manifest's `objective`).
+    pub fn objective(&self) -> Objective {
+        self.objective
     }
 
     pub fn device(&self) -> Device {
