@@ -179,7 +179,8 @@ def evaluate_rung(rung: Rung, pairs, scale: int, niqe, brisque, runs: int,
         per_image.append({"image": name, **score_image(sr, hr, scale, niqe, brisque)})
     macs = rung.entry.get("macs_320x180")  # written by `lightsr export` from the eager net
     result = RungResult(
-        name=rung.name, kind=rung.kind, source=rung.source,
+        name=rung.name, source=rung.source,
+        kind=f"{rung.kind}, {rung.entry['objective']}" if rung.entry.get("objective") else rung.kind,
         params=int(rung.entry.get("params") or count_params(rung.module)),
         macs_320x180=None if macs is None else int(macs),
         cpu_ms={f"{w}x{h}": round(cpu_latency_ms(rung.module, h, w, runs), 2) for h, w in sizes} if runs else {},
@@ -218,8 +219,9 @@ def markdown_table(results: list[RungResult], scale: int, meta: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"PSNR / SSIM on Y (BT.601), {scale} border pixels cropped; NIQE with the official "
               f"MATLAB parameters ({meta['niqe_params']}), lower is better; LR by MATLAB-style "
-              f"bicubic downscaling. CPU: median of {meta['runs']} runs, {meta['threads']} torch "
-              f"threads, {meta['cpu']}, torch {meta['torch']}.",
+              f"bicubic downscaling. " + (f"CPU: median of {meta['runs']} runs, {meta['threads']} torch "
+                                          f"threads, {meta['cpu']}, torch {meta['torch']}." if meta["runs"]
+                                          else f"Not timed (--runs 0); torch {meta['torch']}."),
               "" if meta["brisque"] else f"{iqa.BRISQUE_MISSING}."]
     return "\n".join(lines).rstrip() + "\n"
 

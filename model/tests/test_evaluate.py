@@ -95,7 +95,8 @@ def tiny_bundle(path: Path) -> torch.nn.Module:
                          "width": 8, "upsampler": "light"}).eval()
     path.mkdir()
     torch.jit.script(U8Deploy(net, 4)).save(str(path / "x4-tiny.pt"))
-    v = Variant(name="tiny", file="x4-tiny.pt", kind="learned", arch="f2srgan", params=1)
+    v = Variant(name="tiny", file="x4-tiny.pt", kind="learned", arch="f2srgan", params=1,
+                extra={"objective": "perceptual"})
     write_manifest(path, manifest_dict("tiny", "test", {4: [v]}))
     return net
 
@@ -132,7 +133,7 @@ def test_eval_command_on_the_bicubic_bundle(tmp_path, niqe):
     assert rows["other-tiny"]["macs_320x180"] is None  # not in its manifest: reported n/a
     assert rows["other-tiny"]["params"] == 1  # the manifest's figure wins over counting
     table = (out / "eval.md").read_text()
-    assert "| bicubic | bicubic |" in table and "| other-tiny | learned |" in table
+    assert "| bicubic | bicubic |" in table and "| other-tiny | learned, perceptual |" in table
     png = np.asarray(Image.open(out / "crops_x4.png").convert("RGB"))
     assert png.shape[1] == 3 * (120 + 2)  # bicubic | other-tiny | HR, crops of 120 px
     hr_tile = png[14:14 + 120, 2 * 122:2 * 122 + 120]
