@@ -21,7 +21,10 @@ metric. Both terms still want detail exactly where the ground truth has it, so o
 they pull towards blur like L1. `LocalSpectrumLoss` (train.texture_opt) is the phase-free
 complement: it matches the amount of detail per frequency in each 16x16 neighbourhood and
 leaves its placement to the adversarial term, which is what adds plausible detail.
-`LowPassL1Loss` (train.lowpass_opt) is fidelity on the low frequencies only.
+`LowPassL1Loss` (train.lowpass_opt) is fidelity on the low frequencies only. An amplitude-only
+target is met by a regular grid as well as by natural texture, and PixelShuffle tails paint
+such grids readily: `FixedPatternLoss` (train.pattern_opt) penalises any pattern repeated
+every `scale` pixels.
 """
 from __future__ import annotations
 
@@ -201,6 +204,27 @@ class LocalSpectrumLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(self.spectrum(pred), self.spectrum(target))
+
+
+class FixedPatternLoss(nn.Module):
+    """Penalises a `period` x `period` pattern repeated across the image (the grid a
+    PixelShuffle tail paints on smooth areas): the high-pass image (minus a 5x5 box mean) is
+    averaged over all tiles, and the mean square of that tile is the loss. Texture that follows
+    the content averages out; a fixed grid does not. The same measure, in grey levels RMS, is
+    what model/tests/test_export.py holds the shipped ladder to."""
+
+    def __init__(self, period: int):
+        super().__init__()
+        self.period = int(period)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        p = self.period
+        y = pred.float().mean(1, keepdim=True)
+        hp = y - F.avg_pool2d(F.pad(y, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+        n, _, h, w = hp.shape
+        hp = hp[..., : h // p * p, : w // p * p].reshape(n, h // p, p, w // p, p)
+        tile = hp.mean(dim=(1, 3))
+        return (tile - tile.mean(dim=(1, 2), keepdim=True)).square().mean()
 
 
 class LowPassL1Loss(nn.Module):

@@ -6,7 +6,8 @@ Phases (config key `phase`):
   full  GAN: pixel + perceptual substitute (FrequencyStructureLoss, see losses.py) +
         relativistic adversarial + total variation, with the critic of `network_d`
         (SwiftSRGAN by default, UNetDiscriminatorSN in the shipped configs); optional
-        phase-free texture term (`texture_opt`) and low-pass fidelity (`lowpass_opt`).
+        phase-free texture term (`texture_opt`), low-pass fidelity (`lowpass_opt`) and a
+        penalty on fixed grids (`pattern_opt`).
 A teacher (see `run_training`) adds a feature distillation loss (`train.distill_opt`).
 `path.pretrain_network_g` loads weights of the same shape; `path.deepen_from_g` instead warm-starts
 a deeper generator (the F2SRGAN teacher) from a trained shallower one (`deepen_from`).
@@ -397,6 +398,9 @@ class Trainer:
             except ValueError as err:
                 raise ConfigError(f"train.texture_opt: {err}") from None
             self.lowpass = losses.LowPassL1Loss(int(lowpass.get("factor", self.scale)))
+            pattern = t.get("pattern_opt") or {}
+            self.pattern_weight = float(pattern.get("loss_weight", 0.0))
+            self.pattern = losses.FixedPatternLoss(int(pattern.get("period", self.scale)))
         elif self.pixel_loss is None and self.teacher is None:
             raise ConfigError("phase 'pre' needs `train.pixel_opt` (e.g. {type: L1Loss, loss_weight: 1.0})")
         self.distill_weight = float((t.get("distill_opt") or {}).get("loss_weight", 1.0))
@@ -459,6 +463,8 @@ class Trainer:
                 terms["l_texture"] = self.texture_weight * self.texture(sr01, gt01)
             if self.lowpass_weight:
                 terms["l_lowpass"] = self.lowpass_weight * self.lowpass(sr01, gt01)
+            if self.pattern_weight:
+                terms["l_pattern"] = self.pattern_weight * self.pattern(sr01)
             critic = unwrap(self.critic_ddp)
             for p in critic.parameters():
                 p.requires_grad_(False)

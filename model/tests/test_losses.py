@@ -97,6 +97,21 @@ def test_low_pass_l1_sees_only_what_the_box_average_keeps():
     assert losses.LowPassL1Loss(2)(checker + 0.5, zeros).item() == pytest.approx(0.5)
 
 
+def test_fixed_pattern_loss_sees_a_repeated_tile_not_content():
+    torch.manual_seed(0)
+    flat = torch.full((2, 3, 64, 64), 0.5)
+    assert losses.FixedPatternLoss(4)(flat).item() == pytest.approx(0.0, abs=1e-12)
+    grid = torch.zeros(1, 1, 4, 4)
+    grid[..., 0, 0] = 0.04  # one bright pixel in every 4x4 tile
+    gridded = (flat + grid.repeat(2, 3, 16, 16)).requires_grad_(True)
+    texture = flat + 0.04 * torch.randn(2, 3, 64, 64)  # stronger, but not tied to the tile
+    with_grid, with_texture = losses.FixedPatternLoss(4)(gridded), losses.FixedPatternLoss(4)(texture)
+    assert with_grid.item() > 20 * with_texture.item()
+    with_grid.backward()
+    assert gridded.grad.abs().sum() > 0
+    assert losses.FixedPatternLoss(3)(flat + grid.repeat(2, 3, 16, 16)).item() < with_grid.item() / 5  # other period
+
+
 def test_attention_map_by_hand():
     f = torch.tensor([[[[1.0, 0.0]], [[1.0, 2.0]]]])  # (1, 2 ch, 1, 2)
     # mean over channels of f^2 = [1, 2]; L2-normalised = [1, 2] / sqrt(5)

@@ -84,7 +84,8 @@ def test_resume_continues_exactly(tiny_root, tmp_path):
 def test_full_phase_trains_generator_and_discriminator(tiny_root, tmp_path, critic, augment, texture):
     pre = tiny_opt(tiny_root, iters=2)
     train.run_training(pre, out_dir=tmp_path / "pre", device="cpu")
-    extra = {"texture_opt": {"loss_weight": 2.0, "window": 8}, "lowpass_opt": {"loss_weight": 1.0}} if texture else {}
+    extra = {"texture_opt": {"loss_weight": 2.0, "window": 8}, "lowpass_opt": {"loss_weight": 1.0},
+             "pattern_opt": {"loss_weight": 100.0}} if texture else {}
     opt = tiny_opt(tiny_root, phase="full", iters=8, perceptual_opt={"loss_weight": 1.0},
                    gan_opt={"loss_weight": 0.6, "augment": augment}, tv_opt={"loss_weight": 2e-8},
                    optim_d={"type": "AdamW", "lr": 1e-3}, **extra)
@@ -93,7 +94,7 @@ def test_full_phase_trains_generator_and_discriminator(tiny_root, tmp_path, crit
     train.run_training(opt, out_dir=tmp_path / "full", device="cpu")
     logs = [r for r in read_log(tmp_path / "full") if r["event"] == "train"]
     assert {"l_pix", "l_percep", "l_gan", "l_tv", "l_d"} <= set(logs[0])
-    assert ({"l_texture", "l_lowpass"} <= set(logs[0])) == texture
+    assert ({"l_texture", "l_lowpass", "l_pattern"} <= set(logs[0])) == texture
     assert all(math.isfinite(r["l_total"]) for r in logs)
     assert logs[-1]["d_real"] > logs[-1]["d_fake"]  # the critic learned to separate HR from SR
     ckpt = torch.load(tmp_path / "full/checkpoints/latest.pth", weights_only=False)
