@@ -145,6 +145,27 @@ def cpu_latency_ms(module, h: int, w: int, runs: int) -> float:
 
 
 # --------------------------------------------------------------------------- quality
+def smooth_field(h: int, w: int) -> torch.Tensor:
+    """A smooth colour field (no detail at all) as uint8 (1, h, w, 3): what a sky, a wall or
+    skin looks like to an upscaler, and where a fixed pattern would show."""
+    yy, xx = torch.meshgrid(torch.arange(h) / h, torch.arange(w) / w, indexing="ij")
+    rgb = torch.stack([200 + 40 * torch.sin(2 * torch.pi * (xx + 0.5 * yy)),
+                       90 + 50 * torch.cos(2 * torch.pi * yy), 40 + 20 * xx], -1)
+    return rgb.clamp(0, 255).round().to(torch.uint8)[None]
+
+
+def fixed_pattern_rms(module, scale: int) -> float:
+    """Grey levels RMS of the scale x scale tile that repeats in the high-pass output of a
+    uint8 -> uint8 module on `smooth_field(64, 64)` (losses.FixedPatternLoss): the grid a
+    PixelShuffle tail paints over smooth areas when pushed for texture. Shipped rungs stay
+    under 0.75 (test_export)."""
+    from lightsr.losses import FixedPatternLoss  # training-side module, only needed here
+
+    with torch.no_grad():
+        out = module(smooth_field(64, 64))
+    return float(FixedPatternLoss(scale)(out.permute(0, 3, 1, 2).double())) ** 0.5
+
+
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None

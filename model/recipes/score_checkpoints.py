@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MPL-2.0
 """Scores generator checkpoints on the held-out validation crops of the data pack: PSNR-Y and
-NIQE (the same code as `lightsr eval`), next to bicubic. For choosing among runs (GAN loss
+NIQE (the same code as `lightsr eval`) and the fixed-pattern grid on a smooth field
+(`evaluate.fixed_pattern_rms`), next to bicubic. For choosing among runs (GAN loss
 weights, which step to ship) before `lightsr export`; the report itself is `lightsr eval`'s.
 
 Usage: .venv/bin/python model/recipes/score_checkpoints.py --scale 4 [--full] CKPT [CKPT ...]
@@ -17,7 +18,7 @@ import numpy as np
 from lightsr import iqa
 from lightsr.data import load_split
 from lightsr.deploy import bicubic_variant
-from lightsr.evaluate import score_image, upscale
+from lightsr.evaluate import fixed_pattern_rms, score_image, upscale
 from lightsr.export import deploy_checkpoint
 
 
@@ -42,10 +43,12 @@ def main() -> int:
         rows = [score_image(upscale(module, lr), hr, s, niqe, None) for hr, lr in pairs]
         psnr = np.mean([r["psnr_y"] for r in rows])
         nq = np.mean([r["niqe"] for r in rows if r["niqe"] is not None])
-        print(f"{name[-60:]:60s} {psnr:7.2f} {nq:6.2f}", flush=True)
+        grid = fixed_pattern_rms(module, s)
+        print(f"{name[-60:]:60s} {psnr:7.2f} {nq:6.2f} {grid:6.2f}", flush=True)
 
     what = "whole photographs" if args.full else "crops"
-    print(f"{'variant':60s} {'PSNR-Y':>7s} {'NIQE':>6s}   ({len(pairs)} {what}, x{s})")
+    print(f"{'variant':60s} {'PSNR-Y':>7s} {'NIQE':>6s} {'grid':>6s}   ({len(pairs)} {what}, x{s};"
+          " grid: fixed-pattern RMS in grey levels on a smooth field, shipped rungs < 0.75)")
     report("bicubic", bicubic_variant(s))
     for path in args.checkpoints:
         report(path, deploy_checkpoint(path))
