@@ -354,6 +354,9 @@ pub struct FrameBudget {
     /// Time until the frame's own deadline (live: may exceed `remaining`, the latency absorbs
     /// one slow frame): what decides between running a rung that does not fit and dropping.
     pub until_deadline: Duration,
+    /// How far past its deadline the frame already is (live; zero otherwise). A frame late by
+    /// less than the sink's `max-lateness` is still shown, so it is not dropped for that alone.
+    pub overdue: Duration,
     /// Whether the policy may drop the frame for lack of time. Live: a late frame is
     /// worthless. Not live ([`FrameBudget::keeping_every_frame`]): every frame is wanted, the
     /// cheapest rung runs when nothing fits, and only downstream QoS drops (as in
@@ -378,6 +381,7 @@ impl FrameBudget {
             period: frame_duration,
             running_time: Some(running_time),
             until_deadline: remaining,
+            overdue: Duration::from_nanos(now.saturating_sub(deadline)),
             may_drop: true,
         }
     }
@@ -390,6 +394,7 @@ impl FrameBudget {
             period: Some(frame_duration),
             running_time,
             until_deadline: frame_duration,
+            overdue: Duration::ZERO,
             may_drop: true,
         }
     }
@@ -401,6 +406,7 @@ impl FrameBudget {
             period: None,
             running_time,
             until_deadline: Duration::MAX,
+            overdue: Duration::ZERO,
             may_drop: true,
         }
     }
@@ -775,7 +781,11 @@ impl DeadlinePolicy {
         let sustainable = self.effective_budget(period);
         let choice = if self.is_qos_late(frame) {
             Choice::Drop(self.active.unwrap_or(0), Reason::QosLate)
-        } else if frame.remaining.is_zero() && frame.may_drop {
+        } else if frame.remaining.is_zero()
+            && frame.may_drop
+            && frame.overdue >= self.config.lateness
+        {
+            // Past its deadline and past the sink's lateness too: it would not be shown.
             Choice::Drop(self.active.unwrap_or(0), Reason::AlreadyLate)
         } else if let Some(fixed) = self.fixed_variant() {
             Choice::Run(fixed, Reason::Fixed)
@@ -785,7 +795,7 @@ impl DeadlinePolicy {
             let choice = self.adaptive_choice(now, period, sustainable);
             let choice = self.fit_to_frame(choice, budget);
             if frame.may_drop {
-                self.run_if_likely_on_time(choice, frame.until_deadline)
+                self.run_if_likely_on_time(choice, frame)
             } else {
                 self.run_instead_of_dropping(choice)
             }
@@ -1030,8 +1040,9 @@ impl DeadlinePolicy {
     /// rung when its expected (mean) cost makes the frame's own deadline (give or take the
     /// sink's lateness): a drop is a sure loss, while the run is likely shown in time (noisy
     /// costs put the p95 far above the mean).
-    fn run_if_likely_on_time(&self, choice: Choice, until_deadline: Duration) -> Choice {
-        let allowed = until_deadline.saturating_add(self.config.lateness);
+    fn run_if_likely_on_time(&self, choice: Choice, frame: FrameBudget) -> Choice {
+        let allowed = (frame.until_deadline.saturating_add(self.config.lateness))
+            .saturating_sub(frame.overdue);
         let limit = nanos(allowed.saturating_sub(self.config.margin));
         let likely = |v: usize| self.costs.expected_nanos(v).is_some_and(|c| c <= limit);
         let (best, lightest) = self.bounds();
@@ -1869,6 +1880,31 @@ mod tests {
         assert!(decide(0).drop);
         let within = decide(20);
         assert!(!within.drop, "{within:?}");
+    }
+
+    #[test]
+    fn a_late_frame_within_the_sinks_lateness_runs_and_beyond_it_is_dropped() {
+        let config = PolicyConfig {
+            lateness: Duration::from_millis(20),
+            ..PolicyConfig::default()
+        };
+        let mut sim = Sim::seeded(&LADDER, config.clone());
+        sim.run(5, loaded(1.0));
+        // Deadline 240 ms (running time 200 + latency 40).
+        let at = |now_ms: u64| FrameBudget::live(200 * MS, PERIOD, now_ms * MS, Some(PERIOD));
+        // 10 ms late on arrival: 10 ms of the sink's 20 left, the 6 ms rung is shown in time.
+        let within = sim.policy.decide(250 * MS, at(250));
+        assert!(!within.drop, "{within:?}");
+        assert_eq!(within.variant, 2);
+        sim.policy.record(2, ms(6.0), false);
+        // 25 ms late: past the sink's lateness, the sink would throw it away.
+        let beyond = sim.policy.decide(265 * MS, at(265));
+        assert!(beyond.drop, "{beyond:?}");
+        assert_eq!(beyond.reason, Reason::AlreadyLate);
+        // 15 ms late with only the 30 ms rung allowed: not expected within the 5 ms left.
+        let mut heavy = Sim::seeded(&LADDER[..1], config);
+        heavy.run(5, loaded(1.0));
+        assert!(heavy.policy.decide(255 * MS, at(255)).drop);
     }
 
     #[test]

@@ -383,8 +383,9 @@ impl ObjectImpl for LightSrScale {
                     .nick("Max lateness")
                     .blurb(
                         "How late (ns) a frame may reach the sink and still be shown (the sink's \
-                         max-lateness): a live frame that no rung fits still runs, instead of \
-                         being dropped, if it is expected within this",
+                         max-lateness): a live frame that arrives late by less than this, or that \
+                         no rung fits but is expected within this, still runs instead of being \
+                         dropped",
                     )
                     .maximum(MAX_DEADLINE_MARGIN)
                     .default_value(DEFAULT_MAX_LATENESS)
