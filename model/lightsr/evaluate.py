@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from lightsr import iqa
+from lightsr import iqa, losses
 from lightsr.bundle import BundleError, validate_bundle
 from lightsr.data import downscale_u8, mod_crop, read_rgb
 
@@ -159,11 +159,9 @@ def fixed_pattern_rms(module, scale: int) -> float:
     uint8 -> uint8 module on `smooth_field(64, 64)` (losses.FixedPatternLoss): the grid a
     PixelShuffle tail paints over smooth areas when pushed for texture. Shipped rungs stay
     under 0.75 (test_export)."""
-    from lightsr.losses import FixedPatternLoss  # training-side module, only needed here
-
     with torch.no_grad():
         out = module(smooth_field(64, 64))
-    return float(FixedPatternLoss(scale)(out.permute(0, 3, 1, 2).double())) ** 0.5
+    return float(losses.FixedPatternLoss(scale)(out.permute(0, 3, 1, 2).double())) ** 0.5
 
 
 def _mean(values: list) -> float | None:

