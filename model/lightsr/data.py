@@ -15,7 +15,11 @@ Stages (`lightsr data STAGE`, `all` runs the first three in order):
 * ``pack``: training patches (HR + aligned LR crops of every scale) and centre crops of the
   validation images in one compressed ``.npz`` below a size budget, so a training run can be
   carried to a machine without internet.
+* ``clips``: compressed training / validation clips (``lightsr.clips``: camera motion over a
+  photograph, blur / noise / resize, a real codec pass through PyAV) cached in
+  ``ROOT/clips_x{s}/{train,val}``; not part of ``all``.
 
+The degradations themselves live in ``lightsr.degradations``.
 `PairedImageDataset` yields ``{'lq', 'gt'}`` float tensors in 0..255 (the generator's input
 range) with random aligned crops, flips and 90-degree rotations; `build_dataloader` keeps
 the CPU cores busy with worker processes.
@@ -25,7 +29,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import hashlib
-import io
 import json
 import math
 import os
@@ -40,6 +43,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from lightsr.degradations import (  # noqa: F401  (re-exported: the data stages' primitives)
+    DataError, cubic, degrade, downscale_u8, imresize, jpeg_degrade, mod_crop, parse_degradation,
+    resize_matrix)
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "data"
 DEFAULT_PACKAGES = ("mate-backgrounds", "lomiri-wallpapers-16.04", "plasma-workspace-wallpapers")
@@ -71,130 +78,11 @@ PHOTO_GLOBS = {
 }
 
 
-class DataError(RuntimeError):
-    """A data problem the user can fix; the message says what and how."""
-
-
-# --------------------------------------------------------------------------------------
-# MATLAB imresize (bicubic, antialiased), as BasicSR's matlab_functions
-# --------------------------------------------------------------------------------------
-def cubic(x: torch.Tensor) -> torch.Tensor:
-    """Keys cubic kernel with a = -0.5 (MATLAB's `cubic`)."""
-    absx = x.abs()
-    absx2, absx3 = absx ** 2, absx ** 3
-    inner = (1.5 * absx3 - 2.5 * absx2 + 1) * (absx <= 1)
-    outer = (-0.5 * absx3 + 2.5 * absx2 - 4 * absx + 2) * ((absx > 1) & (absx <= 2))
-    return inner + outer
-
-
-def resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool = True) -> torch.Tensor:
-    """Dense (out_len, in_len) float64 matrix of MATLAB imresize's bicubic weights.
-
-    Out-of-range taps are folded back with MATLAB's symmetric padding, so a row sums to 1.
-    """
-    kernel_width = 4.0
-    shrink = scale < 1 and antialias
-    if shrink:
-        kernel_width /= scale
-    x = torch.arange(1, out_len + 1, dtype=torch.float64)
-    u = x / scale + 0.5 * (1 - 1 / scale)
-    left = torch.floor(u - kernel_width / 2)
-    taps = int(math.ceil(kernel_width)) + 2
-    indices = left[:, None] + torch.arange(taps, dtype=torch.float64)[None]
-    dist = u[:, None] - indices
-    weights = scale * cubic(dist * scale) if shrink else cubic(dist)
-    weights = weights / weights.sum(1, keepdim=True)
-    mirror = torch.cat([torch.arange(in_len), torch.arange(in_len - 1, -1, -1)])
-    folded = mirror[(indices.long() - 1) % (2 * in_len)]
-    matrix = torch.zeros(out_len, in_len, dtype=torch.float64)
-    return matrix.scatter_add_(1, folded, weights)
-
-
-def imresize(img: torch.Tensor, scale: float, antialias: bool = True) -> torch.Tensor:
-    """MATLAB `imresize(img, scale, 'bicubic')` of a (C, H, W) or (H, W) float tensor.
-
-    Output size is ceil(scale * size), as MATLAB. Computed in float64; no rounding or clamping.
-    """
-    squeeze = img.dim() == 2
-    x = img[None].double() if squeeze else img.double()
-    _, h, w = x.shape
-    out_h, out_w = int(math.ceil(h * scale)), int(math.ceil(w * scale))
-    rows = resize_matrix(h, out_h, scale, antialias)
-    cols = resize_matrix(w, out_w, scale, antialias)
-    out = torch.einsum("oh,chw,pw->cop", rows, x, cols)
-    return out[0] if squeeze else out
-
-
-def downscale_u8(hr: np.ndarray, scale: int) -> np.ndarray:
-    """LR image (uint8 HWC) of an HR image whose sides are multiples of `scale`."""
-    if hr.shape[0] % scale or hr.shape[1] % scale:
-        raise DataError(f"HR size {hr.shape[:2]} is not a multiple of scale {scale}: mod-crop it first")
-    chw = torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1)))
-    lr = imresize(chw, 1.0 / scale)
-    return lr.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
-    h, w = img.shape[0] - img.shape[0] % scale, img.shape[1] - img.shape[1] % scale
-    return img[:h, :w]
-
-
-# --------------------------------------------------------------------------------------
-# Compression degradations
-# --------------------------------------------------------------------------------------
-def jpeg_degrade(img: np.ndarray, quality: int) -> np.ndarray:
-    """Round trip of a uint8 RGB image through PIL's JPEG encoder at `quality` (1..95)."""
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")).copy()
-
-
-def h264_degrade(img: np.ndarray, qp: int) -> np.ndarray:
-    """Round trip of a uint8 RGB image as one H.264 intra frame at constant QP (x264enc).
-
-    I420 needs even sides: the frame is edge-padded to even size, then cropped back.
-    """
-    if shutil.which("gst-launch-1.0") is None:
-        raise DataError("gst-launch-1.0 not found: install gstreamer1.0-tools and gstreamer1.0-plugins-ugly")
-    h, w = img.shape[:2]
-    padded = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "in.png", Path(tmp) / "out.png"
-        Image.fromarray(padded).save(src)
-        pipeline = (f"filesrc location={src} ! pngdec ! imagefreeze num-buffers=1 ! videoconvert "
-                    f"! video/x-raw,format=I420 ! x264enc pass=quant quantizer={int(qp)} "
-                    f"speed-preset=medium ! h264parse ! avdec_h264 ! videoconvert "
-                    f"! video/x-raw,format=RGB ! pngenc ! filesink location={dst}")
-        run = subprocess.run(["gst-launch-1.0", "-q", *pipeline.split()], capture_output=True, text=True,
-                             timeout=120)
-        if run.returncode != 0 or not dst.exists():
-            raise DataError(f"H.264 round trip failed (x264enc/avdec_h264 missing? install "
-                            f"gstreamer1.0-plugins-ugly gstreamer1.0-libav): {run.stderr.strip()[-400:]}")
-        out = np.asarray(Image.open(dst).convert("RGB")).copy()
-    return out[:h, :w]
-
-
-def parse_degradation(spec: str) -> tuple[str, int]:
-    """'jpeg:40' -> ('jpeg', 40); 'h264:38' -> ('h264', 38)."""
-    match = re.fullmatch(r"(jpeg|h264):(\d+)", spec)
-    if not match:
-        raise DataError(f"degradation '{spec}': expected jpeg:QUALITY (1..95) or h264:QP (0..51)")
-    kind, value = match.group(1), int(match.group(2))
-    if (kind == "jpeg" and not 1 <= value <= 95) or (kind == "h264" and not 0 <= value <= 51):
-        raise DataError(f"degradation '{spec}': value out of range (jpeg 1..95, h264 QP 0..51)")
-    return kind, value
-
-
 def lr_dir_name(scale: int, degradation: str | None = None) -> str:
     if not degradation:
         return f"lr_x{scale}"
     kind, value = parse_degradation(degradation)
     return f"lr_x{scale}_jpeg{value}" if kind == "jpeg" else f"lr_x{scale}_h264qp{value}"
-
-
-def degrade(img: np.ndarray, degradation: str) -> np.ndarray:
-    kind, value = parse_degradation(degradation)
-    return jpeg_degrade(img, value) if kind == "jpeg" else h264_degrade(img, value)
 
 
 # --------------------------------------------------------------------------------------
@@ -622,19 +510,24 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 def build_dataset(opt: dict, scale: int, train: bool) -> PairedImageDataset:
     """Dataset from a config's `datasets.train` / `datasets.val` entry.
 
-    Keys: `pack` (path of a `lightsr data pack` file) or `root` (a `lightsr data` folder);
+    Keys: `clips` (a `lightsr data clips` folder, e.g. data/clips_x4: decoded compressed frames and
+    their HR frames, split/ below it; `limit_clips` keeps the first N clips), `pack` (path of a
+    `lightsr data pack` file) or `root` (a `lightsr data` folder);
     `degradation` (e.g. 'jpeg:40', a pre-built LR variant); train: `gt_size`, `use_flip`,
     `use_rot`, `jpeg_prob`, `jpeg_quality`, `dataset_enlarge_ratio`; val: `crop` (HR centre
     crop size, keeps validation quick on CPU).
     """
     split = "train" if train else "val"
     degradation = opt.get("degradation")
-    if opt.get("pack"):
+    if opt.get("clips"):
+        from lightsr.clips import load_clip_frames  # noqa: PLC0415
+        hrs, lrs, _ = load_clip_frames(resolve_path(opt["clips"]) / split, opt.get("limit_clips"))
+    elif opt.get("pack"):
         hrs, lrs = load_pack(resolve_path(opt["pack"]), split, scale, degradation)
     elif opt.get("root"):
         hrs, lrs, _ = load_split(resolve_path(opt["root"]), split, scale, degradation)
     else:
-        raise DataError(f"datasets.{split}: give `pack: FILE.npz` or `root: DATA_DIR`")
+        raise DataError(f"datasets.{split}: give `clips: CLIP_DIR`, `pack: FILE.npz` or `root: DATA_DIR`")
     if not train:
         if opt.get("crop"):
             pairs = [centre_crop(h, l, scale, int(opt["crop"])) for h, l in zip(hrs, lrs)]
@@ -674,7 +567,7 @@ def build_dataloader(dataset, opt: dict, sampler=None, device: str = "cpu", seed
 # --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightsr data", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("fetch", "pairs", "pack", "all"), nargs="?", default="all")
+    parser.add_argument("stage", choices=("fetch", "pairs", "pack", "clips", "all"), nargs="?", default="all")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="data folder (default: repo data/)")
     parser.add_argument("--packages", default=",".join(DEFAULT_PACKAGES),
                         help="comma-separated Debian wallpaper packages ('' for none)")
@@ -690,6 +583,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-mb", type=float, default=58.0, help="pack size budget (uncompressed arrays)")
     parser.add_argument("--val-crop", type=int, default=384, help="HR centre crop of validation images in the pack")
     parser.add_argument("--seed", type=int, default=0)
+    clips = parser.add_argument_group("clips (compressed training clips, `lightsr.clips`)")
+    clips.add_argument("--split", choices=("train", "val"), action="append",
+                       help="photographs to cut clips from (repeatable; default both)")
+    clips.add_argument("--clips-per-image", type=int, default=12, help="clips per training photograph")
+    clips.add_argument("--val-clips-per-image", type=int, default=3, help="clips per validation photograph")
+    clips.add_argument("--lr-size", type=int, default=64, help="LR frame side (HR = side x scale)")
+    clips.add_argument("--keep", type=int, default=3, help="decoded frames kept per clip")
+    clips.add_argument("--clean-prob", type=float, default=0.2, help="share of clips without codec")
+    clips.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     return parser
 
 
@@ -708,6 +610,13 @@ def main(argv: list[str]) -> int:
             out = args.out or args.root / f"patches_p{args.patch}.npz"
             pack_patches(args.root, out, tuple(args.scales), args.patch, args.max_mb, args.val_crop, args.seed,
                          tuple(args.degrade))
+        if args.stage == "clips":
+            from lightsr.clips import build_clip_cache  # noqa: PLC0415
+            for scale in args.scales:
+                for split in args.split or ("train", "val"):
+                    count = args.clips_per_image if split == "train" else args.val_clips_per_image
+                    build_clip_cache(args.root, scale, split, count, args.lr_size, keep=args.keep,
+                                     clean_prob=args.clean_prob, seed=args.seed, workers=args.workers)
     except DataError as err:
         print(f"lightsr data: {err}", file=sys.stderr)
         return 1

@@ -46,6 +46,7 @@ from lightsr.archs.fourier_arch import FourierUnit
 from lightsr.bundle import OBJECTIVES, Variant, manifest_dict, validate_bundle, write_manifest
 from lightsr.complexity import count_macs, count_params
 from lightsr.deploy import U8Deploy, bicubic_variant
+from lightsr.train import load_config
 
 CHECK_SIZES = ((37, 53), (64, 80))
 TIMING_SIZE = (180, 320)
@@ -237,6 +238,60 @@ def build_ladders(entries: list[dict], scales: list[int], timing: bool) -> dict:
     return dict(sorted(ladders.items(), reverse=True))
 
 
+COST_RANGE = (2.0, 4.0)  # each heavier learned rung costs this many times the next lighter (MACs)
+MIN_GAIN_DB = 0.05  # ... and scores at least this much higher on the validation (eval-video)
+
+
+def read_scores(paths: list[Path]) -> dict[int, dict[str, float]]:
+    """{scale: {rung name: validation score}} from `lightsr eval-video` JSON files."""
+    import json  # noqa: PLC0415
+    scores: dict[int, dict[str, float]] = {}
+    for path in paths:
+        try:
+            doc = json.loads(Path(path).read_text())
+            scale, values = int(doc["meta"]["scale"]), doc["validation_score"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--scores {path}: not an eval_video.json of `lightsr eval-video` ({e})") from None
+        scores.setdefault(scale, {}).update({k: float(v) for k, v in values.items() if v is not None})
+    return scores
+
+
+def ladder_rule_problems(ladders: dict[int, list["ExportedVariant"]], scores: dict[int, dict[str, float]],
+                         cost_range: tuple[float, float] = COST_RANGE, min_gain: float = MIN_GAIN_DB) -> list[str]:
+    """Issue 12's rule, per scale: every heavier learned rung scores at least `min_gain` dB more
+    than the next lighter rung (the lightest learned rung than bicubic) on the validation, and
+    costs `cost_range` times its MACs. Scores are attached to the variants ("validation_gain_db")."""
+    problems = []
+    for scale, variants in ladders.items():
+        got = scores.get(scale)
+        if got is None:
+            problems.append(f"x{scale}: no validation scores (--scores with an eval_video.json of scale {scale})")
+            continue
+        for ev in variants:
+            if ev.variant.kind != "bicubic":
+                if ev.variant.name not in got:
+                    problems.append(f"x{scale} {ev.variant.name}: no score in the eval-video results "
+                                    f"(score the checkpoint as --checkpoint {ev.variant.name}=PATH)")
+                    continue
+                ev.variant.extra["validation_gain_db"] = round(got[ev.variant.name], 4)
+        for heavy, light in zip(variants, variants[1:]):
+            h, lt = heavy.variant, light.variant
+            if "validation_gain_db" not in h.extra:
+                continue
+            light_score = 0.0 if lt.kind == "bicubic" else lt.extra.get("validation_gain_db")
+            if light_score is not None and h.extra["validation_gain_db"] < light_score + min_gain:
+                problems.append(f"x{scale} {h.name}: validation gain {h.extra['validation_gain_db']:+.3f} dB is not "
+                                f"{min_gain} dB above {lt.name} ({light_score:+.3f} dB): a heavier rung that is not "
+                                f"better is not shipped; drop it or train it further")
+            if lt.kind != "bicubic":
+                ratio = h.extra["macs_320x180"] / max(1, lt.extra["macs_320x180"])
+                if not cost_range[0] <= ratio <= cost_range[1]:
+                    problems.append(f"x{scale} {h.name}: costs {ratio:.2f}x the MACs of {lt.name}, outside "
+                                    f"{cost_range[0]:g}-{cost_range[1]:g}x: the fallback step would be too "
+                                    f"{'small to matter' if ratio < cost_range[0] else 'large'}")
+    return problems
+
+
 def write_bundle(out: Path, name: str, description: str,
                  ladders: dict[int, list[ExportedVariant]]) -> dict:
     """Save every variant's TorchScript file and the manifest, then validate the bundle."""
@@ -276,6 +331,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="bundle name in the manifest")
     p.add_argument("--description", default=None, help="bundle description in the manifest")
     p.add_argument("--no-timing", action="store_true", help="skip CPU timing at 320x180")
+    p.add_argument("--scores", type=Path, action="append", default=[],
+                   help="eval_video.json of `lightsr eval-video` (one per scale): the ladder must then "
+                        f"improve by >= {MIN_GAIN_DB} dB per heavier rung at {COST_RANGE[0]:g}-{COST_RANGE[1]:g}x "
+                        "its cost, or nothing is written")
     return p.parse_args(argv)
 
 
@@ -283,7 +342,7 @@ def ladder_entries(args) -> tuple[list[dict], dict]:
     """Checkpoint entries and bundle metadata from --config and --checkpoint."""
     entries, meta = [], {}
     if args.config:
-        cfg = yaml.safe_load(args.config.read_text()) or {}
+        cfg = load_config(args.config)
         meta = {k: cfg[k] for k in ("name", "description") if k in cfg}
         if not isinstance(cfg.get("ladders"), dict):
             raise ValueError(f"{args.config}: 'ladders' must map a scale to a list of "
@@ -314,6 +373,10 @@ def main(argv: list[str]) -> int:
             raise ValueError("nothing to export: give --config, --checkpoint or "
                              "--bicubic-only (see --help)")
         ladders = build_ladders(entries, scales, timing=not args.no_timing)
+        if args.scores:
+            problems = ladder_rule_problems(ladders, read_scores(args.scores))
+            if problems:
+                raise ValueError("the ladder breaks the rule (nothing written):\n  " + "\n  ".join(problems))
     except (OSError, ValueError, RuntimeError, yaml.YAMLError) as e:
         print(f"lightsr export: {e}", file=sys.stderr)
         return 2

@@ -29,18 +29,32 @@ every `scale` pixels.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
+# ------------------------------------------------------------------ registry
+LOSS_REGISTRY: dict[str, type[nn.Module]] = {}
+
+
+def register_loss(cls: type[nn.Module]) -> type[nn.Module]:
+    """Make a loss buildable by name from a config's `train.losses` list (BasicSR's LOSS_REGISTRY).
+    A registered loss is called as `loss(pred, target)` on 0..1 images."""
+    LOSS_REGISTRY[cls.__name__] = cls
+    return cls
+
+
 # ------------------------------------------------------------------ pixel losses
+@register_loss
 class L1Loss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(pred, target)
 
 
+@register_loss
 class CharbonnierLoss(nn.Module):
     """mean(sqrt((pred - target)^2 + eps^2)): a differentiable L1 (Lai et al. 2017)."""
 
@@ -124,12 +138,13 @@ def probabilities_to_logits(prob: torch.Tensor, eps: float = 1e-6) -> torch.Tens
 
 
 # ------------------------------------------------------------------ total variation
+@register_loss
 class TVLoss(nn.Module):
     """SRGAN-style total variation: 2 * (sum dy^2 / count_y + sum dx^2 / count_x) / batch,
     with count_y = C * (H - 1) * W and count_x = C * H * (W - 1) (the published 2e-8 weight
     goes with this normalisation)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         n, c, h, w = x.shape
         dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).sum()
         dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).sum()
@@ -137,6 +152,7 @@ class TVLoss(nn.Module):
 
 
 # ------------------------------------------------------------------ perceptual substitute
+@register_loss
 class FFTLoss(nn.Module):
     """mean |rfft2(pred) - rfft2(target)| with the orthonormal FFT, computed in fp32."""
 
@@ -145,6 +161,7 @@ class FFTLoss(nn.Module):
         return diff.abs().mean()
 
 
+@register_loss
 class GradientLoss(nn.Module):
     """L1 of finite differences (x and y) averaged over `scales` (average-pooled copies)."""
 
@@ -162,6 +179,7 @@ class GradientLoss(nn.Module):
         return total / (2 * len(self.scales))
 
 
+@register_loss
 class FrequencyStructureLoss(nn.Module):
     """The project's perceptual term (see the module docstring): FFT + multi-scale gradient."""
 
@@ -174,6 +192,7 @@ class FrequencyStructureLoss(nn.Module):
         return self.fft_weight * self.fft(pred, target) + self.gradient_weight * self.gradient(pred, target)
 
 
+@register_loss
 class LocalSpectrumLoss(nn.Module):
     """Phase-free texture term: L1 between the amplitude spectra of overlapping `window` x `window`
     tiles (stride window / 2, tile mean removed), fp32.
@@ -206,6 +225,7 @@ class LocalSpectrumLoss(nn.Module):
         return F.l1_loss(self.spectrum(pred), self.spectrum(target))
 
 
+@register_loss
 class FixedPatternLoss(nn.Module):
     """Penalises a `period` x `period` pattern repeated across the image (the grid a
     PixelShuffle tail paints on smooth areas): the high-pass image (minus a 5x5 box mean) is
@@ -227,6 +247,7 @@ class FixedPatternLoss(nn.Module):
         return (tile - tile.mean(dim=(1, 2), keepdim=True)).square().mean()
 
 
+@register_loss
 class LowPassL1Loss(nn.Module):
     """L1 of `factor` x `factor` box-averaged copies: fidelity of what the LR frame determines
     (the low frequencies), with none of the pull towards blur on the high ones."""
@@ -331,12 +352,58 @@ class AttentionFeatureDistillationLoss(nn.Module):
 
 
 # ------------------------------------------------------------------ factory
-PIXEL_LOSSES = {"L1Loss": L1Loss, "CharbonnierLoss": CharbonnierLoss}
+@dataclass
+class LossTerm:
+    """One weighted term of the generator's loss; logged as `l_<name>`."""
+    name: str
+    weight: float
+    module: nn.Module
+    origin: str  # where the config set it, for error messages
 
 
-def build_pixel_loss(opt: dict) -> nn.Module:
-    kind = opt.get("type", "L1Loss")
-    if kind not in PIXEL_LOSSES:
-        raise ValueError(f"pixel loss '{kind}': choose one of {sorted(PIXEL_LOSSES)}")
-    kwargs = {k: v for k, v in opt.items() if k not in ("type", "loss_weight")}
-    return PIXEL_LOSSES[kind](**kwargs)
+def build_loss(spec: dict, origin: str = "train.losses") -> LossTerm:
+    """`{type: NAME, loss_weight: W, name: LOG_NAME?, **kwargs}` -> LossTerm (kwargs go to the
+    loss's constructor). ValueError names the problem."""
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in LOSS_REGISTRY:
+        raise ValueError(f"{origin}: loss type {kind!r}: choose one of {', '.join(sorted(LOSS_REGISTRY))}")
+    weight = float(spec.pop("loss_weight", 1.0))
+    name = str(spec.pop("name", kind))
+    try:
+        module = LOSS_REGISTRY[kind](**spec)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{origin}: {err}") from None
+    return LossTerm(name, weight, module, origin)
+
+
+# The seed's one-key-per-term configs (`train.pixel_opt`, ...) read as entries of `train.losses`:
+# key -> (loss type or None for the key's own `type`, log name, phases, kept at weight 0, defaults).
+LEGACY_KEYS = {
+    "pixel_opt": (None, "pix", ("pre", "full"), True, {}),
+    "perceptual_opt": ("FrequencyStructureLoss", "percep", ("full",), True, {}),
+    "tv_opt": ("TVLoss", "tv", ("full",), True, {"loss_weight": 0.0}),
+    "texture_opt": ("LocalSpectrumLoss", "texture", ("full",), False, {"loss_weight": 0.0}),
+    "lowpass_opt": ("LowPassL1Loss", "lowpass", ("full",), False, {"loss_weight": 0.0, "factor": "scale"}),
+    "pattern_opt": ("FixedPatternLoss", "pattern", ("full",), False, {"loss_weight": 0.0, "period": "scale"}),
+}
+ALWAYS_IN_FULL = ("perceptual_opt", "tv_opt")  # the GAN phase always had these two
+
+
+def build_losses(train_opt: dict, phase: str, scale: int) -> list[LossTerm]:
+    """The generator's loss terms: `train.losses` (a list of build_loss specs) plus the legacy
+    `*_opt` keys of LEGACY_KEYS, one table instead of one branch per key."""
+    terms = [build_loss(spec, f"train.losses[{i}]") for i, spec in enumerate(train_opt.get("losses") or [])]
+    for key, (kind, name, phases, keep_zero, defaults) in LEGACY_KEYS.items():
+        opt = train_opt.get(key)
+        if phase not in phases or (opt is None and not (phase == "full" and key in ALWAYS_IN_FULL)):
+            continue
+        spec = {k: (scale if v == "scale" else v) for k, v in defaults.items()}
+        spec.update(opt or {})
+        spec["type"] = spec.get("type", "L1Loss") if kind is None else kind
+        spec["name"] = name
+        if not keep_zero and not float(spec.get("loss_weight", 1.0)):
+            build_loss(spec, f"train.{key}")  # a bad setting fails even at weight 0
+            continue
+        terms.append(build_loss(spec, f"train.{key}"))
+    return terms

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch_pruning as tp
-import yaml
+
 from torch import nn
 
 from lightsr.complexity import count_macs, count_params
+from lightsr.train import load_config
 from lightsr.recovery import finetune_to_reference, finetune_with_config, training_images
 
 IMPORTANCES = ("random", "l1", "lamp")
@@ -278,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args) -> dict:
-    cfg = yaml.safe_load(args.config.read_text()) if args.config else {}
+    cfg = load_config(args.config) if args.config else {}
     prune_cfg = cfg.get("prune", {})
     ckpt = args.checkpoint or cfg.get("checkpoint") or cfg.get("path", {}).get("checkpoint")
     if not ckpt:
@@ -313,8 +314,13 @@ def main(argv: list[str]) -> int:
     if s["finetune_steps"] > 0:
         if "train" in s["config"]:
             run_dir = s["out"].with_name(s["out"].stem + "_finetune")
-            net = finetune_with_config(net, s["config"], s["finetune_steps"], run_dir)
-            print(f"fine-tuned {s['finetune_steps']} steps with lightsr.train (run in {run_dir})")
+            teacher = None
+            if s["config"].get("teacher"):
+                from lightsr.distill import load_teacher  # noqa: PLC0415
+                teacher = load_teacher(s["config"])  # train.distill_opt: AT / AFD towards it
+            net = finetune_with_config(net, s["config"], s["finetune_steps"], run_dir, teacher)
+            print(f"fine-tuned {s['finetune_steps']} steps with lightsr.train (run in {run_dir})"
+                  + (f", distilled from {s['config']['teacher']['checkpoint']}" if teacher is not None else ""))
         else:
             images = training_images(args.images) if args.images else None
             losses = finetune_to_reference(net, reference, s["finetune_steps"], images, seed=args.seed)

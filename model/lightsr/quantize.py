@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+
 from torch import Tensor, nn
 
 from lightsr.archs.fourier_arch import FourierUnit
+from lightsr.train import load_config
 from lightsr.prune import generator_from, read_checkpoint
 from lightsr.recovery import finetune_to_reference, finetune_with_config, random_lr_batch, training_images
 
@@ -169,7 +170,7 @@ def deployment_error(reference: nn.Module, deployed: nn.Module, size=(48, 40)) -
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    cfg = yaml.safe_load(args.config.read_text()) if args.config else {}
+    cfg = load_config(args.config) if args.config else {}
     ckpt = args.checkpoint or cfg.get("checkpoint")
     if not ckpt:
         raise SystemExit("lightsr quantize: give --checkpoint or a config with `checkpoint:`")

@@ -67,9 +67,11 @@ def finetune_to_reference(net: nn.Module, reference: nn.Module, steps: int, imag
     return losses
 
 
-def finetune_with_config(net: nn.Module, opt: dict, steps: int, out_dir: Path) -> nn.Module:
+def finetune_with_config(net: nn.Module, opt: dict, steps: int, out_dir: Path,
+                         teacher: nn.Module | None = None) -> nn.Module:
     """Fine-tune through the project's trainer (`lightsr.train.run_training`) on the config's
-    data; its checkpoints and log go to `out_dir`. Returns the EMA generator on the CPU."""
+    data; its checkpoints and log go to `out_dir`; with a `teacher`, `train.distill_opt` adds
+    its distillation term. Returns the EMA generator on the CPU."""
     try:
         train = importlib.import_module("lightsr.train")
         run_training = train.run_training
@@ -78,4 +80,4 @@ def finetune_with_config(net: nn.Module, opt: dict, steps: int, out_dir: Path) -
     opt = copy.deepcopy(opt)
     if steps:
         opt.setdefault("train", {})["total_iter"] = steps
-    return run_training(opt, net_g=net, out_dir=out_dir).cpu().eval()
+    return run_training(opt, net_g=net, teacher=teacher, out_dir=out_dir).cpu().eval()

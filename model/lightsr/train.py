@@ -56,13 +56,37 @@ class ConfigError(ValueError):
 
 
 # ------------------------------------------------------------------ config
-def load_config(path: str | Path) -> dict:
+def merge_config(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, mappings merged key by key (lists and scalars replaced);
+    a key set to null in `over` is removed."""
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path, _seen: tuple = ()) -> dict:
+    """A YAML config; `_base_: OTHER.yml` (relative to this file) inherits OTHER's keys, which
+    this file overrides key by key (BasicSR / mmcv style), so a sibling is a few lines."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config {path} not found (see model/configs/ for examples)")
-    opt = yaml.safe_load(path.read_text())
-    if not isinstance(opt, dict):
+    if path.resolve() in _seen:
+        raise ConfigError(f"config {path}: `_base_` cycle ({' -> '.join(str(p) for p in _seen)})")
+    own = yaml.safe_load(path.read_text())
+    if not isinstance(own, dict):
         raise ConfigError(f"config {path}: expected a YAML mapping")
+    base = own.pop("_base_", None)
+    opt = own
+    if base:
+        inherited = load_config(path.parent / base, (*_seen, path.resolve()))
+        inherited.pop("name")  # a run is named by its own file, never by its base
+        opt = merge_config(inherited, own)
     opt.setdefault("name", path.stem)
     return opt
 
@@ -354,7 +378,17 @@ class Trainer:
                 return make_trainable(weights)
             if not load_pretrained:
                 return net
-            net.load_state_dict(weights, strict=bool(self.opt["path"].get("strict_load_g", True)))
+            strict = bool(self.opt["path"].get("strict_load_g", True))
+            if not strict:
+                # BasicSR's rule: with strict_load_g false, entries whose shape differs (another
+                # scale's tail, say) are left at their initialisation, and said so
+                own = net.state_dict()
+                skipped = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
+                weights = {k: v for k, v in weights.items() if k not in skipped}
+                missing = [k for k in own if k not in weights]
+                if missing:
+                    self.log_rank0(f"not loaded (shape or name differs, kept at initialisation): {', '.join(missing)}")
+            net.load_state_dict(weights, strict=strict)
             self.log_rank0(f"loaded generator weights from {pretrain}")
         shallow = self.opt.get("path", {}).get("deepen_from_g") if load_pretrained and not pretrain else None
         if shallow:
@@ -372,13 +406,13 @@ class Trainer:
 
     def build_losses(self) -> None:
         t = self.train_opt
-        self.pixel_loss = losses.build_pixel_loss(t["pixel_opt"]) if t.get("pixel_opt") else None
-        self.pixel_weight = float(t.get("pixel_opt", {}).get("loss_weight", 1.0))
+        try:
+            self.loss_terms = losses.build_losses(t, self.phase, self.scale)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        for term in self.loss_terms:
+            term.module.to(self.device)
         if self.phase == "full":
-            p = t.get("perceptual_opt") or {}
-            self.perceptual = losses.FrequencyStructureLoss(
-                float(p.get("fft_weight", 1.0)), float(p.get("gradient_weight", 1.0))).to(self.device)
-            self.perceptual_weight = float(p.get("loss_weight", 1.0))
             self.gan_weight = float(require(self.opt, "train.gan_opt.loss_weight"))
             augment = t["gan_opt"].get("augment") or ()
             augment = augment.split(",") if isinstance(augment, str) else augment  # "translation,cutout" too
@@ -387,22 +421,9 @@ class Trainer:
             if unknown:
                 raise ConfigError(f"train.gan_opt.augment: unknown policy '{unknown[0]}' "
                                   f"({', '.join(losses.DIFF_AUGMENT_POLICIES)})")
-            self.tv_weight = float((t.get("tv_opt") or {}).get("loss_weight", 0.0))
-            self.tv = losses.TVLoss()
-            tex = t.get("texture_opt") or {}
-            self.texture_weight = float(tex.get("loss_weight", 0.0))
-            lowpass = t.get("lowpass_opt") or {}
-            self.lowpass_weight = float(lowpass.get("loss_weight", 0.0))
-            try:
-                self.texture = losses.LocalSpectrumLoss(int(tex.get("window", 16)))
-            except ValueError as err:
-                raise ConfigError(f"train.texture_opt: {err}") from None
-            self.lowpass = losses.LowPassL1Loss(int(lowpass.get("factor", self.scale)))
-            pattern = t.get("pattern_opt") or {}
-            self.pattern_weight = float(pattern.get("loss_weight", 0.0))
-            self.pattern = losses.FixedPatternLoss(int(pattern.get("period", self.scale)))
-        elif self.pixel_loss is None and self.teacher is None:
-            raise ConfigError("phase 'pre' needs `train.pixel_opt` (e.g. {type: L1Loss, loss_weight: 1.0})")
+        elif not self.loss_terms and self.teacher is None:
+            raise ConfigError("phase 'pre' needs `train.pixel_opt` (e.g. {type: L1Loss, loss_weight: 1.0}) "
+                              "or a `train.losses` list")
         self.distill_weight = float((t.get("distill_opt") or {}).get("loss_weight", 1.0))
 
     def build_optimizers(self) -> None:
@@ -451,20 +472,10 @@ class Trainer:
     def generator_losses(self, lq, gt) -> tuple[torch.Tensor, dict, torch.Tensor]:
         sr, distill = self.step_ddp(lq, self.forward_teacher(lq))
         sr01, gt01 = sr / 255.0, gt / 255.0
-        terms = {}
-        if self.pixel_loss is not None:
-            terms["l_pix"] = self.pixel_weight * self.pixel_loss(sr01, gt01)
+        terms = {f"l_{term.name}": term.weight * term.module(sr01, gt01) for term in self.loss_terms}
         if distill is not None:
             terms["l_distill"] = self.distill_weight * distill
         if self.phase == "full":
-            terms["l_percep"] = self.perceptual_weight * self.perceptual(sr01, gt01)
-            terms["l_tv"] = self.tv_weight * self.tv(sr01)
-            if self.texture_weight:
-                terms["l_texture"] = self.texture_weight * self.texture(sr01, gt01)
-            if self.lowpass_weight:
-                terms["l_lowpass"] = self.lowpass_weight * self.lowpass(sr01, gt01)
-            if self.pattern_weight:
-                terms["l_pattern"] = self.pattern_weight * self.pattern(sr01)
             critic = unwrap(self.critic_ddp)
             for p in critic.parameters():
                 p.requires_grad_(False)

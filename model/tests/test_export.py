@@ -305,3 +305,50 @@ def test_export_errors_name_the_problem(args, message, tmp_path, capsys, monkeyp
     assert export.main(["--out", str(tmp_path / "b"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "b" / "manifest.json").exists()
+
+
+def _learned(ladder):
+    return [v for v in ladder["variants"] if v["kind"] != "bicubic"]
+
+
+def test_default_ladder_obeys_the_rule_it_was_exported_under():
+    # `lightsr export --scores` refuses a ladder whose heavier rung is not better on the project's
+    # validation (lightsr eval-video: compressed clips and clean frames) or not 2-4x the cost;
+    # the shipped manifest carries the scores it was checked with.
+    for ladder in validate_bundle(DEFAULT_BUNDLE)["ladders"]:
+        learned, s = _learned(ladder), ladder["scale"]
+        assert learned, f"x{s}: no learned rung"
+        gains = [v["validation_gain_db"] for v in learned]
+        assert gains[-1] >= export.MIN_GAIN_DB, f"x{s}: lightest learned rung not above bicubic: {gains}"
+        for heavy, light in zip(learned, learned[1:]):
+            assert heavy["validation_gain_db"] >= light["validation_gain_db"] + export.MIN_GAIN_DB, (s, gains)
+            ratio = heavy["macs_320x180"] / light["macs_320x180"]
+            assert export.COST_RANGE[0] <= ratio <= export.COST_RANGE[1], (s, heavy["name"], ratio)
+
+
+def test_default_ladder_restores_a_compressed_held_out_clip():
+    # scikit-image's astronaut is a held-out photograph (hash split): a short clip with camera motion,
+    # MATLAB bicubic / s, libx264 CRF 34 (what a low-bitrate stream looks like), decoded. Every learned
+    # rung must beat bicubic of the decoded frames on PSNR-Y, and the top rung the lightest one.
+    pytest.importorskip("av", reason="PyAV is installed by tests/setup.sh")
+    import numpy as np
+    from skimage import data as skdata
+
+    from lightsr import degradations, iqa
+    rng = np.random.default_rng(7)
+    hr = degradations.motion_clip(skdata.astronaut(), (192, 256), 6, rng)
+    for ladder in validate_bundle(DEFAULT_BUNDLE)["ladders"]:
+        s = ladder["scale"]
+        lr = degradations.decode_bitstream(degradations.encode_clip(
+            [degradations.downscale_u8(f, s) for f in hr],
+            degradations.ClipParams(codec="libx264", quality=34, preset="medium", bframes=3)))
+        scores = {}
+        for v in ladder["variants"]:
+            module = torch.jit.load(str(DEFAULT_BUNDLE / v["file"])).eval()
+            with torch.no_grad():
+                sr = [module(torch.from_numpy(f)[None])[0].numpy() for f in lr]
+            scores[v["name"]] = float(np.mean([iqa.psnr_y(a, b, border=s) for a, b in zip(sr, hr)]))
+        learned = [v["name"] for v in _learned(ladder)]
+        for name in learned:
+            assert scores[name] > scores["bicubic"] + 0.1, f"x{s}: {scores}"
+        assert scores[learned[0]] > scores[learned[-1]], f"x{s}: {scores}"

@@ -170,10 +170,30 @@ def test_afd_learns_its_attention_and_vanishes_on_identical_features():
     assert same.item() == pytest.approx(0.0, abs=1e-12)
 
 
-def test_pixel_loss_factory_rejects_unknown_types():
-    assert isinstance(losses.build_pixel_loss({"type": "CharbonnierLoss", "eps": 1e-3}), losses.CharbonnierLoss)
-    with pytest.raises(ValueError, match="L1Loss"):
-        losses.build_pixel_loss({"type": "MSELos"})
+def test_loss_registry_builds_terms_and_names_bad_ones():
+    term = losses.build_loss({"type": "CharbonnierLoss", "eps": 1e-3, "loss_weight": 0.5})
+    assert isinstance(term.module, losses.CharbonnierLoss) and term.weight == 0.5 and term.name == "CharbonnierLoss"
+    with pytest.raises(ValueError, match="MSELos.*L1Loss"):
+        losses.build_loss({"type": "MSELos"})
+    with pytest.raises(ValueError, match=r"train.losses\[0\]: .*window 1 must be at least 2"):
+        losses.build_losses({"losses": [{"type": "LocalSpectrumLoss", "window": 1}]}, "pre", 4)
+
+
+def test_legacy_opt_keys_and_the_losses_list_give_the_same_terms():
+    legacy = losses.build_losses({"pixel_opt": {"type": "L1Loss", "loss_weight": 1.0},
+                                  "texture_opt": {"loss_weight": 4.0, "window": 8},
+                                  "pattern_opt": {"loss_weight": 0.0}}, "full", 4)
+    # the GAN phase always had the perceptual and TV terms; a zero-weight texture/pattern term is left out
+    assert [(t.name, t.weight) for t in legacy] == [("pix", 1.0), ("percep", 1.0), ("tv", 0.0), ("texture", 4.0)]
+    assert legacy[3].module.window == 8
+    listed = losses.build_losses({"losses": [{"type": "L1Loss", "name": "pix"},
+                                             {"type": "FixedPatternLoss", "period": 4, "loss_weight": 2.0}]}, "pre", 4)
+    assert [(t.name, t.weight) for t in listed] == [("pix", 1.0), ("FixedPatternLoss", 2.0)]
+    assert losses.build_losses({"pixel_opt": {}, "texture_opt": {"loss_weight": 1.0}}, "pre", 4)[0].name == "pix"
+    assert len(losses.build_losses({"pixel_opt": {}, "texture_opt": {"loss_weight": 1.0}}, "pre", 4)) == 1
+    x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    for term in legacy + listed:  # every registered loss takes (pred, target)
+        assert torch.isfinite(term.module(x, y))
 
 
 def test_diff_augment_translates_cuts_out_and_passes_gradients():
