@@ -2,7 +2,8 @@
 """Compressed training clips, encoded once into a cache on disk (`lightsr data clips`).
 
 For every photograph of a split (`data/manifest.json`, the hash split of `lightsr data fetch`)
-`clips_per_image` clips are made: random sub-pixel camera motion over 5-15 HR frames, then
+`clips_per_image` clips are made: random sub-pixel camera motion over 5-15 HR frames, starting
+where the photograph has texture (`degradations.textured_centre`), then
 `degradations.degrade_clip` (blur / noise / resize, downscale, one real codec pass with
 parameters drawn per clip; ~20% clean). `keep` frames of each clip (never only the key frame)
 are stored with their HR frames in ``ROOT/clips_x{s}/{split}/<clip>.npz`` together with the
@@ -48,9 +49,9 @@ def _make_clips(job: tuple) -> int:
         frames = int(rng.integers(frame_range[0], frame_range[1] + 1))
         size = (lr_size * scale, lr_size * scale)
         try:
-            hr = motion_clip(photo, size, frames, rng)
+            hr = motion_clip(photo, size, frames, rng, textured=True)
         except DataError:
-            hr = motion_clip(photo, size, frames, rng, max_speed=0.5)
+            hr = motion_clip(photo, size, frames, rng, max_speed=0.5, textured=True)
         lr = degrade_clip(hr, scale, params, rng)
         picks = np.sort(rng.choice(np.arange(1, frames), size=min(keep, frames - 1), replace=False))
         tmp = dst.with_name(dst.stem + ".tmp.npz")
