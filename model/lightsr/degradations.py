@@ -319,6 +319,35 @@ def _require_av():
     return av
 
 
+# BT.601 studio range, as GStreamer's videoconvert does for SD I420 (what decodebin ! videoconvert
+# hands the element). swscale's default RGB <-> yuv420p conversion (PyAV's reformat) truncates and
+# shifts luma by about -1.1 grey levels on a round trip, which a network learns to undo, and then
+# brightens every clean frame (model/REPORT.md); so the conversion is done here, rounded.
+_RGB_TO_YCBCR = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+
+
+def rgb_to_yuv420(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (h, w, 3), even sides -> yuv420p planes as PyAV lays them out, (h * 3 / 2, w)."""
+    h, w = rgb.shape[:2]
+    ycc = rgb.astype(np.float64) @ _RGB_TO_YCBCR.T + np.array([16.0, 128.0, 128.0])
+    chroma = ycc[..., 1:].reshape(h // 2, 2, w // 2, 2, 2).mean(axis=(1, 3))  # 2x2 box, centre-sited
+    planes = [ycc[..., 0].reshape(-1), chroma[..., 0].reshape(-1), chroma[..., 1].reshape(-1)]
+    return np.clip(np.rint(np.concatenate(planes)), 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
+
+
+def yuv420_to_rgb(yuv: np.ndarray) -> np.ndarray:
+    """Inverse of `rgb_to_yuv420`: chroma upsampled bilinearly (centre-sited), rounded to uint8 RGB."""
+    h, w = yuv.shape[0] * 2 // 3, yuv.shape[1]
+    flat = yuv.reshape(-1)
+    y = flat[: h * w].reshape(h, w).astype(np.float64)
+    q = (h // 2) * (w // 2)
+    cb, cr = (cv2.resize(flat[h * w + i * q: h * w + (i + 1) * q].reshape(h // 2, w // 2).astype(np.float32),
+                         (w, h), interpolation=cv2.INTER_LINEAR) for i in (0, 1))
+    ycc = np.stack([y - 16.0, cb - 128.0, cr - 128.0], axis=-1)
+    return np.clip(np.rint(ycc @ _YCBCR_TO_RGB.T), 0, 255).astype(np.uint8)
+
+
 def encode_clip(frames: list[np.ndarray], params: ClipParams, fps: int = 25) -> bytes:
     """A Matroska bitstream of `frames` (uint8 RGB, even sides) in yuv420p with `params.codec`."""
     av = _require_av()
@@ -345,7 +374,7 @@ def encode_clip(frames: list[np.ndarray], params: ClipParams, fps: int = 25) -> 
             ctx.max_b_frames = int(params.bframes) if params.codec == "mpeg2video" else 0
             stream.options = {"threads": "1"}
         for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420(rgb), format="yuv420p")
             frame.pts = i
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
@@ -357,6 +386,10 @@ def decode_bitstream(data: bytes | Path) -> list[np.ndarray]:
     av = _require_av()
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else str(data)
     with av.open(source) as container:
-        frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+        frames = []
+        for f in container.decode(video=0):
+            if f.format.name != "yuv420p":
+                f = f.reformat(format="yuv420p")
+            frames.append((f.pts, yuv420_to_rgb(f.to_ndarray())))
     frames.sort(key=lambda pf: pf[0] if pf[0] is not None else 0)
     return [np.ascontiguousarray(f) for _, f in frames]
