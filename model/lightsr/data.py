@@ -44,9 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lightsr.degradations import (  # noqa: F401  (re-exported: the data stages' primitives)
-    DataError, cubic, degrade, downscale_u8, imresize, jpeg_degrade, mod_crop, parse_degradation,
-    resize_matrix)
+from lightsr.degradations import DataError, degrade, downscale_u8, jpeg_degrade, mod_crop, parse_degradation
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "data"
 DEFAULT_PACKAGES = ("mate-backgrounds", "lomiri-wallpapers-16.04", "plasma-workspace-wallpapers")

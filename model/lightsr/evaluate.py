@@ -26,7 +26,8 @@ from PIL import Image, ImageDraw
 
 from lightsr import iqa, losses
 from lightsr.bundle import BundleError, validate_bundle
-from lightsr.data import downscale_u8, mod_crop, read_rgb
+from lightsr.data import read_rgb
+from lightsr.degradations import downscale_u8, mod_crop
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 LATENCY_SIZES = ((180, 320), (360, 640))  # (H, W) of the LR frame

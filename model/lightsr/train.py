@@ -46,7 +46,8 @@ import yaml
 from tqdm import tqdm
 
 from lightsr import losses
-from lightsr.data import DataError, build_dataloader, build_dataset, imresize, resolve_path
+from lightsr.data import DataError, build_dataloader, build_dataset, resolve_path
+from lightsr.degradations import imresize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -378,7 +379,8 @@ class Trainer:
                 return make_trainable(weights)
             if not load_pretrained:
                 return net
-            strict = bool(self.opt["path"].get("strict_load_g", True))
+            weights = self.excluded(weights)
+            strict = bool(self.opt["path"].get("strict_load_g", True)) and not self.opt["path"].get("exclude_g")
             if not strict:
                 # BasicSR's rule: with strict_load_g false, entries whose shape differs (another
                 # scale's tail, say) are left at their initialisation, and said so
@@ -398,11 +400,21 @@ class Trainer:
                 raise ConfigError(f"path.deepen_from_g: {shallow} is a whole (pruned) module; give a trained "
                                   f"unpruned generator of the same width")
             try:
-                blocks = deepen_from(net, weights)
+                blocks = deepen_from(net, self.excluded(weights))
             except ValueError as err:
                 raise ConfigError(str(err)) from None
             self.log_rank0(f"warm start from {shallow}: its blocks went to {blocks}, the others start as identity")
         return net
+
+    def excluded(self, weights: dict) -> dict:
+        """`path.exclude_g`: key prefixes left at the network's own initialisation (e.g. the last
+        conv of an image_skip generator, which starts at zero so the network starts as bicubic)."""
+        prefixes = tuple(self.opt.get("path", {}).get("exclude_g") or ())
+        if not prefixes:
+            return weights
+        kept = {k: v for k, v in weights.items() if not k.startswith(prefixes)}
+        self.log_rank0(f"not loaded (path.exclude_g): {', '.join(k for k in weights if k not in kept)}")
+        return kept
 
     def build_losses(self) -> None:
         t = self.train_opt

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from lightsr import iqa
-from lightsr.data import downscale_u8
+from lightsr.degradations import downscale_u8
 from lightsr.deploy import bicubic_variant
 from lightsr.evaluate import upscale
 from lightsr.export import deploy_checkpoint

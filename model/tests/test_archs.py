@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lightsr.archs import build_network
+from lightsr.archs.f2srgan_arch import F2SRGANGenerator
 from lightsr.archs.fourier_arch import FourierUnit, SpectralTransform
 from lightsr.complexity import count_params
 
@@ -211,3 +212,21 @@ def test_deepen_from_names_the_mismatch():
     teacher = generator(scale=2, num_blocks=8, fourier=True, width=16)
     with pytest.raises(ValueError, match="same width"):
         deepen_from(teacher, student.state_dict())
+
+
+@pytest.mark.parametrize("upsampler", ["light", "published"])
+def test_image_skip_generator_starts_as_bicubic_and_learns_a_correction(upsampler):
+    import torch.nn.functional as F
+    net = F2SRGANGenerator(scale=4, num_blocks=2, fourier=True, width=16, upsampler=upsampler, image_skip=True).eval()
+    x = torch.rand(1, 3, 13, 18) * 255
+    bicubic = F.interpolate(x, scale_factor=4.0, mode="bicubic", align_corners=False)
+    assert torch.equal(net(x), bicubic)
+    assert torch.equal(torch.jit.script(net)(x), bicubic)
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-2]
+    with torch.no_grad():
+        last.bias.fill_(1.0)
+    out, feats = net.forward_features(x)
+    assert torch.allclose(out, bicubic + 1.0, atol=1e-4) and len(feats) == 2
+    # no new parameters: the published checkpoints' state dicts still match the plain generator
+    plain = F2SRGANGenerator(scale=4, num_blocks=2, fourier=True, width=16, upsampler=upsampler)
+    assert net.state_dict().keys() == plain.state_dict().keys()

@@ -11,7 +11,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from lightsr import data
+from lightsr import data, degradations
 from tiny_data import tiny_root  # noqa: F401  (fixture)
 
 
@@ -19,14 +19,14 @@ from tiny_data import tiny_root  # noqa: F401  (fixture)
 def test_cubic_kernel_matches_keys_a_minus_half():
     x = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, -0.5])
     expected = torch.tensor([1.0, 0.5625, 0.0, -0.0625, 0.0, 0.0, 0.5625])
-    assert torch.allclose(data.cubic(x).float(), expected)
+    assert torch.allclose(degradations.cubic(x).float(), expected)
 
 
 def test_imresize_halves_an_impulse_with_antialiased_weights():
     # scale 1/2: kernel 0.5 * cubic(d / 2) at distances 0.5, 1.5, 2.5, 3.5 from the output centre
     signal = torch.zeros(1, 16)
     signal[0, 7] = 1.0  # 1-based pixel 8
-    out = data.imresize(signal, 0.5)[0]
+    out = degradations.imresize(signal, 0.5)[0]
     expected = torch.tensor([0, 0, -0.03515625, 0.43359375, 0.11328125, -0.01171875, 0, 0], dtype=torch.float64)
     assert out.shape == (8,)
     assert torch.allclose(out, expected, atol=1e-12)
@@ -35,7 +35,7 @@ def test_imresize_halves_an_impulse_with_antialiased_weights():
 def test_imresize_doubles_an_impulse_with_cubic_weights():
     signal = torch.zeros(1, 6)
     signal[0, 2] = 1.0  # 1-based pixel 3
-    out = data.imresize(signal, 2.0)[0]
+    out = degradations.imresize(signal, 2.0)[0]
     expected = torch.tensor([0, -0.0234375, -0.0703125, 0.2265625, 0.8671875, 0.8671875, 0.2265625, -0.0703125,
                              -0.0234375, 0, 0, 0], dtype=torch.float64)
     assert torch.allclose(out, expected, atol=1e-12)
@@ -43,11 +43,11 @@ def test_imresize_doubles_an_impulse_with_cubic_weights():
 
 def test_imresize_keeps_constants_and_linear_ramps_and_matlab_sizes():
     flat = torch.full((3, 9, 13), 77.0)
-    out = data.imresize(flat, 0.25)
+    out = degradations.imresize(flat, 0.25)
     assert out.shape == (3, 3, 4)  # MATLAB: ceil(9/4), ceil(13/4)
     assert torch.allclose(out, torch.full_like(out, 77.0))
     ramp = torch.arange(1, 65, dtype=torch.float64)[None].repeat(4, 1)  # value = 1-based column
-    down = data.imresize(ramp, 0.25)[0]
+    down = degradations.imresize(ramp, 0.25)[0]
     centres = 4 * torch.arange(1, 17, dtype=torch.float64) - 1.5  # mean of the 4 covered columns
     assert torch.allclose(down[3:-3], centres[3:-3], atol=1e-9)  # interior: exact linear reproduction
     assert not torch.allclose(down[:1], centres[:1])  # border: symmetric padding bends it
@@ -55,7 +55,7 @@ def test_imresize_keeps_constants_and_linear_ramps_and_matlab_sizes():
 
 def test_downscale_u8_rejects_sizes_not_multiple_of_scale():
     with pytest.raises(data.DataError, match="mod-crop"):
-        data.downscale_u8(np.zeros((10, 9, 3), np.uint8), 2)
+        degradations.downscale_u8(np.zeros((10, 9, 3), np.uint8), 2)
 
 
 # ------------------------------------------------------------------ split + licences
@@ -108,7 +108,7 @@ def test_pairs_are_matlab_bicubic_of_the_mod_cropped_hr(tiny_root):
     entry = manifest["images"][0]
     hr = np.asarray(Image.open(tiny_root / entry["file"]))
     lr = np.asarray(Image.open(tiny_root / "lr_x4" / f"{entry['id']}.png"))
-    assert np.array_equal(lr, data.downscale_u8(data.mod_crop(hr, 4), 4))
+    assert np.array_equal(lr, degradations.downscale_u8(degradations.mod_crop(hr, 4), 4))
     assert lr.shape[0] == hr.shape[0] // 4 and lr.shape[1] == hr.shape[1] // 4
 
 
@@ -122,7 +122,7 @@ def test_pack_patches_are_aligned_and_within_budget(tiny_root):
     assert hr.shape[1:] == (48, 48, 3) and lr2.shape[1:] == (24, 24, 3) and lr4.shape[1:] == (12, 12, 3)
     assert info["count"] == len(hr) > 10
     for n in range(3):  # LR patch = bicubic of its HR patch away from the patch border
-        again = data.imresize(torch.from_numpy(hr[n].transpose(2, 0, 1).copy()).double(), 0.5)
+        again = degradations.imresize(torch.from_numpy(hr[n].transpose(2, 0, 1).copy()).double(), 0.5)
         diff = (again.permute(1, 2, 0).numpy() - lr2[n].astype(np.float64))[3:-3, 3:-3]
         assert np.abs(diff).max() <= 1.0
 
@@ -161,7 +161,7 @@ def test_dataset_random_crops_stay_aligned(tiny_root):
     for key in range(5):
         item = ds[key]
         assert item["gt"].shape == (3, 32, 32) and item["lq"].shape == (3, 8, 8)
-        down = data.imresize(item["gt"].double(), 0.25)
+        down = degradations.imresize(item["gt"].double(), 0.25)
         assert (down - item["lq"].double())[:, 2:-2, 2:-2].abs().max() <= 1.0
     assert not torch.equal(ds[0]["gt"], ds[1]["gt"])
 
@@ -185,7 +185,7 @@ def test_dataloader_batches_with_two_workers(tiny_root):
 # ------------------------------------------------------------------ degradations
 def test_jpeg_degradation_changes_pixels_moderately():
     img = skimage.data.coffee()[100:163, 200:281]
-    out = data.jpeg_degrade(img, 20)
+    out = degradations.jpeg_degrade(img, 20)
     err = np.abs(out.astype(float) - img).mean()
     assert out.shape == img.shape and 0.5 < err < 20
 
@@ -193,13 +193,13 @@ def test_jpeg_degradation_changes_pixels_moderately():
 @pytest.mark.skipif(shutil.which("gst-launch-1.0") is None, reason="GStreamer tools not installed")
 def test_h264_degradation_round_trips_odd_sizes():
     img = skimage.data.coffee()[100:163, 200:281]  # 63 x 81: odd both ways
-    mild, hard = data.h264_degrade(img, 20), data.h264_degrade(img, 45)
+    mild, hard = degradations.h264_degrade(img, 20), degradations.h264_degrade(img, 45)
     err_mild = np.abs(mild.astype(float) - img).mean()
     err_hard = np.abs(hard.astype(float) - img).mean()
     assert mild.shape == img.shape and 0.1 < err_mild < err_hard < 40
 
 
 def test_degradation_spec_is_validated():
-    assert data.parse_degradation("h264:38") == ("h264", 38)
+    assert degradations.parse_degradation("h264:38") == ("h264", 38)
     with pytest.raises(data.DataError, match="jpeg:QUALITY"):
-        data.parse_degradation("webp:3")
+        degradations.parse_degradation("webp:3")

@@ -72,6 +72,24 @@ def test_higher_crf_means_smaller_bitstream_and_lower_psnr(moving_clip):
     assert sizes[0] > sizes[1] > sizes[2] and psnrs[0] > psnrs[1] > psnrs[2], results
 
 
+def test_yuv420_conversion_is_bt601_studio_range_and_unbiased():
+    rgb = skdata.astronaut()[100:164, 200:280]
+    yuv = degradations.rgb_to_yuv420(rgb)
+    assert yuv.shape == (96, 80)
+    assert np.abs(yuv[:64].astype(float) - np.rint(iqa.rgb_to_y(rgb))).max() <= 1  # the Y plane is BT.601 Y
+    back = degradations.yuv420_to_rgb(yuv)
+    # swscale's default path (PyAV's reformat) darkens luma by ~1.1 grey levels on this round trip;
+    # a network trained on that learns to brighten every clean frame
+    assert abs(float((iqa.rgb_to_y(back) - iqa.rgb_to_y(rgb)).mean())) < 0.1
+    assert iqa.psnr_y(back, rgb) > 45
+    grey = np.full((8, 8, 3), (90, 140, 200), np.uint8)
+    assert np.abs(degradations.yuv420_to_rgb(degradations.rgb_to_yuv420(grey)).astype(int) - grey).max() <= 1
+    # a near-lossless x264 pass keeps the mean brightness
+    lossless = degradations.ClipParams(codec="libx264", quality=0, preset="medium", bframes=0)
+    out = degradations.decode_bitstream(degradations.encode_clip([rgb, rgb], lossless))
+    assert abs(float((iqa.rgb_to_y(out[1]) - iqa.rgb_to_y(rgb)).mean())) < 0.1
+
+
 def test_encode_refuses_odd_frames_and_unknown_codecs():
     frame = np.zeros((15, 16, 3), np.uint8)
     with pytest.raises(degradations.DataError, match="even"):
@@ -200,4 +218,4 @@ def test_shipped_codec_configs_resolve():
         assert opt["datasets"]["train"]["clips"].startswith("data/clips_x"), path
         assert opt["network_g"]["scale"] == opt["scale"], path
     assert load_config(root / "f2srgan_x2.yml")["network_g"] == {
-        "type": "F2SRGANGenerator", "scale": 2, "num_blocks": 16, "fourier": True, "width": 48, "upsampler": "light"}
+        "type": "F2SRGANGenerator", "scale": 2, "num_blocks": 16, "fourier": True, "width": 32, "upsampler": "light"}

@@ -14,7 +14,7 @@ from skimage.metrics import structural_similarity
 from lightsr import evaluate, iqa
 from lightsr.archs import build_network
 from lightsr.bundle import Variant, manifest_dict, write_manifest
-from lightsr.data import downscale_u8, imresize
+from lightsr.degradations import downscale_u8, imresize
 from lightsr.deploy import U8Deploy
 
 

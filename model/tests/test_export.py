@@ -295,7 +295,7 @@ def test_cuda_half_variant_tracks_cpu_fp32_even_on_a_flat_1080p_frame():
 @pytest.mark.parametrize("args, message", [
     ([], "nothing to export"),
     (["--checkpoint", "missing.pth"], "does not exist"),
-    (["--config", "missing.yml"], "No such file"),
+    (["--config", "missing.yml"], "missing.yml not found"),
     (["--config", "bad.yml"], "'ladders' must map a scale"),
     (["--bicubic-only", "--scales", "1"], "integers >= 2"),
 ])

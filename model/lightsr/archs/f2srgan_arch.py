@@ -57,10 +57,16 @@ class F2SRGANGenerator(nn.Module):
             final_conv SepConv(w->3)) or 'light' (one SepConv(w->3*s*s)+PixelShuffle(s),
             ESPCN-like, about 15x fewer MACs in the tail at x4).
         res_scale: residual scaling (0.1 published).
+        image_skip: add the bicubic upscale of the input to the output (VDSR's global residual):
+            the network learns only a correction, and its last conv starts at zero, so a new
+            network starts as exactly bicubic. Not in the published model; the project's
+            compression-aware ladder uses it (a tiny network trained to restore coded frames from
+            clean weights stayed below bicubic, model/REPORT.md).
     """
 
     def __init__(self, scale: int = 4, num_blocks: int = 16, fourier: bool = True,
-                 width: int = 64, upsampler: str = "published", res_scale: float = 0.1):
+                 width: int = 64, upsampler: str = "published", res_scale: float = 0.1,
+                 image_skip: bool = False):
         super().__init__()
         if upsampler not in UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got '{upsampler}'")
@@ -80,6 +86,19 @@ class F2SRGANGenerator(nn.Module):
                                            nn.PixelShuffle(self.scale))
             self.final_conv = nn.Identity()
         self.add_mean = MeanShift(+1)
+        self.image_skip = bool(image_skip)
+        if self.image_skip:
+            last = [m for m in self.modules() if isinstance(m, nn.Conv2d)][-2]  # before add_mean
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
+
+    def _tail(self, features: Tensor, x: Tensor) -> Tensor:
+        """Upsampler + final conv; with image_skip, plus the bicubic upscale of the input `x`."""
+        out = self.final_conv(self.upsampler(features))
+        if self.image_skip:
+            return out + F.interpolate(x, scale_factor=float(self.scale), mode="bicubic", align_corners=False)
+        return self.add_mean(out)
 
     def _min_size_pad(self, x: Tensor) -> Tuple[Tensor, int, int]:
         """FFC blocks need H, W >= 2: replicate-pad 1-pixel inputs (cropped afterwards)."""
@@ -92,19 +111,19 @@ class F2SRGANGenerator(nn.Module):
     def forward_features(self, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
         """Output and the output of every residual block (for feature distillation)."""
         x, h, w = self._min_size_pad(x)
-        x = self.initial(self.sub_mean(x))
+        f = self.initial(self.sub_mean(x))
         feats: List[Tensor] = []
-        r = x
+        r = f
         for block in self.residual:
             r = block(r)
             feats.append(r)
-        out = self.add_mean(self.final_conv(self.upsampler(r + x)))
+        out = self._tail(r + f, x)
         return out[:, :, : h * self.scale, : w * self.scale], feats
 
     def forward(self, x: Tensor) -> Tensor:
         x, h, w = self._min_size_pad(x)
-        x = self.initial(self.sub_mean(x))
-        out = self.add_mean(self.final_conv(self.upsampler(self.residual(x) + x)))
+        f = self.initial(self.sub_mean(x))
+        out = self._tail(self.residual(f) + f, x)
         return out[:, :, : h * self.scale, : w * self.scale]
 
 
