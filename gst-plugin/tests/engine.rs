@@ -25,9 +25,11 @@ fn embedded_default_ladders_end_with_exact_bicubic() {
     let input = gradient(9, 13);
     for scale in [4, 2] {
         let ladder = bundle.ladder(scale).unwrap();
+        // at least one learned rung above bicubic; how many ship is the ladder rule's call
+        // (`lightsr export --scores`: each heavier rung restores measurably better, model/REPORT.md)
         assert!(
-            ladder.variants.len() >= 3,
-            "x{scale}: the default is a ladder"
+            ladder.variants.len() >= 2,
+            "x{scale}: the default has a learned rung and bicubic"
         );
         let last = ladder.variants.last().unwrap();
         assert_eq!(last.name(), "bicubic");
