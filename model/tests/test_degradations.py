@@ -218,4 +218,5 @@ def test_shipped_codec_configs_resolve():
         assert opt["datasets"]["train"]["clips"].startswith("data/clips_x"), path
         assert opt["network_g"]["scale"] == opt["scale"], path
     assert load_config(root / "f2srgan_x2.yml")["network_g"] == {
-        "type": "F2SRGANGenerator", "scale": 2, "num_blocks": 16, "fourier": True, "width": 32, "upsampler": "light"}
+        "type": "F2SRGANGenerator", "scale": 2, "num_blocks": 16, "fourier": True, "width": 32, "upsampler": "light",
+        "image_skip": True}

@@ -150,7 +150,7 @@ def test_export_records_the_objective_from_the_phase_or_the_ladder_entry(tmp_pat
 def test_default_ladder_paints_no_fixed_grid_on_smooth_areas():
     # The measure is losses.FixedPatternLoss on the 0..255 output: the RMS (grey levels) of the
     # scale x scale tile that repeats in the high-pass image. The x4 light, light-pruned and mid
-    # rungs trained with the texture term alone (not shipped, model/checkpoints/gan_cpu_scores.txt)
+    # rungs trained with the texture term alone (not shipped, model/REPORT.md history)
     # painted a grid over smooth areas: 0.98, 1.91 and 0.79 grey levels RMS, where the shipped
     # rungs give 0.02-0.50 (mid, trained with that loss as a penalty, 0.37).
     for ladder in json.loads((DEFAULT_BUNDLE / "manifest.json").read_text())["ladders"]:

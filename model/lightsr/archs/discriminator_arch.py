@@ -60,7 +60,7 @@ class UNetDiscriminatorSN(nn.Module):
 
     Why the ladder's GAN phase uses it: with 36 training photographs the image-level
     SwiftSRGAN critic separates real from fake within a few hundred steps (logit gap > 20 in
-    the H200 trial, model/checkpoints/gan_trial_h200.txt) and its saturated gradient wrecks
+    the H200 trial, model/REPORT.md history) and its saturated gradient wrecks
     the generator. Spectral normalisation bounds the critic's Lipschitz constant, and
     per-pixel logits give the generator local feedback (where texture is wrong) rather than
     one verdict per patch.
