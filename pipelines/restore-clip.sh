@@ -17,6 +17,7 @@ VARIANT=${VARIANT:-auto}  # auto or a variant name of the embedded bundle
 ADAPTIVE=${ADAPTIVE:-false}
 # Best rung allowed (empty: the ladder's top; every heavier rung restores better, model/REPORT.md).
 MAX_VARIANT=${MAX_VARIANT-}
+MAXV=(); [ -n "$MAX_VARIANT" ] && MAXV=(max-variant="$MAX_VARIANT")  # an empty value would eat the next token
 
 ./tests/setup.sh
 echo "==> cargo build --release"
@@ -41,7 +42,7 @@ OW=$((W * SCALE)); OH=$((H * SCALE))
 echo "==> ${W}x${H} -> ${OW}x${OH}: out/carphone_x${SCALE}.mp4"
 start=$(date +%s%N)
 gst-launch-1.0 -q filesrc location="$CLIP" ! decodebin ! videoconvert \
-  ! lightsrscale scale="$SCALE" variant="$VARIANT" adaptive="$ADAPTIVE" max-variant="$MAX_VARIANT" ! videoconvert \
+  ! lightsrscale scale="$SCALE" variant="$VARIANT" adaptive="$ADAPTIVE" "${MAXV[@]}" ! videoconvert \
   ! x264enc speed-preset=faster ! mp4mux ! filesink location="out/carphone_x${SCALE}.mp4"
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 
@@ -53,7 +54,7 @@ gst-launch-1.0 -q filesrc location="$CLIP" ! decodebin ! videoconvert ! video/x-
   t. ! queue ! videoscale method=catrom ! video/x-raw,width=$OW,height=$OH \
      ! textoverlay text="low-bitrate input, bicubic" valignment=top halignment=left font-desc="Sans 12" \
      ! comp.sink_0 \
-  t. ! queue ! lightsrscale scale="$SCALE" variant="$VARIANT" adaptive="$ADAPTIVE" max-variant="$MAX_VARIANT" \
+  t. ! queue ! lightsrscale scale="$SCALE" variant="$VARIANT" adaptive="$ADAPTIVE" "${MAXV[@]}" \
      ! textoverlay text="lightsrscale x${SCALE} (${VARIANT}, best ${MAX_VARIANT:-any})" valignment=top halignment=left font-desc="Sans 12" \
      ! comp.sink_1 \
   filesrc location="$PRISTINE" ! decodebin ! videoconvert ! videoscale method=catrom \
