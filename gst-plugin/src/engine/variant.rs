@@ -89,14 +89,15 @@ impl Variant {
     /// (N, H*scale, W*scale, 3) RGB on this variant's device.
     pub fn upscale(&self, frames: &Tensor) -> Result<Tensor, EngineError> {
         let expected = self.output_size(frames)?;
+        let frame = frames.size();
         let input = frames
             .f_to_device(self.device)
-            .map_err(|e| self.forward_error(&e))?;
+            .map_err(|e| self.frame_error(&e, &frame))?;
         let _guard = tch::no_grad_guard();
         let output = self
             .module
             .forward_ts(&[input])
-            .map_err(|e| self.forward_error(&e))?;
+            .map_err(|e| self.frame_error(&e, &frame))?;
         let (size, kind) = (
             output.size(),
             output.f_kind().map_err(|e| self.forward_error(&e))?,
@@ -152,7 +153,118 @@ impl Variant {
     fn forward_error(&self, e: &tch::TchError) -> EngineError {
         EngineError::Forward {
             variant: self.describe(),
-            problem: first_line(e),
+            problem: torch_cause(&e.to_string()),
         }
+    }
+
+    /// A failed forward of `frame` (N, H, W, 3): out of memory is named as such, with the
+    /// allocation, the frame and what to do about it.
+    fn frame_error(&self, e: &tch::TchError, frame: &[i64]) -> EngineError {
+        let message = e.to_string();
+        let problem = match (out_of_memory(&message), frame) {
+            (Some(allocation), &[n, h, w, _]) => format!(
+                "out of memory on {:?}: {allocation} failed while upscaling {n} frame(s) of {w}x{h} \
+                 x{}; use a lighter rung (variant= or max-variant=), a smaller scale, or smaller \
+                 frames (libtorch: {})",
+                self.device,
+                self.scale,
+                torch_cause(&message)
+            ),
+            _ => torch_cause(&message),
+        };
+        EngineError::Forward {
+            variant: self.describe(),
+            problem,
+        }
+    }
+}
+
+/// What libtorch says went wrong. A TorchScript failure's first line only says "The following
+/// operation failed in the TorchScript interpreter."; the cause is the last `...Error: ` line
+/// after the traceback.
+pub(crate) fn torch_cause(message: &str) -> String {
+    let cause = message
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| {
+            line.split_once(": ")
+                .is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '))
+        })
+        .map(|line| line.split_once(": ").map_or(line, |(_, rest)| rest));
+    cause.map_or_else(|| first_line(&message), str::to_string)
+}
+
+/// `Some("an allocation of 995.3 MB")` when `message` is libtorch's out-of-memory error (CPU
+/// allocator or CUDA caching allocator), else None.
+pub(crate) fn out_of_memory(message: &str) -> Option<String> {
+    let oom = [
+        "out of memory",
+        "can't allocate memory",
+        "not enough memory",
+    ];
+    if !oom.iter().any(|m| message.contains(m)) {
+        return None;
+    }
+    let amount = ["tried to allocate ", "Tried to allocate "]
+        .iter()
+        .find_map(|key| message.split_once(key).map(|(_, rest)| rest))
+        .and_then(|rest| {
+            rest.split([' ', '('])
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .into()
+        })
+        .map(|a: String| a.trim().trim_end_matches('.').to_string());
+    Some(match amount.as_deref() {
+        Some(a) if a.ends_with(" bytes") => match a.trim_end_matches(" bytes").parse::<f64>() {
+            Ok(bytes) => format!("an allocation of {:.1} MB", bytes / 1e6),
+            Err(_) => format!("an allocation of {a}"),
+        },
+        Some(a) if !a.is_empty() => format!("an allocation of {a}"),
+        _ => "an allocation".to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CPU_OOM: &str = "The following operation failed in the TorchScript interpreter.\n\
+        Traceback of TorchScript, serialized code (most recent call last):\n\
+          File \"code/__torch__/lightsr/deploy.py\", line 38, in forward\n\
+        def add(a : float, b : Tensor) -> Tensor:\n  return b + a\n\
+        RuntimeError: [enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't \
+        allocate memory: you tried to allocate 995328000 bytes. Error code 12 (Cannot allocate memory)\n";
+    const CUDA_OOM: &str = "The following operation failed in the TorchScript interpreter.\n\
+        RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.15 GiB total \
+        capacity; 77.02 GiB already allocated)\n";
+
+    #[test]
+    fn the_cause_of_a_torchscript_failure_is_its_last_error_line() {
+        assert!(torch_cause(CPU_OOM).starts_with("[enforce fail at alloc_cpu.cpp:127]"));
+        assert!(torch_cause(CPU_OOM).contains("995328000 bytes"));
+        assert_eq!(
+            torch_cause("Expected 4-dimensional input\nmore"),
+            "Expected 4-dimensional input"
+        );
+        assert_eq!(
+            torch_cause("The following operation failed.\nValueError: bad value"),
+            "bad value"
+        );
+    }
+
+    #[test]
+    fn out_of_memory_is_recognised_with_its_allocation() {
+        assert_eq!(
+            out_of_memory(CPU_OOM).as_deref(),
+            Some("an allocation of 995.3 MB")
+        );
+        assert_eq!(
+            out_of_memory(CUDA_OOM).as_deref(),
+            Some("an allocation of 2.00 GiB")
+        );
+        assert_eq!(out_of_memory("RuntimeError: shape mismatch"), None);
     }
 }
