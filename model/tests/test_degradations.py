@@ -14,7 +14,6 @@ from lightsr.train import ConfigError, load_config
 
 from tiny_data import tiny_root  # noqa: F401  (fixture)
 
-av = pytest.importorskip("av", reason="PyAV is installed by tests/setup.sh")
 
 
 def psnr(a, b):

@@ -332,7 +332,6 @@ def test_default_ladder_restores_a_compressed_held_out_clip():
     # rung must beat bicubic of the decoded frames on PSNR-Y: clearly at CRF 23 (the shipped x4 / x2
     # rungs: +0.08 / +0.14 dB), at least a little at CRF 34 (+0.013 / +0.024: little is left to restore
     # there, model/REPORT.md); and where a scale ships several learned rungs, the top one the lightest.
-    pytest.importorskip("av", reason="PyAV is installed by tests/setup.sh")
     import numpy as np
     from skimage import data as skdata
 
