@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,11 +101,19 @@ def frozen_inputs(frozen: Path, data_root: Path, scale: int) -> tuple[dict, dict
                 lr_out[(name, level)] = clean
                 continue
             file = frozen / f"{name}_x{scale}_{level}.mkv"
+            source_sha = hashlib.sha256(b"".join(f.tobytes() for f in clean)).hexdigest()
             if not file.exists():
-                file.write_bytes(encode_clip(clean, params))
+                tmp = file.with_name(file.name + ".tmp")
+                tmp.write_bytes(encode_clip(clean, params))
+                os.replace(tmp, file)
                 record[file.name] = {"source": name, "scale": scale, "level": level, "frames": len(clean),
-                                     "params": params.to_json(),
+                                     "params": params.to_json(), "source_sha256": source_sha,
                                      "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
+            known = record.get(file.name, {})
+            if known.get("source_sha256") != source_sha or known.get("sha256") != \
+                    hashlib.sha256(file.read_bytes()).hexdigest():
+                raise SystemExit(f"lightsr eval-video: {file} was frozen from other frames than {name} gives "
+                                 f"now (or was changed): delete {frozen} to re-freeze every bitstream")
             decoded = decode_bitstream(file)
             if len(decoded) != len(clean):
                 raise SystemExit(f"lightsr eval-video: {file} decodes to {len(decoded)} frames, expected "
@@ -271,22 +280,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def checkpoint_rungs(specs: list[str]) -> list[Rung]:
+    """`NAME=CKPT` training checkpoints as rungs, deployed as export would."""
+    rungs = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--checkpoint expects NAME=CKPT, got '{spec}'")
+        from lightsr.complexity import count_macs  # noqa: PLC0415
+        from lightsr.export import deploy_checkpoint  # noqa: PLC0415
+        module = deploy_checkpoint(path)
+        rungs.append(Rung(name, "learned", torch.jit.script(module),
+                          {"macs_320x180": count_macs(module.net, 180, 320)}, path))
+    return rungs
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     frozen = args.frozen or args.data_root / "eval_video"
-    hr, lr = frozen_inputs(frozen, args.data_root, args.scale)
-    rungs = [] if args.no_bundle else collect_rungs(args.bundle, args.scale, args.extra)
-    if args.checkpoint:
-        from lightsr.export import deploy_checkpoint  # noqa: PLC0415
-        from lightsr.complexity import count_macs  # noqa: PLC0415
-        for spec in args.checkpoint:
-            name, _, path = spec.partition("=")
-            module = deploy_checkpoint(path)
-            rungs.insert(0, Rung(name, "learned", torch.jit.script(module),
-                                 {"macs_320x180": count_macs(module.net, 180, 320)}, path))
+    try:
+        hr, lr = frozen_inputs(frozen, args.data_root, args.scale)
+        rungs = checkpoint_rungs(args.checkpoint)
+        if not args.no_bundle:
+            rungs += collect_rungs(args.bundle, args.scale, args.extra)
+    except (DataError, OSError, ValueError, RuntimeError) as err:
+        print(f"lightsr eval-video: {err}", file=sys.stderr)
+        return 2
+    names = [r.name for r in rungs]
+    if len(set(names)) != len(names):
+        print(f"lightsr eval-video: two rungs named {sorted(n for n in set(names) if names.count(n) > 1)}: "
+              f"give --checkpoint rungs their own names, or --no-bundle", file=sys.stderr)
+        return 2
     if not any(r.kind == "bicubic" for r in rungs):
-        rungs += [r for r in collect_rungs(args.bundle, args.scale, []) if r.kind == "bicubic"]
+        from lightsr.deploy import bicubic_variant  # noqa: PLC0415
+        rungs.append(Rung("bicubic", "bicubic", torch.jit.script(bicubic_variant(args.scale)), {"params": 0},
+                          "lightsr.deploy.bicubic_variant"))
     niqe = iqa.NiqeModel(iqa.niqe_params_path())
     results, crops = evaluate_rungs(rungs, hr, lr, args.scale, niqe)
     meta = {"scale": args.scale, "frozen": str(frozen), "sources": len(hr),

@@ -250,9 +250,9 @@ def read_scores(paths: list[Path]) -> dict[int, dict[str, float]]:
         try:
             doc = json.loads(Path(path).read_text())
             scale, values = int(doc["meta"]["scale"]), doc["validation_score"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            scores.setdefault(scale, {}).update({k: float(v) for k, v in values.items() if v is not None})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"--scores {path}: not an eval_video.json of `lightsr eval-video` ({e})") from None
-        scores.setdefault(scale, {}).update({k: float(v) for k, v in values.items() if v is not None})
     return scores
 
 
@@ -264,6 +264,8 @@ def ladder_rule_problems(ladders: dict[int, list["ExportedVariant"]], scores: di
     problems = []
     for scale, variants in ladders.items():
         got = scores.get(scale)
+        if all(ev.variant.kind == "bicubic" for ev in variants):
+            continue  # nothing learned to check
         if got is None:
             problems.append(f"x{scale}: no validation scores (--scores with an eval_video.json of scale {scale})")
             continue
@@ -343,7 +345,8 @@ def ladder_entries(args) -> tuple[list[dict], dict]:
     entries, meta = [], {}
     if args.config:
         cfg = load_config(args.config)
-        meta = {k: cfg[k] for k in ("name", "description") if k in cfg}
+        raw = yaml.safe_load(args.config.read_text()) or {}  # a name given, not the file stem load_config adds
+        meta = {k: cfg[k] for k in ("name", "description") if k in cfg and (k != "name" or "name" in raw)}
         if not isinstance(cfg.get("ladders"), dict):
             raise ValueError(f"{args.config}: 'ladders' must map a scale to a list of "
                              "checkpoints, e.g. `ladders: {4: [{checkpoint: a.pth}]}`")

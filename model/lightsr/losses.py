@@ -406,6 +406,10 @@ LEGACY_KEYS = {
     "pattern_opt": ("FixedPatternLoss", "pattern", ("full",), False, {"loss_weight": 0.0, "period": "scale"}),
 }
 ALWAYS_IN_FULL = ("perceptual_opt", "tv_opt")  # the GAN phase always had these two
+# YAML reads 1e-3 as a string: the legacy keys' numbers are cast as the seed's trainer did
+LEGACY_CASTS = {"loss_weight": float, "fft_weight": float, "gradient_weight": float, "eps": float,
+                "window": int, "factor": int, "period": int}
+RESERVED_TERMS = ("distill", "gan", "total", "d")  # the trainer's own log names (l_distill, ...)
 
 
 def build_losses(train_opt: dict, phase: str, scale: int) -> list[LossTerm]:
@@ -416,12 +420,19 @@ def build_losses(train_opt: dict, phase: str, scale: int) -> list[LossTerm]:
         opt = train_opt.get(key)
         if phase not in phases or (opt is None and not (phase == "full" and key in ALWAYS_IN_FULL)):
             continue
+        if opt is not None and not isinstance(opt, dict):
+            raise ValueError(f"train.{key}: expected a mapping such as {{loss_weight: 1.0}}, got {opt!r}")
         spec = {k: (scale if v == "scale" else v) for k, v in defaults.items()}
-        spec.update(opt or {})
+        spec.update({k: LEGACY_CASTS.get(k, lambda v: v)(v) for k, v in (opt or {}).items()})
         spec["type"] = spec.get("type", "L1Loss") if kind is None else kind
         spec["name"] = name
         if not keep_zero and not float(spec.get("loss_weight", 1.0)):
             build_loss(spec, f"train.{key}")  # a bad setting fails even at weight 0
             continue
         terms.append(build_loss(spec, f"train.{key}"))
+    names = [t.name for t in terms]
+    for t in terms:
+        if names.count(t.name) > 1 or t.name in RESERVED_TERMS:
+            raise ValueError(f"{t.origin}: loss name '{t.name}' is {'reserved' if t.name in RESERVED_TERMS else 'used twice'}"
+                             f"; give each entry its own `name:`")
     return terms

@@ -84,6 +84,8 @@ def load_config(path: str | Path, _seen: tuple = ()) -> dict:
         raise ConfigError(f"config {path}: expected a YAML mapping")
     base = own.pop("_base_", None)
     opt = own
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"config {path}: `_base_` must be one file name, got {base!r}")
     if base:
         inherited = load_config(path.parent / base, (*_seen, path.resolve()))
         inherited.pop("name")  # a run is named by its own file, never by its base
@@ -380,8 +382,17 @@ class Trainer:
             if not load_pretrained:
                 return net
             weights = self.excluded(weights)
-            strict = bool(self.opt["path"].get("strict_load_g", True)) and not self.opt["path"].get("exclude_g")
-            if not strict:
+            strict = bool(self.opt["path"].get("strict_load_g", True))
+            if strict and self.opt["path"].get("exclude_g"):
+                # strict but for the excluded keys: anything else missing or unexpected is an error
+                own = net.state_dict()
+                missing = [k for k in own if k not in weights and not self.is_excluded(k)]
+                unexpected = [k for k in weights if k not in own]
+                if missing or unexpected:
+                    raise ConfigError(f"path.pretrain_network_g {pretrain} does not fit network_g: missing "
+                                      f"{missing[:5]}, unexpected {unexpected[:5]} (strict_load_g: false to allow)")
+                strict = False
+            elif not strict:
                 # BasicSR's rule: with strict_load_g false, entries whose shape differs (another
                 # scale's tail, say) are left at their initialisation, and said so
                 own = net.state_dict()
@@ -406,13 +417,24 @@ class Trainer:
             self.log_rank0(f"warm start from {shallow}: its blocks went to {blocks}, the others start as identity")
         return net
 
+    def exclude_prefixes(self) -> tuple[str, ...]:
+        value = self.opt.get("path", {}).get("exclude_g") or ()
+        return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+
+    def is_excluded(self, key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in self.exclude_prefixes())
+
     def excluded(self, weights: dict) -> dict:
-        """`path.exclude_g`: key prefixes left at the network's own initialisation (e.g. the last
-        conv of an image_skip generator, which starts at zero so the network starts as bicubic)."""
-        prefixes = tuple(self.opt.get("path", {}).get("exclude_g") or ())
+        """`path.exclude_g`: module names (or keys) left at the network's own initialisation (e.g.
+        the last conv of an image_skip generator, which starts at zero so the network starts as
+        bicubic). A name that matches no key is a ConfigError."""
+        prefixes = self.exclude_prefixes()
         if not prefixes:
             return weights
-        kept = {k: v for k, v in weights.items() if not k.startswith(prefixes)}
+        for p in prefixes:
+            if not any(k == p or k.startswith(p + ".") for k in weights):
+                raise ConfigError(f"path.exclude_g: '{p}' matches no weight of the checkpoint")
+        kept = {k: v for k, v in weights.items() if not self.is_excluded(k)}
         self.log_rank0(f"not loaded (path.exclude_g): {', '.join(k for k in weights if k not in kept)}")
         return kept
 

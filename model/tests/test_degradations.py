@@ -207,6 +207,9 @@ def test_config_base_inheritance(tmp_path):
     (tmp_path / "loop.yml").write_text("_base_: loop.yml\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(tmp_path / "loop.yml")
+    (tmp_path / "list.yml").write_text("_base_: [base.yml]\n")
+    with pytest.raises(ConfigError, match="one file name"):
+        load_config(tmp_path / "list.yml")
 
 
 def test_shipped_codec_configs_resolve():
@@ -245,3 +248,10 @@ def test_eval_video_freezes_once_and_scores_every_rung_against_bicubic(tiny_root
     assert "crf34" in (out / "eval_video.md").read_text() and (out / "crops_video_x4.png").exists()
     assert evaluate_video.main(args) == 0  # a second run decodes the same bitstream, never re-encodes
     assert (frozen / name).read_bytes() == first
+    # a bitstream frozen from other frames is refused, not scored against the wrong HR
+    monkeypatch.setattr(evaluate_video, "PHOTO_FRAMES", 5)
+    with pytest.raises(SystemExit, match="re-freeze"):
+        evaluate_video.main(args)
+    monkeypatch.setattr(evaluate_video, "PHOTO_FRAMES", 4)
+    # a --checkpoint without a path is refused with a message, not a traceback
+    assert evaluate_video.main(args + ["--checkpoint", "x=", "--no-bundle"]) == 2

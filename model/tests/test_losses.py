@@ -212,3 +212,16 @@ def test_diff_augment_translates_cuts_out_and_passes_gradients():
     assert x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="unknown policy 'flip'"):
         losses.diff_augment(x, ("flip",))
+
+
+def test_loss_names_are_unique_and_legacy_numbers_are_cast():
+    with pytest.raises(ValueError, match="used twice"):
+        losses.build_losses({"losses": [{"type": "L1Loss"}, {"type": "L1Loss"}]}, "pre", 4)
+    with pytest.raises(ValueError, match="reserved"):
+        losses.build_losses({"losses": [{"type": "L1Loss", "name": "gan"}]}, "pre", 4)
+    with pytest.raises(ValueError, match="used twice"):
+        losses.build_losses({"pixel_opt": {}, "losses": [{"type": "L1Loss", "name": "pix"}]}, "pre", 4)
+    terms = losses.build_losses({"perceptual_opt": {"fft_weight": "1e-3", "loss_weight": "2e-1"}}, "full", 4)
+    assert terms[0].module.fft_weight == pytest.approx(1e-3) and terms[0].weight == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="train.tv_opt: expected a mapping"):
+        losses.build_losses({"tv_opt": 0.5}, "full", 4)

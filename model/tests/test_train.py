@@ -246,3 +246,22 @@ def test_cuda_full_phase_and_resume(tiny_root, tmp_path):
     b = torch.load(tmp_path / "b/checkpoints/latest.pth", weights_only=False)
     for name, tensor in a["params"].items():  # cuDNN may pick other kernels: close, not bit-equal
         assert torch.allclose(tensor, b["params"][name], atol=1e-4), name
+
+
+def test_exclude_g_keeps_named_modules_at_their_init_and_refuses_unknown_names(tiny_root, tmp_path):  # noqa: F811
+    pre = tiny_opt(tiny_root, name="pre_skip", iters=2)
+    pre["network_g"]["image_skip"] = True
+    train.run_training(pre, out_dir=tmp_path / "pre", device="cpu")
+    weights, _ = train.load_generator_weights(tmp_path / "pre/checkpoints/latest.pth")
+    opt = tiny_opt(tiny_root, iters=1)
+    opt["network_g"]["image_skip"] = True
+    opt["path"] = {"pretrain_network_g": str(tmp_path / "pre/checkpoints/latest.pth"),
+                   "exclude_g": "final_conv.1"}  # one name as a string works too
+    trainer = train.Trainer(opt, tmp_path / "run", "cpu", None, None, False)
+    state = trainer.net_g.state_dict()
+    assert not state["final_conv.1.weight"].any() and not state["final_conv.1.bias"].any()
+    assert torch.equal(state["final_conv.0.weight"], weights["final_conv.0.weight"])  # not a loose prefix
+    assert torch.equal(state["initial.0.0.weight"], weights["initial.0.0.weight"])
+    opt["path"]["exclude_g"] = ["final_conv.9"]
+    with pytest.raises(train.ConfigError, match="matches no weight"):
+        train.Trainer(opt, tmp_path / "run2", "cpu", None, None, False)

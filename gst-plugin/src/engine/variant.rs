@@ -219,7 +219,9 @@ pub(crate) fn out_of_memory(message: &str) -> Option<String> {
         .map(|a: String| a.trim().trim_end_matches('.').to_string());
     Some(match amount.as_deref() {
         Some(a) if a.ends_with(" bytes") => match a.trim_end_matches(" bytes").parse::<f64>() {
-            Ok(bytes) => format!("an allocation of {:.1} MB", bytes / 1e6),
+            Ok(bytes) if bytes >= 1e9 => format!("an allocation of {:.2} GB", bytes / 1e9),
+            Ok(bytes) if bytes >= 1e6 => format!("an allocation of {:.1} MB", bytes / 1e6),
+            Ok(bytes) => format!("an allocation of {bytes} bytes"),
             Err(_) => format!("an allocation of {a}"),
         },
         Some(a) if !a.is_empty() => format!("an allocation of {a}"),
@@ -266,5 +268,10 @@ mod tests {
             Some("an allocation of 2.00 GiB")
         );
         assert_eq!(out_of_memory("RuntimeError: shape mismatch"), None);
+        let small = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 4096 bytes.";
+        assert_eq!(
+            out_of_memory(small).as_deref(),
+            Some("an allocation of 4096 bytes")
+        );
     }
 }
