@@ -38,12 +38,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from lightsr import iqa
 from lightsr.data import DEFAULT_ROOT, load_manifest, read_rgb
 from lightsr.degradations import ClipParams, DataError, decode_bitstream, downscale_u8, encode_clip, mod_crop, motion_clip
-from lightsr.evaluate import Rung, _fmt, collect_rungs, upscale
+from lightsr.evaluate import Rung, _fmt, _mean, collect_rungs, crops_png, upscale
 
 LEVELS = ("clean", "crf23", "crf28", "crf34", "crf38")
 TARGET_LEVEL = "crf34"
@@ -109,12 +108,11 @@ def frozen_inputs(frozen: Path, data_root: Path, scale: int) -> tuple[dict, dict
                 record[file.name] = {"source": name, "scale": scale, "level": level, "frames": len(clean),
                                      "params": params.to_json(), "source_sha256": source_sha,
                                      "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
-            known = record.get(file.name, {})
-            if known.get("source_sha256") != source_sha or known.get("sha256") != \
-                    hashlib.sha256(file.read_bytes()).hexdigest():
+            known, bits = record.get(file.name, {}), file.read_bytes()
+            if known.get("source_sha256") != source_sha or known.get("sha256") != hashlib.sha256(bits).hexdigest():
                 raise SystemExit(f"lightsr eval-video: {file} was frozen from other frames than {name} gives "
                                  f"now (or was changed): delete {frozen} to re-freeze every bitstream")
-            decoded = decode_bitstream(file)
+            decoded = decode_bitstream(bits)
             if len(decoded) != len(clean):
                 raise SystemExit(f"lightsr eval-video: {file} decodes to {len(decoded)} frames, expected "
                                  f"{len(clean)}: delete it to re-freeze")
@@ -124,9 +122,12 @@ def frozen_inputs(frozen: Path, data_root: Path, scale: int) -> tuple[dict, dict
 
 
 # --------------------------------------------------------------------------- measures
-def temporal_error(sr: list[np.ndarray], hr: list[np.ndarray]) -> float:
-    """Mean |(SR[t+1] - SR[t]) - (HR[t+1] - HR[t])| on Y, grey levels."""
-    ys, yh = [iqa.rgb_to_y(f) for f in sr], [iqa.rgb_to_y(f) for f in hr]
+def temporal_error(sr: list[np.ndarray], hr: list[np.ndarray], border: int = 0) -> float:
+    """Mean |(SR[t+1] - SR[t]) - (HR[t+1] - HR[t])| on Y, grey levels, `border` pixels cropped
+    (model/recipes/temporal_check.py crops the scale)."""
+    def y(f):
+        return iqa.rgb_to_y(f)[border:-border, border:-border] if border else iqa.rgb_to_y(f)
+    ys, yh = [y(f) for f in sr], [y(f) for f in hr]
     return float(np.mean([np.abs((ys[t + 1] - ys[t]) - (yh[t + 1] - yh[t])).mean() for t in range(len(sr) - 1)]))
 
 
@@ -203,11 +204,7 @@ def summary(result: VideoResult, level: str | None = None, sources: str = "all")
         if sources == "real" and source.startswith("photo-"):
             continue
         keep.append(row)
-
-    def mean(k):
-        vals = [r[k] for r in keep if r.get(k) is not None]
-        return float(np.mean(vals)) if vals else None
-    return {k: mean(k) for k in ("psnr_y", "ssim_y", "gain_psnr", "gain_ssim", "niqe", "te", "tof")}
+    return {k: _mean([r.get(k) for r in keep]) for k in ("psnr_y", "ssim_y", "gain_psnr", "gain_ssim", "niqe", "te", "tof")}
 
 
 def validation_score(result: VideoResult) -> float:
@@ -243,24 +240,6 @@ def markdown(results: list[VideoResult], scale: int, meta: dict) -> str:
               f"B-frames), frozen in `{meta['frozen']}`. PSNR / SSIM on Y, border {scale}; NIQE every "
               f"{NIQE_EVERY}th frame (frames too small for NIQE skipped); TE and tOF: lower is steadier."]
     return "\n".join(lines) + "\n"
-
-
-def crops_png(path: Path, crops: dict, hr_frame: np.ndarray, size: int = 160) -> None:
-    """One row: every rung's output (bicubic of decoded first) then HR, the most textured crop."""
-    from lightsr.evaluate import best_crop_origin  # noqa: PLC0415
-    size = min(size, *hr_frame.shape[:2])
-    top, left = best_crop_origin(hr_frame, size)
-    names = sorted(crops, key=lambda n: n != "bicubic") + ["HR"]
-    tiles = [crops[n] for n in names[:-1]] + [hr_frame]
-    label_h, pad = 14, 2
-    canvas = Image.new("RGB", (len(tiles) * (size + pad), label_h + size), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, (name, img) in enumerate(zip(names, tiles)):
-        draw.text((c * (size + pad) + 2, 1), (f"{name} (decoded)" if name == "bicubic" else name)[:size // 6],
-                  fill="black")
-        canvas.paste(Image.fromarray(np.ascontiguousarray(img[top:top + size, left:left + size])),
-                     (c * (size + pad), label_h))
-    canvas.save(path)
 
 
 # --------------------------------------------------------------------------- command
@@ -329,6 +308,11 @@ def main(argv: list[str]) -> int:
                       "summary": {lv: summary(r, lv) for lv in LEVELS}} for r in results]}, indent=1))
     table = markdown(results, args.scale, meta)
     (args.out / "eval_video.md").write_text(table)
-    crops_png(args.out / f"crops_video_x{args.scale}.png", crops, hr[crop_source(hr)][len(hr[crop_source(hr)]) // 2])
+    # bicubic of the decoded frames | every rung | HR, on the most textured crop of one frame
+    names = sorted(crops, key=lambda n: n != "bicubic")
+    frame = hr[crop_source(hr)][len(hr[crop_source(hr)]) // 2]
+    crops_png(args.out / f"crops_video_x{args.scale}.png",
+              [f"{n} (decoded)" if n == "bicubic" else n for n in names], [[crops[n]] for n in names],
+              [(crop_source(hr), frame, None)], rows=1)
     print(table)
     return 0

@@ -28,6 +28,7 @@ A ladder YAML lists the checkpoints per scale:
           {checkpoint: runs/student_x4/best.pth, name: student}]
 """
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -244,7 +245,6 @@ MIN_GAIN_DB = 0.05  # ... and scores at least this much higher on the validation
 
 def read_scores(paths: list[Path]) -> dict[int, dict[str, float]]:
     """{scale: {rung name: validation score}} from `lightsr eval-video` JSON files."""
-    import json  # noqa: PLC0415
     scores: dict[int, dict[str, float]] = {}
     for path in paths:
         try:

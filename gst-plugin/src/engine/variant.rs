@@ -88,8 +88,8 @@ impl Variant {
     /// uint8 (N, H, W, 3) RGB, on any device and possibly strided -> uint8
     /// (N, H*scale, W*scale, 3) RGB on this variant's device.
     pub fn upscale(&self, frames: &Tensor) -> Result<Tensor, EngineError> {
-        let expected = self.output_size(frames)?;
         let frame = frames.size();
+        let expected = self.output_size(frames, &frame)?;
         let input = frames
             .f_to_device(self.device)
             .map_err(|e| self.frame_error(&e, &frame))?;
@@ -129,11 +129,10 @@ impl Variant {
         Ok(start.elapsed())
     }
 
-    fn output_size(&self, frames: &Tensor) -> Result<Vec<i64>, EngineError> {
-        let size = frames.size();
+    fn output_size(&self, frames: &Tensor, size: &[i64]) -> Result<Vec<i64>, EngineError> {
         let kind = frames.f_kind().map_err(|e| self.forward_error(&e))?;
-        match size.as_slice() {
-            &[n, h, w, 3] if kind == Kind::Uint8 && n > 0 && h > 0 && w > 0 => {
+        match *size {
+            [n, h, w, 3] if kind == Kind::Uint8 && n > 0 && h > 0 && w > 0 => {
                 let s = i64::from(self.scale);
                 Ok(vec![n, h * s, w * s, 3])
             }
