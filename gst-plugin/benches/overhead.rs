@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Element overhead benchmark: per-frame time of `lightsrscale` (conversion + copies +
-//! GStreamer) against the same TorchScript forward called directly, in one process.
+//! GStreamer) against the same TorchScript forward called directly, and against GStreamer's
+//! own `videoscale method=catrom` on the same frames, in one process.
 //!
 //! ```text
 //! cargo bench --bench overhead                       # embedded default bundle, 320x180 -> x4
@@ -21,6 +22,7 @@ const HEIGHT: u32 = 180;
 const SCALE: u32 = 4;
 
 struct ElementRun {
+    label: String,
     format: &'static str,
     harness: gst_check::Harness,
     input: gst::Buffer,
@@ -35,7 +37,29 @@ impl ElementRun {
             .property("variant", variant)
             .build()
             .expect("lightsrscale");
-        let mut harness = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
+        let harness = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
+        Self::with_harness(format!("element, {format:<4}"), format, harness)
+    }
+
+    /// GStreamer's own scaler on the same frames: what the weight-free rung is held to.
+    fn videoscale(format: &'static str) -> ElementRun {
+        let harness = gst_check::Harness::new_parse(&format!(
+            "videoscale method=catrom ! capsfilter caps=video/x-raw,width={},height={}",
+            WIDTH * SCALE,
+            HEIGHT * SCALE
+        ));
+        Self::with_harness(
+            format!("videoscale method=catrom, {format:<4}"),
+            format,
+            harness,
+        )
+    }
+
+    fn with_harness(
+        label: String,
+        format: &'static str,
+        mut harness: gst_check::Harness,
+    ) -> ElementRun {
         harness.play();
         let info = gst_video::VideoInfo::builder(
             gst_video::VideoFormat::from_string(format),
@@ -56,6 +80,7 @@ impl ElementRun {
             .enumerate()
             .for_each(|(i, b)| *b = (i * 7 % 251) as u8);
         ElementRun {
+            label,
             format,
             harness,
             input,
@@ -124,6 +149,8 @@ fn main() {
     let mut runs = [
         ElementRun::new("RGB", &model, &device_name, variant.name()),
         ElementRun::new("NV12", &model, &device_name, variant.name()),
+        ElementRun::videoscale("RGB"),
+        ElementRun::videoscale("NV12"),
     ];
     // Warm-up: one of each outside the measurement.
     direct_forward(&variant, &input);
@@ -150,13 +177,23 @@ fn main() {
         "  {:<44}: {forward_ms:8.2} ms/frame",
         "direct TorchScript forward (u8 tensor on device)"
     );
-    for (run, times) in runs.iter().zip(&mut element) {
-        let ms = median_ms(times);
+    let medians: Vec<f64> = element.iter_mut().map(|t| median_ms(t)).collect();
+    for (run, ms) in runs.iter().zip(&medians) {
         let overhead = ms - forward_ms;
-        println!(
-            "  element, {:<4} in/out (frames in CPU memory)     : {ms:8.2} ms/frame  overhead {overhead:+6.2} ms = {:+5.1}% of the forward",
-            run.format,
-            100.0 * overhead / forward_ms
-        );
+        print!("  {:<44}: {ms:8.2} ms/frame", run.label);
+        if run.label.starts_with("element") {
+            print!(
+                "  overhead {overhead:+6.2} ms = {:+5.1}% of the forward",
+                100.0 * overhead / forward_ms
+            );
+            if let Some(reference) = runs
+                .iter()
+                .zip(&medians)
+                .find(|(r, _)| r.label.starts_with("videoscale") && r.format == run.format)
+            {
+                print!(", {:.2}x videoscale", ms / reference.1);
+            }
+        }
+        println!();
     }
 }

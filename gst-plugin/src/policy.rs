@@ -949,8 +949,9 @@ impl DeadlinePolicy {
         remaining.saturating_sub(self.config.margin)
     }
 
-    /// Best variant with headroom, else best that fits, else the cheapest known, else the
-    /// lightest allowed (then probes climb from there).
+    /// Best variant with headroom, else best that fits, else the lightest allowed if it is not
+    /// measured yet (the ladder's order is the best guess until a warm-up or this frame
+    /// measures it), else the cheapest known (then probes climb from there).
     fn choose_fresh(&mut self, budget: Duration, reason: Reason) -> Choice {
         self.resized = false;
         self.reconfigured = false;
@@ -961,8 +962,10 @@ impl DeadlinePolicy {
             .clone()
             .find(|&v| self.fits_with_headroom(v, budget));
         let fitting = || allowed.clone().find(|&v| self.fits(v, budget, 1.0));
+        let untried_lightest = || Some(lightest).filter(|&v| self.predicted(v).is_none());
         let variant = with_headroom
             .or_else(fitting)
+            .or_else(untried_lightest)
             .or_else(|| self.cheapest(allowed.clone()))
             .unwrap_or(lightest);
         Choice::Run(variant, reason)
@@ -990,6 +993,10 @@ impl DeadlinePolicy {
             .unwrap_or(current);
         if self.fits(fallback, budget, 1.0) {
             return Choice::Run(fallback, reason);
+        }
+        if lightest != current && self.predicted(lightest).is_none() {
+            // Not measured yet (its warm-up still runs): the ladder's order says it is lighter.
+            return Choice::Run(lightest, reason);
         }
         if self.consecutive_drops >= self.config.remeasure_after_drops {
             return Choice::Run(fallback, Reason::Remeasure);

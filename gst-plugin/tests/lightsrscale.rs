@@ -116,10 +116,13 @@ fn every_format_is_bicubic_within_its_quantisation() {
             .collect();
         let worst = *errors.iter().max().unwrap();
         let mean = errors.iter().map(|&e| f64::from(e)).sum::<f64>() / errors.len() as f64;
-        // Packed RGB is exact; YUV adds one 4:2:0 encode of a smooth image (a few codes).
+        // The bicubic rung on the CPU is GStreamer's scaler. Packed RGB: its fixed-point taps
+        // stay within a code or two of torch's bicubic. YUV: it scales each plane (chroma at
+        // its own resolution and siting) where the reference scales RGB, and the reference
+        // adds one 4:2:0 encode: up to a dozen codes at the gradient's edges, 2 on average.
         let (max_worst, max_mean) = match layout {
-            PixelLayout::I420 | PixelLayout::Nv12 => (6, 1.5),
-            _ => (1, 0.1),
+            PixelLayout::I420 | PixelLayout::Nv12 => (12, 2.0),
+            _ => (2, 0.3),
         };
         eprintln!("{name}: worst {worst}, mean {mean:.3}");
         assert!(
@@ -137,9 +140,18 @@ fn alpha_is_upscaled_bicubic_with_the_colour() {
         let (_, out_alpha, _) = run_frame(&mut h, name, layout, &gradient(9, 11), Some(&alpha));
         let want =
             bicubic_reference(&alpha.unsqueeze(3).expand([1, 9, 11, 3], false), 4).select(3, 0);
+        // GStreamer's scaler (the bicubic rung on the CPU) rounds its fixed-point taps its
+        // own way: within 2 codes of torch's bicubic, well under 1 on average.
+        let errors = bytes(&out_alpha.unwrap())
+            .iter()
+            .zip(bytes(&want))
+            .map(|(a, b)| a.abs_diff(b))
+            .collect::<Vec<_>>();
+        let mean = errors.iter().map(|&e| f64::from(e)).sum::<f64>() / errors.len() as f64;
         assert!(
-            max_diff(&bytes(&out_alpha.unwrap()), &bytes(&want)) <= 1,
-            "{name}"
+            errors.iter().all(|&e| e <= 2) && mean <= 0.7,
+            "{name}: worst {:?}, mean {mean:.2}",
+            errors.iter().max()
         );
     }
 }
@@ -200,7 +212,7 @@ fn scale_change_while_playing_renegotiates_the_output() {
     h.element().unwrap().set_property("scale", 2u32);
     let (out, _, info) = run_frame(&mut h, "RGB", PixelLayout::Rgb, &input, None);
     assert_eq!((info.width(), info.height()), (40, 24));
-    assert!(max_diff(&bytes(&out), &bytes(&bicubic_reference(&input, 2))) <= 1);
+    assert!(max_diff(&bytes(&out), &bytes(&bicubic_reference(&input, 2))) <= 2);
 }
 
 #[test]

@@ -4,8 +4,14 @@
 `U8Deploy` wraps any float network that maps RGB 0..255 NCHW to RGB 0..255 NCHW (the
 published F2SRGAN convention) into the module the element calls: uint8 NHWC RGB in, uint8
 NHWC RGB out, with the u8 <-> float conversion, clamping and rounding done inside libtorch.
-`BicubicUpscale` is the weight-free last rung of every ladder.
+`PhaseDeploy` is the fast form of the same contract for the ladder's image-skip generators
+(ESPCN-like tail + bicubic skip): everything runs at input resolution, the bicubic skip becomes a
+small convolution added before the pixel shuffle, and the only output-resolution pass is one uint8
+copy. `BicubicUpscale` is the weight-free last rung of every ladder.
 """
+import copy
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,14 +50,7 @@ class U8Deploy(nn.Module):
         self.register_buffer("anchor", torch.zeros(1), persistent=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.size(3) != 3:
-            raise RuntimeError(
-                "lightsr variant: expected a uint8 tensor of shape (N, H, W, 3) RGB, got shape "
-                + str(x.shape) + "; pass frames as NHWC RGB bytes")
-        if x.dtype != torch.uint8:
-            raise RuntimeError(
-                "lightsr variant: expected dtype uint8, got " + str(x.dtype)
-                + "; pass the raw RGB bytes, the module normalises them itself")
+        check_u8_frames(x)
         y = x.permute(0, 3, 1, 2).to(self.anchor.dtype)
         if not self.channels_last:
             y = y.contiguous()
@@ -61,6 +60,150 @@ class U8Deploy(nn.Module):
         return y.to(torch.uint8, memory_format=torch.contiguous_format).contiguous()
 
 
-def bicubic_variant(scale: int) -> U8Deploy:
-    """The deployable bicubic rung: no weights, exact torch bicubic, u8 in/out."""
-    return U8Deploy(BicubicUpscale(scale), scale).eval()
+def _cubic(t: float, a: float = -0.75) -> float:
+    """Keys' cubic convolution kernel with torch's A = -0.75."""
+    t = abs(t)
+    if t <= 1:
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+    if t < 2:
+        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return 0.0
+
+
+def bicubic_phase_kernel(scale: int) -> Tensor:
+    """(3 * s * s, 3, 5, 5) weights of a conv whose output, pixel-shuffled by s, is torch's bicubic
+    upscale (align_corners=False) of a replicate-padded (2 pixels) RGB input.
+
+    Output pixel (h*s + i, w*s + j) samples the input at (h + (i + .5)/s - .5, w + (j + .5)/s - .5):
+    for each phase i the four cubic taps fall within offsets -2..2, so channel c*s*s + i*s + j of the
+    conv is the outer product of the vertical taps of phase i and the horizontal taps of phase j,
+    reading input channel c only (a dense conv: oneDNN runs it faster than a grouped one)."""
+    taps = torch.zeros(scale, 5, dtype=torch.float64)
+    for phase in range(scale):
+        d = (phase + 0.5) / scale - 0.5
+        floor = math.floor(d)
+        frac = d - floor
+        for k in range(-1, 3):
+            taps[phase, floor + k + 2] += _cubic(k - frac)
+    per_channel = torch.einsum("ia,jb->ijab", taps, taps).reshape(scale * scale, 5, 5)
+    kernel = torch.zeros(3, scale * scale, 3, 5, 5, dtype=torch.float64)
+    for c in range(3):
+        kernel[c, :, c] = per_channel
+    return kernel.reshape(3 * scale * scale, 3, 5, 5).float()
+
+
+def supports_phases(net: nn.Module) -> bool:
+    """Whether `PhaseDeploy` can run `net`: an F2SRGANGenerator without Fourier blocks whose tail is
+    one conv to 3*s*s channels + PixelShuffle (upsampler 'light') and that adds the bicubic skip."""
+    from lightsr.archs.f2srgan_arch import F2SRGANGenerator  # noqa: PLC0415 (archs import deploy-free)
+    if not isinstance(net, F2SRGANGenerator) or net.fourier or not getattr(net, "image_skip", False):
+        return False
+    up = net.upsampler
+    return (isinstance(net.final_conv, nn.Identity) and len(up) == 2
+            and isinstance(up[1], nn.PixelShuffle) and up[1].upscale_factor == net.scale)
+
+
+def check_u8_frames(x: Tensor) -> None:
+    """The bundle contract's input: uint8 (N, H, W, 3) RGB."""
+    if x.dim() != 4 or x.size(3) != 3:
+        raise RuntimeError(
+            "lightsr variant: expected a uint8 tensor of shape (N, H, W, 3) RGB, got shape "
+            + str(x.shape) + "; pass frames as NHWC RGB bytes")
+    if x.dtype != torch.uint8:
+        raise RuntimeError(
+            "lightsr variant: expected dtype uint8, got " + str(x.dtype)
+            + "; pass the raw RGB bytes, the module normalises them itself")
+
+
+def phases_to_frames(p: Tensor, scale: int) -> Tensor:
+    """Float (N, s*s*3, H, W) in NHWC memory, channels ordered (i, j, c) and already offset by +0.5
+    -> uint8 (N, H*s, W*s, 3): clamp, truncate (= round), one copy of runs of s*3 bytes."""
+    n, h, w = p.size(0), p.size(2), p.size(3)
+    p8 = p.clamp_(0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)  # (N, H, W, s*s*3), a view
+    out = p8.reshape(n, h, w, scale, scale * 3).permute(0, 1, 3, 2, 4)  # (N, H, s, W, s*3)
+    return out.reshape(n, h * scale, w * scale, 3)
+
+
+def phase_order(scale: int) -> Tensor:
+    """Indices taking PixelShuffle's channel order (c, i, j) to (i, j, c)."""
+    return torch.arange(3 * scale * scale).view(3, scale * scale).t().reshape(-1)
+
+
+class PhaseBicubic(nn.Module):
+    """The weight-free bicubic rung in the bundle contract, as `bicubic_phase_kernel`'s conv at
+    input resolution and one uint8 copy: equal to `U8Deploy(BicubicUpscale(s))` up to float
+    rounding (a grey level where a value falls on .5), 5-10x faster on a CPU."""
+
+    def __init__(self, scale: int):
+        super().__init__()
+        self.scale = int(scale)
+        self.register_buffer("skip", bicubic_phase_kernel(self.scale)[phase_order(self.scale)].contiguous(),
+                             persistent=True)
+        self.register_buffer("anchor", torch.zeros(1), persistent=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_u8_frames(x)
+        y = x.permute(0, 3, 1, 2).to(self.anchor.dtype)
+        p = F.conv2d(F.pad(y, [2, 2, 2, 2], mode="replicate"), self.skip).add_(0.5)
+        return phases_to_frames(p, self.scale)
+
+
+class PhaseDeploy(nn.Module):
+    """`U8Deploy`'s contract for an image-skip generator (see `supports_phases`), computed at input
+    resolution. Equal to `U8Deploy(net)` up to float rounding (checked at export), with:
+
+    * the bicubic skip as a 5x5 conv (`bicubic_phase_kernel`) added to the tail conv's 3*s*s
+      output, before the pixel shuffle (torch's bicubic interpolation at output size costs more
+      than the whole network on a CPU);
+    * each residual block's `res_scale` folded into its last pointwise conv, and the rounding's
+      +0.5 into the tail conv's bias (clamp, then truncation to uint8 rounds);
+    * the tail's 3*s*s output channels (and the skip's) reordered from PixelShuffle's (c, i, j) to
+      (i, j, c), the clamp and the uint8 cast on them, then one uint8 copy that shuffles runs of
+      s*3 bytes into the NHWC output.
+
+    The network is deep-copied: the original keeps its weights.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        if not supports_phases(net):
+            raise ValueError("PhaseDeploy needs an F2SRGANGenerator with upsampler 'light', image_skip "
+                             "and no Fourier blocks; use U8Deploy")
+        net = copy.deepcopy(net).float().eval()
+        self.scale = int(net.scale)
+        self.sub_mean = net.sub_mean
+        self.initial = net.initial
+        with torch.no_grad():
+            for block in net.residual:
+                last = block.block2[-1][-1]
+                last.weight.mul_(block.res_scale)
+                last.bias.mul_(block.res_scale)
+        self.blocks1 = nn.ModuleList([b.block1 for b in net.residual])
+        self.blocks2 = nn.ModuleList([b.block2 for b in net.residual])
+        self.tail = net.upsampler[0]
+        # PixelShuffle's channel order is (c, i, j); reordered to (i, j, c), each output row's
+        # s * 3 bytes of one input pixel lie together, so the final shuffle copies runs of bytes
+        s = self.scale
+        order = phase_order(s)
+        last = self.tail[-1]
+        with torch.no_grad():
+            last.weight.copy_(last.weight[order])
+            last.bias.copy_(last.bias[order] + 0.5)
+        self.register_buffer("skip", bicubic_phase_kernel(s)[order].contiguous(), persistent=True)
+        self.register_buffer("anchor", torch.zeros(1), persistent=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_u8_frames(x)
+        y = x.permute(0, 3, 1, 2).to(self.anchor.dtype)  # NHWC memory: a channels-last view
+        f = self.initial(self.sub_mean(y))
+        r = f
+        for block1, block2 in zip(self.blocks1, self.blocks2):
+            r = r + block2(block1(r))
+        p = self.tail(r + f)
+        p.add_(F.conv2d(F.pad(y, [2, 2, 2, 2], mode="replicate"), self.skip))
+        return phases_to_frames(p, self.scale)
+
+
+def bicubic_variant(scale: int) -> PhaseBicubic:
+    """The deployable bicubic rung: no weights, torch bicubic (to a grey level), u8 in/out."""
+    return PhaseBicubic(scale).eval()

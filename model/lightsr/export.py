@@ -46,13 +46,14 @@ from lightsr.archs import build_network
 from lightsr.archs.fourier_arch import FourierUnit
 from lightsr.bundle import OBJECTIVES, Variant, manifest_dict, validate_bundle, write_manifest
 from lightsr.complexity import count_macs, count_params
-from lightsr.deploy import U8Deploy, bicubic_variant
+from lightsr.deploy import BicubicUpscale, PhaseDeploy, U8Deploy, bicubic_variant, supports_phases
 from lightsr.train import load_config
 
 CHECK_SIZES = ((37, 53), (64, 80))
 TIMING_SIZE = (180, 320)
-BICUBIC_DESCRIPTION = ("exact torch bicubic interpolation (align_corners=False), no weights: "
-                       "not a trained model")
+BICUBIC_DESCRIPTION = ("torch bicubic interpolation (align_corners=False) as a fixed 5x5 convolution "
+                       "per output phase, within a grey level of F.interpolate; no weights: not a trained "
+                       "model. On the CPU the element runs GStreamer's own cubic scaler instead")
 
 
 @dataclass
@@ -104,6 +105,7 @@ def export_bicubic(scale: int, timing: bool = True) -> ExportedVariant:
     eager = bicubic_variant(scale)
     scripted = torch.jit.script(eager)
     check_scripted(scripted, eager, scale, tol=0)
+    check_scripted(scripted, U8Deploy(BicubicUpscale(scale), scale).eval(), scale, tol=1)
     extra = {"macs_320x180": 0}
     if timing:
         extra["cpu_ms_320x180"] = round(cpu_ms_per_frame(scripted), 2)
@@ -113,22 +115,36 @@ def export_bicubic(scale: int, timing: bool = True) -> ExportedVariant:
     return ExportedVariant(variant, scripted)
 
 
-def script_fastest(net: nn.Module, scale: int, timing: bool):
-    """Script the deploy wrapper with NHWC-strided and contiguous inputs, check both against
-    eager, keep the faster one. (torch.jit.freeze / optimize_for_inference are not used: a
-    frozen module's weights become constants that no longer follow `.to(device, Half)`,
-    which the element relies on for CUDA / fp16.)"""
-    results = []
+def deploy_forms(net: nn.Module, scale: int) -> list[tuple[str, nn.Module]]:
+    """The deploy wrappers to try for one network: `PhaseDeploy` where it applies (everything
+    at input resolution, see lightsr.deploy), and `U8Deploy` with channels-last and contiguous
+    inputs."""
+    forms = []
+    if supports_phases(net):
+        forms.append(("phases", PhaseDeploy(net).eval().to(memory_format=torch.channels_last)))
     for channels_last in (True, False):
-        eager = U8Deploy(net, scale, channels_last=channels_last).eval()
-        scripted = torch.jit.script(eager)
-        worst = check_scripted(scripted, eager, scale)
+        forms.append(("channels_last" if channels_last else "contiguous",
+                      U8Deploy(net, scale, channels_last=channels_last).eval()))
+    return forms
+
+
+def script_fastest(net: nn.Module, scale: int, timing: bool):
+    """Script each deploy form of `net` (`deploy_forms`), check it against the eager `U8Deploy`
+    (within 1 grey level), keep the fastest; without timing, the first (phases where it applies).
+    (torch.jit.freeze / optimize_for_inference are not used: a frozen module's weights become
+    constants that no longer follow `.to(device, Half)`, which the element relies on for CUDA /
+    fp16.)"""
+    reference = U8Deploy(net, scale).eval()
+    results = []
+    for form, module in deploy_forms(net, scale):
+        scripted = torch.jit.script(module)
+        worst = check_scripted(scripted, reference, scale)
         ms = cpu_ms_per_frame(scripted, repeats=3) if timing else None
-        results.append((ms if ms is not None else 0.0, channels_last, worst, ms, scripted))
+        results.append((ms if ms is not None else 0.0, form, worst, ms, scripted))
         if not timing:
             break
-    _, channels_last, worst, ms, scripted = min(results, key=lambda r: r[0])
-    return scripted, channels_last, worst, ms
+    _, form, worst, ms, scripted = min(results, key=lambda r: r[0])
+    return scripted, form, worst, ms
 
 
 def has_fourier(net: nn.Module) -> bool:
@@ -141,9 +157,10 @@ def export_learned(net: nn.Module, scale: int, name: str, description: str, arch
     if objective not in OBJECTIVES:
         raise ValueError(f"objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
     net = net.eval().float()
-    scripted, channels_last, worst, ms = script_fastest(net, scale, timing)
+    scripted, form, worst, ms = script_fastest(net, scale, timing)
     extra = {"objective": objective, "macs_320x180": count_macs(net, TIMING_SIZE[0], TIMING_SIZE[1]),
-             "memory_format": "channels_last" if channels_last else "contiguous",
+             "memory_format": "channels_last" if form != "contiguous" else "contiguous",
+             "deploy_form": form,
              "scripted_vs_eager_max_diff": worst}
     if ms is not None:
         extra["cpu_ms_320x180"] = round(ms, 2)

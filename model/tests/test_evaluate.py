@@ -126,7 +126,8 @@ def test_eval_command_on_the_bicubic_bundle(tmp_path, niqe):
         up = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
         sr = up.clamp(0, 255).round().byte()[0].permute(1, 2, 0).numpy()
         psnrs.append(iqa.psnr_y(sr, hr, border=4))
-    assert rows["bicubic"]["psnr_y"] == pytest.approx(np.mean(psnrs), abs=1e-6)
+    # the bundle's bicubic is torch's to a grey level at rare pixels (its phase-convolution form)
+    assert rows["bicubic"]["psnr_y"] == pytest.approx(np.mean(psnrs), abs=1e-3)
     assert 20 < rows["bicubic"]["psnr_y"] < 40 and 0.5 < rows["bicubic"]["ssim_y"] < 1
     assert rows["bicubic"]["niqe"] > rows["hr (reference)"]["niqe"]  # upscaling blurs
     assert set(rows["bicubic"]["cpu_ms"]) == {"320x180", "640x360"}

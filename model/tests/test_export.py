@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from lightsr import export
 from lightsr.archs import build_network
 from lightsr.bundle import BundleError, manifest_problems, validate_bundle
-from lightsr.deploy import U8Deploy, bicubic_variant
+from lightsr.deploy import (BicubicUpscale, PhaseBicubic, PhaseDeploy, U8Deploy, bicubic_phase_kernel,
+                            bicubic_variant, supports_phases)
 from lightsr.evaluate import fixed_pattern_rms
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "default"
@@ -41,7 +42,9 @@ def test_default_bundle_bicubic_equals_torch_bicubic(scale):
         out = module(x)
     assert out.dtype == torch.uint8 and out.is_contiguous()
     assert out.shape == (2, 37 * scale, 53 * scale, 3)
-    assert torch.equal(out, torch_bicubic_u8(x, scale))
+    # the phase-convolution form: a grey level where torch's float sum falls the other side of .5
+    diff = (out.int() - torch_bicubic_u8(x, scale).int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
 
 
 def test_bicubic_on_a_single_pixel_and_an_image_with_structure():
@@ -166,6 +169,55 @@ def test_export_refuses_a_published_checkpoint_format(tmp_path, capsys):
                       str(tmp_path / "official.pt"), "--no-timing"])
     assert rc == 2
     assert "import-official" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_phase_kernel_is_torch_bicubic(scale):
+    x = torch.rand(2, 3, 13, 17, generator=torch.Generator().manual_seed(scale)) * 255
+    want = F.interpolate(x, scale_factor=float(scale), mode="bicubic", align_corners=False)
+    got = F.pixel_shuffle(F.conv2d(F.pad(x, [2, 2, 2, 2], mode="replicate"), bicubic_phase_kernel(scale)), scale)
+    assert (got - want).abs().max() < 2e-3
+
+
+def image_skip_generator(scale, blocks=2, width=8, seed=0):
+    torch.manual_seed(seed)
+    net = build_network({"type": "F2SRGANGenerator", "scale": scale, "num_blocks": blocks, "fourier": False,
+                         "width": width, "upsampler": "light", "image_skip": True}).eval()
+    with torch.no_grad():  # image_skip starts its last conv at zero: give it a correction to carry
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_phase_deploy_equals_the_deploy_wrapper(scale):
+    net = image_skip_generator(scale)
+    assert supports_phases(net)
+    eager, phases = U8Deploy(net, scale).eval(), torch.jit.script(PhaseDeploy(net).eval())
+    wide = u8_frame(2, 19, 46, seed=scale)
+    x = wide[:, :, ::2, :]  # non-contiguous, odd-sized 19x23
+    with torch.no_grad():
+        want, got = eager(x), phases(x)
+    assert got.shape == want.shape and got.dtype == torch.uint8 and got.is_contiguous()
+    diff = (got.int() - want.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    assert (want.int() - torch_bicubic_u8(x, scale).int()).abs().max() > 2, "the correction is not trivial"
+    # the network it was made from keeps its weights (folding worked on a copy)
+    assert all(b.res_scale == 0.1 for b in net.residual)
+    with torch.no_grad():
+        assert torch.equal(U8Deploy(net, scale).eval()(x), want)
+
+
+def test_phase_forms_cover_what_they_can_and_export_prefers_them():
+    assert not supports_phases(tiny_generator(fourier=True))
+    assert not supports_phases(BicubicUpscale(2))
+    net = image_skip_generator(4)
+    ev = export.export_learned(net, 4, "skip", "an image-skip rung", "light-f2srgan", timing=False)
+    assert ev.variant.extra["deploy_form"] == "phases"
+    assert ev.variant.extra["scripted_vs_eager_max_diff"] <= 1
+    bic = torch.jit.script(PhaseBicubic(3))
+    x = u8_frame(1, 11, 7)
+    assert (bic(x).int() - torch_bicubic_u8(x, 3).int()).abs().max() <= 1
 
 
 def test_half_deploy_wrapper_computes_in_half():

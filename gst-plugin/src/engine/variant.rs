@@ -19,6 +19,8 @@ pub struct Variant {
     /// Runs with fp16 weights (CUDA and `half: true` in the manifest).
     half: bool,
     objective: Objective,
+    /// The manifest's `kind` is "bicubic": no weights, a fixed interpolation.
+    weight_free: bool,
     device: Device,
     module: CModule,
 }
@@ -55,6 +57,7 @@ impl Variant {
             file,
             half,
             objective: spec.objective,
+            weight_free: spec.kind == "bicubic",
             device,
             module,
         })
@@ -79,6 +82,12 @@ impl Variant {
     /// What it was trained for (the manifest's `objective`).
     pub fn objective(&self) -> Objective {
         self.objective
+    }
+
+    /// A fixed interpolation without weights (the manifest's `kind` "bicubic"): the element
+    /// may run it with GStreamer's own scaler instead of the module.
+    pub fn is_weight_free(&self) -> bool {
+        self.weight_free
     }
 
     pub fn device(&self) -> Device {

@@ -31,15 +31,20 @@ use gst_video::{prelude::*, subclass::prelude::*};
 
 use super::{
     caps::{Way, fixate_to_scale, scale_caps},
-    deadline::{Timing, policy_config},
+    report,
+    scheduler::{
+        FrameClock, FramePlan, FrameTimes, LiveTiming, RungChoice, Scheduler, policy_config,
+    },
 };
 use crate::{
     convert::{self, FrameFormat, PixelLayout, Plane, PlaneMut, YuvMatrix, YuvRange},
-    engine::{self, Bundle, BundleSource, DeviceRequest, EngineError, Variant, manifest::AUTO},
-    policy::{self, DeadlinePolicy, FrameSize},
+    engine::{
+        self, Bundle, BundleSource, DeviceRequest, EngineError, Ladder, Variant, manifest::AUTO,
+    },
+    policy::{self, FrameSize},
 };
 
-pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "lightsrscale",
         gst::DebugColorFlags::empty(),
@@ -58,22 +63,50 @@ const DEFAULT_ADAPTIVE: bool = true;
 const DEFAULT_DEADLINE_MARGIN: u64 = 2_000_000;
 const MAX_DEADLINE_MARGIN: u64 = 1_000_000_000;
 /// "" = the end of the ladder.
-pub(super) const DEFAULT_BOUND: &str = "";
+const DEFAULT_BOUND: &str = "";
 /// GStreamer video sinks' default `max-lateness` (ns): a frame this late is still shown, so
 /// a frame expected within it is worth running rather than dropping.
 const DEFAULT_MAX_LATENESS: u64 = 20_000_000;
 
+/// Warm-up per rung: compiling runs not timed, then timed runs.
+const WARM_UP_DISCARDED: usize = 2;
+const WARM_UP_TIMED: usize = 5;
+/// Total warm-up time after which the remaining rungs are left to be measured by probes.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
+/// 0: libtorch's own choice (one intra-op thread per core).
+const DEFAULT_THREADS: u32 = 0;
+
 #[derive(Debug, Clone)]
-pub(super) struct Settings {
-    pub(super) model: String,
-    pub(super) scale: u32,
-    pub(super) device: String,
-    pub(super) variant: String,
-    pub(super) adaptive: bool,
-    pub(super) deadline_margin: u64,
-    pub(super) max_lateness: u64,
-    pub(super) min_variant: String,
-    pub(super) max_variant: String,
+struct Settings {
+    model: String,
+    scale: u32,
+    device: String,
+    variant: String,
+    adaptive: bool,
+    deadline_margin: u64,
+    max_lateness: u64,
+    min_variant: String,
+    max_variant: String,
+    threads: u32,
+}
+
+impl Settings {
+    fn rung_choice(&self) -> RungChoice {
+        RungChoice {
+            variant: self.variant.clone(),
+            adaptive: self.adaptive,
+            min_variant: self.min_variant.clone(),
+            max_variant: self.max_variant.clone(),
+            deadline_margin: Duration::from_nanos(self.deadline_margin),
+            max_lateness: Duration::from_nanos(self.max_lateness),
+        }
+    }
+}
+
+/// The policy settings the properties give for `ladder`.
+fn ladder_config(ladder: &Ladder, settings: &Settings) -> Result<policy::PolicyConfig, String> {
+    let names: Vec<&str> = ladder.variants.iter().map(|v| v.name()).collect();
+    policy_config(&names, ladder.scale, &settings.rung_choice())
 }
 
 impl Default for Settings {
@@ -88,52 +121,50 @@ impl Default for Settings {
             max_lateness: DEFAULT_MAX_LATENESS,
             min_variant: DEFAULT_BOUND.into(),
             max_variant: DEFAULT_BOUND.into(),
+            threads: DEFAULT_THREADS,
         }
     }
 }
 
 /// What one negotiated stream needs per frame.
-pub(super) struct Negotiated {
-    pub(super) input: FrameFormat,
-    pub(super) output: FrameFormat,
-    pub(super) scale: u32,
-    /// The rungs of the negotiated scale's ladder, best first (the policy's indices).
-    pub(super) variants: Vec<Arc<Variant>>,
-    pub(super) policy: DeadlinePolicy,
-    pub(super) frame_duration: Option<Duration>,
-    pub(super) infos: (gst_video::VideoInfo, gst_video::VideoInfo),
-    /// Rungs already warmed up (or tried) at the current size.
-    pub(super) warmed: Vec<bool>,
-    /// What `active-variant` reports: the policy's active rung (before the first frame, a
-    /// fixed variant's name, else empty).
-    pub(super) reported: String,
-}
-
-impl Negotiated {
-    pub(super) fn names(&self) -> Vec<String> {
-        self.variants.iter().map(|v| v.name().to_string()).collect()
-    }
+struct Negotiated {
+    input: FrameFormat,
+    output: FrameFormat,
+    /// The rungs of the negotiated scale's ladder, best first (the scheduler's indices).
+    variants: Vec<Arc<Variant>>,
+    infos: (gst_video::VideoInfo, gst_video::VideoInfo),
+    /// GStreamer's scaler for the weight-free rung (CPU only; see [`weight_free_scaler`]).
+    scaler: Option<Arc<gst_video::VideoConverter>>,
 }
 
 /// Exists between start() and stop().
-pub(super) struct State {
-    pub(super) bundle: Arc<Bundle>,
-    pub(super) negotiated: Option<Negotiated>,
+struct State {
+    bundle: Arc<Bundle>,
+    negotiated: Option<Negotiated>,
 }
 
 /// One frame's work, taken from the state so that no lock is held during inference.
-pub(super) struct FrameJob {
-    pub(super) input: FrameFormat,
-    pub(super) output: FrameFormat,
-    pub(super) variant: Arc<Variant>,
+struct FrameJob {
+    input: FrameFormat,
+    output: FrameFormat,
+    variant: Arc<Variant>,
+    /// Runs the variant instead of libtorch when it is the weight-free rung.
+    scaler: Option<Arc<gst_video::VideoConverter>>,
 }
 
 pub struct LightSrScale {
-    pub(super) settings: Mutex<Settings>,
-    pub(super) state: Mutex<Option<State>>,
-    pub(super) timing: Mutex<Timing>,
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    /// Outlives start / stop: measured costs, warm-up state and the counters of `stats` stay
+    /// for the element's life. Never locked while `state` is.
+    scheduler: Mutex<Scheduler>,
+    /// The last bundle, kept across stop / start so that a restart does not reload it.
+    kept_bundle: Mutex<Option<Arc<Bundle>>>,
+    timing: Mutex<LiveTiming>,
+    /// Processing latency this element last answered in a LATENCY query.
+    answered_latency: Mutex<Option<Duration>>,
     /// Time axis of non-live streams without timestamps.
-    pub(super) epoch: Instant,
+    epoch: Instant,
 }
 
 impl Default for LightSrScale {
@@ -141,16 +172,40 @@ impl Default for LightSrScale {
         Self {
             settings: Mutex::default(),
             state: Mutex::default(),
+            scheduler: Mutex::default(),
+            kept_bundle: Mutex::default(),
             timing: Mutex::default(),
+            answered_latency: Mutex::default(),
             epoch: Instant::now(),
         }
     }
 }
 
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// GStreamer's video scaler as the weight-free rung on the CPU: Keys' cubic with torch's
+/// a = -0.75 (Mitchell-Netravali B = 0, C = 0.75), straight from the input to the output
+/// format with ORC-optimised code, no RGB tensors and no libtorch. It differs from the
+/// bundle's bicubic module only by GStreamer's fixed-point taps and by scaling YUV planes
+/// (chroma at its own resolution) instead of RGB.
+fn weight_free_scaler(
+    in_info: &gst_video::VideoInfo,
+    out_info: &gst_video::VideoInfo,
+) -> Result<gst_video::VideoConverter, String> {
+    let mut config = gst_video::VideoConverterConfig::new();
+    config.set_resampler_method(gst_video::VideoResamplerMethod::Cubic);
+    config.set_chroma_resampler_method(gst_video::VideoResamplerMethod::Cubic);
+    config.set_dither_method(gst_video::VideoDitherMethod::None);
+    config.set("GstVideoResampler.cubic-b", 0.0f64);
+    config.set("GstVideoResampler.cubic-c", 0.75f64);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    config.set_threads(u32::try_from(threads).unwrap_or(1));
+    gst_video::VideoConverter::new(in_info, out_info, Some(config))
+        .map_err(|e| format!("cannot set up GStreamer's scaler for the bicubic rung: {e}"))
 }
 
 /// The scales to offer, preferred first: the `scale` property if set, else all the bundle has.
@@ -250,11 +305,11 @@ impl LightSrScale {
         let known = candidates
             .iter()
             .filter_map(|s| bundle.ladder(*s))
-            .any(|l| policy_config(l, settings).is_ok());
+            .any(|l| ladder_config(l, settings).is_ok());
         if !known {
             let ladder = candidates.first().and_then(|s| bundle.ladder(*s));
             let why = ladder
-                .map(|l| policy_config(l, settings).err().unwrap_or_default())
+                .map(|l| ladder_config(l, settings).err().unwrap_or_default())
                 .unwrap_or_default();
             return Err(gst::error_msg!(gst::LibraryError::Settings, ("{why}")));
         }
@@ -271,42 +326,341 @@ impl LightSrScale {
         }
     }
 
-    pub(super) fn upscale_frame(
-        &self,
-        job: &FrameJob,
-        inframe: &gst_video::VideoFrameRef<&gst::BufferRef>,
-        outframe: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
-    ) -> Result<(), String> {
-        let in_strides = inframe.plane_stride();
-        let in_planes = (0..inframe.n_planes())
-            .map(|i| {
-                let data = inframe.plane_data(i).map_err(|e| e.to_string())?;
-                Ok(Plane {
-                    data,
-                    stride: stride(in_strides[i as usize])?,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let frame = convert::to_rgb(&job.input, &in_planes, job.variant.device())
-            .map_err(|e| e.to_string())?;
-        let upscaled = job.variant.upscale(&frame.rgb).map_err(|e| e.to_string())?;
-        let alpha = frame
-            .alpha
-            .as_ref()
-            .map(|a| convert::upscale_alpha(a, job.output.height, job.output.width))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        let out_strides: Vec<i32> = outframe.plane_stride().to_vec();
-        let mut out_planes = Vec::with_capacity(out_strides.len());
-        for (data, s) in outframe.planes_data_mut().into_iter().zip(out_strides) {
-            out_planes.push(PlaneMut {
-                data,
-                stride: stride(s)?,
-            });
+    /// The frame's times on GStreamer's clock, for the scheduler.
+    fn frame_times(&self, buffer: &gst::BufferRef) -> FrameTimes {
+        let obj = self.obj();
+        FrameTimes {
+            running_time: running_time_of(&obj.segment(), buffer.pts()),
+            clock_now: obj.current_running_time().map(gst::ClockTime::nseconds),
+            monotonic_now: self.epoch.elapsed().as_nanos() as u64,
+            buffer_duration: buffer.duration().map(Duration::from),
         }
-        convert::write_rgb(&job.output, &upscaled, alpha.as_ref(), &mut out_planes)
-            .map_err(|e| e.to_string())
     }
+
+    /// Asks the scheduler what to do with the next frame, and takes what that needs.
+    fn plan_frame(
+        &self,
+        buffer: &gst::BufferRef,
+    ) -> Result<(FramePlan, FrameClock, FrameJob), String> {
+        let times = self.frame_times(buffer);
+        let timing = *lock(&self.timing);
+        let (plan, clock) = {
+            let mut scheduler = lock(&self.scheduler);
+            let clock = scheduler.clock(times, timing);
+            (scheduler.plan(&clock), clock)
+        };
+        let state = lock(&self.state);
+        let negotiated = state
+            .as_ref()
+            .and_then(|s| s.negotiated.as_ref())
+            .ok_or("no caps negotiated")?;
+        let variant = negotiated
+            .variants
+            .get(plan.decision.variant)
+            .cloned()
+            .ok_or("the scheduler chose a variant outside the ladder")?;
+        let job = FrameJob {
+            input: negotiated.input,
+            output: negotiated.output,
+            variant,
+            scaler: negotiated.scaler.clone(),
+        };
+        Ok((plan, clock, job))
+    }
+
+    /// DEBUG log of the decision inputs; bus messages and notifications (no lock held).
+    fn report(&self, plan: &FramePlan, clock: &FrameClock) {
+        let d = &plan.decision;
+        let names = lock(&self.scheduler).names().to_vec();
+        gst::debug!(
+            CAT,
+            imp = self,
+            "rt {:?} now {} remaining {:?} period {:?} load {:.2} qos {:.2} -> {} {}{} ({}), \
+             predicted {:?}, budget {:?}",
+            clock.running_time,
+            clock.now,
+            clock.budget.remaining,
+            clock.budget.period,
+            plan.load,
+            plan.qos_proportion,
+            if d.drop { "drop" } else { "run" },
+            names.get(d.variant).map_or("?", String::as_str),
+            if d.probe { " (probe)" } else { "" },
+            d.reason,
+            d.predicted_cost,
+            d.budget
+        );
+        let obj = self.obj();
+        if let Some(switch) = &d.switch {
+            let structure = report::variant_message(&names, switch, clock.running_time, plan.load);
+            gst::info!(CAT, imp = self, "switch: {structure}");
+            let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+        }
+        let quality_changed = d.switch.is_some_and(|s| s.from.is_some());
+        if d.drop || quality_changed {
+            self.post_qos(plan, clock, names.len());
+        }
+        if plan.renamed {
+            obj.notify("active-variant");
+        }
+    }
+
+    /// QoS message with processed / dropped counts, as the plugin writer's guide asks on a
+    /// drop or a quality change. Jitter: how far the predicted cost exceeds the budget.
+    fn post_qos(&self, plan: &FramePlan, clock: &FrameClock, variants: usize) {
+        let obj = self.obj();
+        let d = &plan.decision;
+        let predicted = d.predicted_cost.unwrap_or_default().as_nanos() as i64;
+        let jitter = predicted - d.budget.as_nanos().min(i64::MAX as u128) as i64;
+        let active = d.switch.map_or(d.variant, |s| s.to);
+        let rt = clock.running_time.map(gst::ClockTime::from_nseconds);
+        let message = gst::message::Qos::builder(clock.is_live())
+            .running_time(rt)
+            .stream_time(rt)
+            .timestamp(rt)
+            .duration(
+                clock
+                    .budget
+                    .period
+                    .and_then(|d| gst::ClockTime::try_from(d).ok()),
+            )
+            .values(
+                jitter,
+                plan.qos_proportion,
+                report::quality(active, variants),
+            )
+            .stats(
+                gst::format::Buffers::from_u64(plan.processed),
+                gst::format::Buffers::from_u64(plan.dropped),
+            )
+            .src(&*obj)
+            .build();
+        let _ = obj.post_message(message);
+    }
+
+    /// Measures the rungs the scheduler has no cost for at this size. Live, on a thread of its
+    /// own, so the stream never waits (it runs the lightest allowed rung until the costs are
+    /// in); otherwise here, before the frame (no viewer waits for a file).
+    fn warm_up_pending(&self) -> Result<(), String> {
+        let Some(warm_up) = lock(&self.scheduler).take_warm_up() else {
+            return Ok(());
+        };
+        let work = {
+            let state = lock(&self.state);
+            state.as_ref().and_then(|s| s.negotiated.as_ref()).map(|n| {
+                (
+                    n.variants.clone(),
+                    n.infos.clone(),
+                    (n.input, n.output),
+                    n.scaler.is_some(),
+                )
+            })
+        };
+        let Some((variants, infos, formats, scaler)) = work else {
+            lock(&self.scheduler).finish_warm_up(warm_up.generation, &[]);
+            return Ok(());
+        };
+        let live = lock(&self.timing).live;
+        let generation = warm_up.generation;
+        let element = self.obj().downgrade();
+        // Hands the scheduler what was measured, then returns the failure if any.
+        let run = move || -> Result<(), String> {
+            let seeds = measure_rungs(&variants, &warm_up.order, &infos, formats, scaler);
+            let Some(element) = element.upgrade() else {
+                return Ok(());
+            };
+            let imp = element.imp();
+            if let Ok(seeds) = &seeds {
+                gst::info!(
+                    CAT,
+                    imp = imp,
+                    "warm-up at {}x{}: {}",
+                    formats.0.width,
+                    formats.0.height,
+                    seeds
+                        .iter()
+                        .map(|(v, samples)| format!("{} {samples:?}", variants[*v].name()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let measured = seeds.as_deref().unwrap_or_default();
+            lock(&imp.scheduler).finish_warm_up(warm_up.generation, measured);
+            seeds.map(|_| ())
+        };
+        if !live {
+            return run();
+        }
+        let element = self.obj().downgrade();
+        let spawned = std::thread::Builder::new()
+            .name("lightsrscale-warm-up".into())
+            .spawn(move || {
+                if let (Err(e), Some(element)) = (run(), element.upgrade()) {
+                    gst::element_imp_error!(element.imp(), gst::StreamError::Failed, ("{e}"));
+                }
+            });
+        if let Err(e) = spawned {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "no warm-up thread ({e}): rungs are measured by probes"
+            );
+            lock(&self.scheduler).finish_warm_up(generation, &[]);
+        }
+        Ok(())
+    }
+
+    /// Posts a latency message when the processing latency changed materially since the last
+    /// LATENCY query this element answered (the bin then queries again).
+    fn check_latency(&self) {
+        let latency = lock(&self.scheduler).processing_latency();
+        let answered = *lock(&self.answered_latency);
+        if let Some(old) = answered.filter(|old| policy::latency_changed_materially(*old, latency))
+        {
+            gst::debug!(CAT, imp = self, "processing latency {old:?} -> {latency:?}");
+            let obj = self.obj();
+            let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
+        }
+    }
+
+    /// Pushes new property values into the running scheduler; an invalid one is reported and
+    /// left out (it fails the next negotiation with the same message).
+    fn update_policy(&self) {
+        let settings = lock(&self.settings).clone();
+        let config = {
+            let state = lock(&self.state);
+            let Some(state) = state.as_ref().filter(|s| s.negotiated.is_some()) else {
+                return;
+            };
+            let scale = lock(&self.scheduler).scale();
+            let Some(ladder) = state.bundle.ladder(scale) else {
+                return;
+            };
+            ladder_config(ladder, &settings)
+        };
+        match config {
+            Ok(config) => lock(&self.scheduler).set_config(config),
+            Err(why) => {
+                gst::warning!(CAT, imp = self, "{why}");
+                gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{why}"));
+            }
+        }
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let latency = lock(&self.answered_latency).unwrap_or_default();
+        let view = lock(&self.scheduler).stats();
+        let outlook = report::Outlook {
+            load: view.load,
+            qos_proportion: view.qos_proportion,
+            latency,
+            predicted: view.predicted,
+        };
+        report::stats_structure(&view.names, &view.stats, &outlook)
+    }
+}
+
+fn running_time_of(segment: &gst::Segment, pts: Option<gst::ClockTime>) -> Option<u64> {
+    let segment = segment.downcast_ref::<gst::ClockTime>()?;
+    segment.to_running_time(pts?).map(|t| t.nseconds())
+}
+
+/// Runs each rung in `order` on a blank frame of the negotiated formats (compiling runs
+/// untimed, then timed ones): the scheduler's first cost estimates. Bounded by
+/// [`WARM_UP_LIMIT`]; rungs not reached are left to probes. The weight-free rung gets a
+/// scaler of its own (a converter is not for two threads at once).
+fn measure_rungs(
+    variants: &[Arc<Variant>],
+    order: &[usize],
+    infos: &(gst_video::VideoInfo, gst_video::VideoInfo),
+    formats: (FrameFormat, FrameFormat),
+    scaler: bool,
+) -> Result<Vec<(usize, Vec<Duration>)>, String> {
+    let blank = |info: &gst_video::VideoInfo| gst::Buffer::from_mut_slice(vec![0u8; info.size()]);
+    let inframe = gst_video::VideoFrame::from_buffer_readable(blank(&infos.0), &infos.0)
+        .map_err(|_| "cannot map a warm-up input frame")?;
+    let mut outframe = gst_video::VideoFrame::from_buffer_writable(blank(&infos.1), &infos.1)
+        .map_err(|_| "cannot map a warm-up output frame")?;
+    let scaler = if scaler {
+        Some(Arc::new(weight_free_scaler(&infos.0, &infos.1)?))
+    } else {
+        None
+    };
+    let started = Instant::now();
+    let mut seeds = Vec::new();
+    for &v in order {
+        if started.elapsed() > WARM_UP_LIMIT {
+            break;
+        }
+        let job = FrameJob {
+            input: formats.0,
+            output: formats.1,
+            variant: variants[v].clone(),
+            scaler: scaler.clone(),
+        };
+        if job.scaler.is_some() && job.variant.is_weight_free() {
+            // GStreamer's scaler runs it; the module still has to keep the bundle contract
+            // (it runs on other devices, and a broken bundle should not pass unnoticed).
+            let (h, w) = (formats.0.height as i64, formats.0.width as i64);
+            job.variant.warm_up(h, w).map_err(|e| e.to_string())?;
+        }
+        let mut samples = Vec::with_capacity(WARM_UP_TIMED);
+        for run in 0..WARM_UP_DISCARDED + WARM_UP_TIMED {
+            let t = Instant::now();
+            let mut out = outframe.as_mut_video_frame_ref();
+            upscale_frame(&job, &inframe.as_video_frame_ref(), &mut out)?;
+            if run >= WARM_UP_DISCARDED {
+                samples.push(t.elapsed());
+            }
+            if started.elapsed() > WARM_UP_LIMIT && !samples.is_empty() {
+                break;
+            }
+        }
+        seeds.push((v, samples));
+    }
+    Ok(seeds)
+}
+
+/// Runs one frame: GStreamer's scaler for the weight-free rung on the CPU, else the rung's
+/// TorchScript module between the conversions to and from RGB tensors.
+fn upscale_frame(
+    job: &FrameJob,
+    inframe: &gst_video::VideoFrameRef<&gst::BufferRef>,
+    outframe: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
+) -> Result<(), String> {
+    if let Some(scaler) = job.scaler.as_ref().filter(|_| job.variant.is_weight_free()) {
+        scaler.frame_ref(inframe, outframe);
+        return Ok(());
+    }
+    let in_strides = inframe.plane_stride();
+    let in_planes = (0..inframe.n_planes())
+        .map(|i| {
+            let data = inframe.plane_data(i).map_err(|e| e.to_string())?;
+            Ok(Plane {
+                data,
+                stride: stride(in_strides[i as usize])?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let frame =
+        convert::to_rgb(&job.input, &in_planes, job.variant.device()).map_err(|e| e.to_string())?;
+    let upscaled = job.variant.upscale(&frame.rgb).map_err(|e| e.to_string())?;
+    let alpha = frame
+        .alpha
+        .as_ref()
+        .map(|a| convert::upscale_alpha(a, job.output.height, job.output.width))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let out_strides: Vec<i32> = outframe.plane_stride().to_vec();
+    let mut out_planes = Vec::with_capacity(out_strides.len());
+    for (data, s) in outframe.planes_data_mut().into_iter().zip(out_strides) {
+        out_planes.push(PlaneMut {
+            data,
+            stride: stride(s)?,
+        });
+    }
+    convert::write_rgb(&job.output, &upscaled, alpha.as_ref(), &mut out_planes)
+        .map_err(|e| e.to_string())
 }
 
 fn stride(s: i32) -> Result<usize, String> {
@@ -411,6 +765,18 @@ impl ObjectImpl for LightSrScale {
                     )
                     .read_only()
                     .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("CPU threads")
+                    .blurb(
+                        "libtorch intra-op threads for CPU rungs, set when the element starts; \
+                         process-wide (libtorch has one pool per process). 0 = libtorch's \
+                         default, one per core",
+                    )
+                    .minimum(0)
+                    .maximum(256)
+                    .default_value(DEFAULT_THREADS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -468,6 +834,7 @@ impl ObjectImpl for LightSrScale {
                 drop(settings);
                 self.update_policy();
             }
+            "threads" => settings.threads = value.get().unwrap_or(DEFAULT_THREADS),
             "scale" => {
                 let scale = value.get().unwrap_or(DEFAULT_SCALE);
                 if scale != settings.scale {
@@ -504,14 +871,10 @@ impl ObjectImpl for LightSrScale {
             "max-lateness" => settings.max_lateness.to_value(),
             "min-variant" => settings.min_variant.to_value(),
             "max-variant" => settings.max_variant.to_value(),
+            "threads" => settings.threads.to_value(),
             "active-variant" => {
                 drop(settings);
-                let state = lock(&self.state);
-                let active = state
-                    .as_ref()
-                    .and_then(|s| s.negotiated.as_ref())
-                    .map(|n| n.reported.clone());
-                active.unwrap_or_default().to_value()
+                lock(&self.scheduler).active_name().to_value()
             }
             "stats" => {
                 drop(settings);
@@ -566,8 +929,18 @@ impl BaseTransformImpl for LightSrScale {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
+        if settings.threads > 0 {
+            // libtorch's intra-op pool is one per process: the last element started sets it.
+            tch::set_num_threads(i32::try_from(settings.threads).unwrap_or(i32::MAX));
+        }
         let bundle = self.load_bundle(&settings)?;
         Self::check_settings(&bundle, &settings)?;
+        let mut kept = lock(&self.kept_bundle);
+        if !kept.as_ref().is_some_and(|k| Arc::ptr_eq(k, &bundle)) {
+            lock(&self.scheduler).forget_ladder();
+        }
+        *kept = Some(bundle.clone());
+        drop(kept);
         *lock(&self.state) = Some(State {
             bundle,
             negotiated: None,
@@ -576,9 +949,12 @@ impl BaseTransformImpl for LightSrScale {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        // Dropping the last Arc of a bundle frees it (the cache holds it weakly).
+        // The bundle stays loaded (`kept_bundle`) and the scheduler keeps its costs, so a
+        // restart neither reloads nor re-measures; another bundle at the next start, or the
+        // element's end, frees it (the process-wide cache holds bundles weakly).
         *lock(&self.state) = None;
-        *lock(&self.timing) = Timing::default();
+        *lock(&self.timing) = LiveTiming::default();
+        *lock(&self.answered_latency) = None;
         Ok(())
     }
 
@@ -590,7 +966,7 @@ impl BaseTransformImpl for LightSrScale {
         if !BaseTransformImplExt::parent_query(self, direction, query) {
             return false;
         }
-        let ours = self.processing_latency();
+        let ours = lock(&self.scheduler).processing_latency();
         let added = gst::ClockTime::try_from(ours).unwrap_or(gst::ClockTime::ZERO);
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let (live, min, max) = q.result();
@@ -603,7 +979,7 @@ impl BaseTransformImpl for LightSrScale {
             let mut timing = lock(&self.timing);
             timing.live = live;
             timing.upstream_min = min.into();
-            timing.answered = Some(ours);
+            *lock(&self.answered_latency) = Some(ours);
         }
         true
     }
@@ -617,10 +993,8 @@ impl BaseTransformImpl for LightSrScale {
                     imp = self,
                     "upstream QoS: proportion {proportion:.3} jitter {diff} at {timestamp:?}"
                 );
-                let mut state = lock(&self.state);
-                let negotiated = state.as_mut().and_then(|s| s.negotiated.as_mut());
-                if let (Some(negotiated), Some(t)) = (negotiated, timestamp) {
-                    negotiated.policy.on_qos(proportion, diff, t.nseconds());
+                if let Some(t) = timestamp {
+                    lock(&self.scheduler).on_qos(proportion, diff, t.nseconds());
                 }
             }
             gst::EventView::Latency(latency) => {
@@ -633,10 +1007,7 @@ impl BaseTransformImpl for LightSrScale {
 
     fn sink_event(&self, event: gst::Event) -> bool {
         if let gst::EventView::FlushStop(_) = event.view() {
-            let mut state = lock(&self.state);
-            if let Some(negotiated) = state.as_mut().and_then(|s| s.negotiated.as_mut()) {
-                negotiated.policy.reset_qos();
-            }
+            lock(&self.scheduler).reset_qos();
         }
         self.parent_sink_event(event)
     }
@@ -752,33 +1123,19 @@ impl VideoFilterImpl for LightSrScale {
         let ladder = bundle
             .ladder(scale)
             .ok_or_else(|| fail(format!("the bundle has no x{scale} ladder")))?;
-        let config = policy_config(ladder, &settings).map_err(fail)?;
+        let config = ladder_config(ladder, &settings).map_err(fail)?;
         let size = FrameSize::new(in_info.width(), in_info.height());
-        let previous = lock(&self.state)
-            .as_mut()
-            .and_then(|s| s.negotiated.take())
-            .filter(|n| n.scale == scale);
-        // The same ladder keeps its costs (per size) and its active rung across caps changes.
-        let (mut policy, reported, warmed) = match previous {
-            Some(n) if n.policy.cost_model().frame_size() == size => {
-                (n.policy, n.reported, n.warmed)
-            }
-            Some(n) => (n.policy, n.reported, vec![false; ladder.variants.len()]),
-            None => {
-                let fixed = config
-                    .fixed_variant
-                    .map(|v| ladder.variants[v].name().to_string());
-                let policy = DeadlinePolicy::new(ladder.variants.len(), size, config.clone());
-                (
-                    policy,
-                    fixed.unwrap_or_default(),
-                    vec![false; ladder.variants.len()],
-                )
-            }
-        };
-        policy.set_config(config);
-        policy.set_frame_size(size);
         let frame_duration = policy::frame_duration(in_info.fps().numer(), in_info.fps().denom());
+        // GStreamer's scaler re-encodes colour between matrices with 8-bit integer maths (a
+        // few codes off): where the two sides differ, the bicubic module converts instead.
+        let same_colour = input.layout.packed_bytes().is_some()
+            || (input.matrix == output.matrix && input.range == output.range);
+        let scaler = match bundle.device {
+            tch::Device::Cpu if same_colour => Some(Arc::new(
+                weight_free_scaler(in_info, out_info).map_err(fail)?,
+            )),
+            _ => None,
+        };
         gst::info!(
             CAT,
             imp = self,
@@ -790,6 +1147,18 @@ impl VideoFilterImpl for LightSrScale {
             input.layout,
             bundle.device,
         );
+        // The same ladder keeps its costs (per size) and its active rung across caps changes.
+        lock(&self.scheduler).negotiate(
+            ladder
+                .variants
+                .iter()
+                .map(|v| v.name().to_string())
+                .collect(),
+            scale,
+            size,
+            config,
+            frame_duration,
+        );
         {
             let mut state = lock(&self.state);
             let state = state
@@ -798,13 +1167,9 @@ impl VideoFilterImpl for LightSrScale {
             state.negotiated = Some(Negotiated {
                 input,
                 output,
-                scale,
                 variants: ladder.variants.clone(),
-                policy,
-                frame_duration,
                 infos: (in_info.clone(), out_info.clone()),
-                warmed,
-                reported,
+                scaler,
             });
         }
         self.warm_up_pending().map_err(fail)?;
@@ -822,17 +1187,20 @@ impl VideoFilterImpl for LightSrScale {
             gst::FlowError::Error
         };
         self.warm_up_pending().map_err(fail)?;
-        let (plan, clock) = self.plan_frame(inframe.buffer()).map_err(fail)?;
+        let (plan, clock, job) = self.plan_frame(inframe.buffer()).map_err(fail)?;
         self.report(&plan, &clock);
         if plan.decision.drop {
             return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
         }
         let started = Instant::now();
-        self.upscale_frame(&plan.job, inframe, outframe)
-            .map_err(fail)?;
+        upscale_frame(&job, inframe, outframe).map_err(fail)?;
         let cost = started.elapsed();
-        let met = self.deadline_met(&clock, cost);
-        self.record(plan.decision.variant, cost, met);
+        let clock_after = self
+            .obj()
+            .current_running_time()
+            .map(gst::ClockTime::nseconds);
+        let met = clock.met(cost, clock_after);
+        lock(&self.scheduler).record(plan.decision.variant, cost, met);
         Ok(gst::FlowSuccess::Ok)
     }
 }

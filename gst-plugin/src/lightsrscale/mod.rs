@@ -4,9 +4,9 @@
 use gst::{glib, prelude::*};
 
 mod caps;
-mod deadline;
 mod imp;
 mod report;
+mod scheduler;
 
 glib::wrapper! {
     pub struct LightSrScale(ObjectSubclass<imp::LightSrScale>)

@@ -1,0 +1,430 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The deadline scheduler of `lightsrscale`: what the element decides per frame, without
+//! GStreamer and without a clock.
+//!
+//! It owns the [`crate::policy`] (costs, active rung, climbs), the ladder's names, the warm-up
+//! bookkeeping and the counters of the element's life. Times come in as plain values (a
+//! frame's running time, the clock's running time, the pipeline latency), so tests drive it
+//! with an injected clock and injected costs and assert its decisions exactly. The element
+//! (`imp.rs`) reads GStreamer's times, runs the chosen rung and posts what the scheduler
+//! reports; this module imports nothing from it.
+
+use std::{collections::HashMap, time::Duration};
+
+use crate::policy::{
+    self, DeadlinePolicy, Decision, FrameBudget, FrameSize, PolicyConfig, PolicyStats,
+};
+
+/// The properties that choose rungs, as the scheduler needs them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RungChoice {
+    /// `variant`: [`AUTO`](crate::engine::manifest::AUTO) or a rung name.
+    pub variant: String,
+    pub adaptive: bool,
+    /// `min-variant` / `max-variant`: a rung name, or "" for the end of the ladder.
+    pub min_variant: String,
+    pub max_variant: String,
+    pub deadline_margin: Duration,
+    pub max_lateness: Duration,
+}
+
+/// Maps the variant properties onto the deadline policy's settings for a ladder (`names`,
+/// best first): the ONE place where the properties choose rungs (the policy picks per frame
+/// within them).
+///
+/// `variant=auto` lets the policy adapt between `max-variant` (best allowed) and
+/// `min-variant` (lightest allowed), or run the best allowed with `adaptive=false`; a name
+/// fixes that rung.
+pub fn policy_config(
+    names: &[&str],
+    scale: u32,
+    choice: &RungChoice,
+) -> Result<PolicyConfig, String> {
+    if names.is_empty() {
+        return Err(format!("ladder x{scale} is empty"));
+    }
+    let index = |property: &str, name: &str, unset: &str| {
+        if name == unset {
+            return Ok(None);
+        }
+        names.iter().position(|n| *n == name).map(Some).ok_or_else(|| {
+            let unset = if unset.is_empty() { "\"\"" } else { unset };
+            format!(
+                "{property}={name} is not in the x{scale} ladder of this bundle (it has: {}); use {property}={unset} or one of those",
+                names.join(", ")
+            )
+        })
+    };
+    let fixed = index("variant", &choice.variant, crate::engine::manifest::AUTO)?;
+    let best = index("max-variant", &choice.max_variant, "")?.unwrap_or(0);
+    let lightest = index("min-variant", &choice.min_variant, "")?;
+    if let Some(lightest) = lightest.filter(|l| *l < best) {
+        return Err(format!(
+            "max-variant={} is lighter than min-variant={} (the x{scale} ladder, best first: {}); swap them",
+            names[best],
+            names[lightest],
+            names.join(", ")
+        ));
+    }
+    Ok(PolicyConfig {
+        adaptive: choice.adaptive,
+        fixed_variant: fixed,
+        best_variant: best,
+        lightest_variant: lightest,
+        margin: choice.deadline_margin,
+        lateness: choice.max_lateness,
+        ..PolicyConfig::default()
+    })
+}
+
+/// Live-pipeline facts from the LATENCY query and event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveTiming {
+    /// Upstream is live (from the last LATENCY query).
+    pub live: bool,
+    pub upstream_min: Duration,
+    /// The pipeline latency the sinks render with (LATENCY event).
+    pub pipeline_latency: Option<Duration>,
+}
+
+/// One frame's times, as the element reads them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameTimes {
+    /// Running time of the buffer's PTS.
+    pub running_time: Option<u64>,
+    /// The pipeline clock's running time now; `None` without a clock (not playing).
+    pub clock_now: Option<u64>,
+    /// Time axis of a non-live stream without timestamps (ns since the element was made).
+    pub monotonic_now: u64,
+    /// The buffer's duration.
+    pub buffer_duration: Option<Duration>,
+}
+
+/// When one frame is due, on the policy's time axis.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameClock {
+    pub running_time: Option<u64>,
+    pub now: u64,
+    pub budget: FrameBudget,
+    /// Live: running time by which the frame must be out.
+    pub deadline: Option<u64>,
+}
+
+impl FrameClock {
+    /// Whether a frame that took `cost` made its deadline: live, the clock after the work
+    /// (`clock_after`) against the deadline; otherwise the cost against the budget.
+    pub fn met(&self, cost: Duration, clock_after: Option<u64>) -> bool {
+        match (self.deadline, clock_after) {
+            (Some(deadline), Some(now)) => now <= deadline,
+            _ => cost <= self.budget.remaining,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.deadline.is_some()
+    }
+}
+
+/// One frame's decision and what to tell the application about it.
+#[derive(Debug, Clone)]
+pub struct FramePlan {
+    pub decision: Decision,
+    /// `active-variant` changed.
+    pub renamed: bool,
+    /// Lifetime counters after this decision (for QoS messages).
+    pub processed: u64,
+    pub dropped: u64,
+    pub load: f64,
+    pub qos_proportion: f64,
+}
+
+/// Rungs to warm up (measure on a blank frame), lightest first, for one ladder and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmUp {
+    pub order: Vec<usize>,
+    /// Identifies the ladder and frame size the measurements are for.
+    pub generation: u64,
+}
+
+/// Counters kept over the element's life (across caps, scale and state changes).
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    processed: u64,
+    dropped: u64,
+    switches: u64,
+    probes: u64,
+    misses: u64,
+    frames: HashMap<String, u64>,
+}
+
+/// What the `stats` property reports.
+#[derive(Debug, Clone)]
+pub struct StatsView {
+    pub names: Vec<String>,
+    pub stats: PolicyStats,
+    pub load: f64,
+    pub qos_proportion: f64,
+    /// Predicted cost per rung at the current size and load.
+    pub predicted: Vec<Option<Duration>>,
+}
+
+/// The element's scheduler; see the module documentation.
+#[derive(Debug)]
+pub struct Scheduler {
+    names: Vec<String>,
+    scale: u32,
+    policy: DeadlinePolicy,
+    frame_duration: Option<Duration>,
+    /// Rungs measured (or being measured) at the current size.
+    warmed: Vec<bool>,
+    /// A warm-up is running: no second one starts.
+    warming: bool,
+    generation: u64,
+    /// What `active-variant` reports: the policy's active rung (before the first frame, a
+    /// fixed variant's name, else empty).
+    reported: String,
+    /// Counters of the policies this one replaced.
+    retired: Totals,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Self {
+            names: Vec::new(),
+            scale: 0,
+            policy: DeadlinePolicy::new(0, FrameSize::new(1, 1), PolicyConfig::default()),
+            frame_duration: None,
+            warmed: Vec::new(),
+            warming: false,
+            generation: 0,
+            reported: String::new(),
+            retired: Totals::default(),
+        }
+    }
+}
+
+impl Scheduler {
+    /// Takes a negotiated stream: the ladder (`names`, best first) at `scale`, the input frame
+    /// size, the policy settings and the caps' frame duration. The same ladder keeps its
+    /// measured costs (per size), its active rung and its warm-up state; another ladder starts
+    /// afresh, and the counters carry over either way.
+    pub fn negotiate(
+        &mut self,
+        names: Vec<String>,
+        scale: u32,
+        size: FrameSize,
+        config: PolicyConfig,
+        frame_duration: Option<Duration>,
+    ) {
+        if names != self.names || scale != self.scale {
+            self.retire();
+            self.reported = config
+                .fixed_variant
+                .and_then(|v| names.get(v).cloned())
+                .unwrap_or_default();
+            self.policy = DeadlinePolicy::new(names.len(), size, config.clone());
+            self.warmed = vec![false; names.len()];
+            self.names = names;
+            self.scale = scale;
+            self.generation += 1;
+        } else if self.policy.cost_model().frame_size() != size {
+            self.warmed = vec![false; self.names.len()];
+            self.generation += 1;
+        }
+        self.policy.set_config(config);
+        self.policy.set_frame_size(size);
+        self.frame_duration = frame_duration;
+    }
+
+    /// Another bundle was loaded: the next caps start a new policy even if its rungs have the
+    /// same names (the counters carry over).
+    pub fn forget_ladder(&mut self) {
+        self.retire();
+        *self = Self {
+            retired: std::mem::take(&mut self.retired),
+            generation: self.generation + 1,
+            ..Self::default()
+        };
+    }
+
+    /// Folds the current policy's counters into the lifetime totals.
+    fn retire(&mut self) {
+        let stats = self.policy.stats();
+        let t = &mut self.retired;
+        t.processed += stats.processed;
+        t.dropped += stats.dropped;
+        t.switches += stats.switches;
+        t.probes += stats.probes;
+        t.misses += stats.misses;
+        for (name, per) in self.names.iter().zip(&stats.per_variant) {
+            *t.frames.entry(name.clone()).or_default() += per.frames;
+        }
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The negotiated scale (0 before the first caps).
+    pub fn scale(&self) -> u32 {
+        self.scale
+    }
+
+    pub fn set_config(&mut self, config: PolicyConfig) {
+        self.policy.set_config(config);
+    }
+
+    pub fn on_qos(&mut self, proportion: f64, jitter_ns: i64, timestamp: u64) {
+        self.policy.on_qos(proportion, jitter_ns, timestamp);
+    }
+
+    pub fn reset_qos(&mut self) {
+        self.policy.reset_qos();
+    }
+
+    /// When the frame is due: live (upstream live and a clock running), running time +
+    /// pipeline latency against the clock; otherwise its running time is the time axis and
+    /// its duration the budget.
+    pub fn clock(&self, times: FrameTimes, timing: LiveTiming) -> FrameClock {
+        let running_time = times.running_time;
+        let frame_duration = self.frame_duration.or(times.buffer_duration);
+        let live_now = times.clock_now.filter(|_| timing.live);
+        if let (Some(now), Some(rt)) = (live_now, running_time) {
+            // The sinks render at running time + pipeline latency; that latency is at least
+            // upstream's plus ours, unless no sink syncs (then the bin distributes 0).
+            let ours = policy::processing_latency(frame_duration, None, Duration::ZERO);
+            let latency =
+                (timing.upstream_min + ours).max(timing.pipeline_latency.unwrap_or_default());
+            return FrameClock {
+                running_time,
+                now,
+                budget: FrameBudget::live(rt, latency, now, frame_duration),
+                deadline: Some(rt.saturating_add(latency.as_nanos() as u64)),
+            };
+        }
+        let now = running_time.unwrap_or(times.monotonic_now);
+        let budget = match frame_duration {
+            Some(duration) => FrameBudget::non_live(duration, running_time),
+            None => FrameBudget::unbounded(running_time),
+        };
+        // Not live: no frame is worthless for being slow; only downstream QoS drops.
+        FrameClock {
+            running_time,
+            now,
+            budget: budget.keeping_every_frame(),
+            deadline: None,
+        }
+    }
+
+    /// Decides the next frame.
+    pub fn plan(&mut self, clock: &FrameClock) -> FramePlan {
+        let decision = self.policy.decide(clock.now, clock.budget);
+        let active = self.policy.active_variant().and_then(|v| self.names.get(v));
+        let renamed = match active {
+            Some(name) if *name != self.reported => {
+                self.reported = name.clone();
+                true
+            }
+            _ => false,
+        };
+        let stats = self.policy.stats();
+        FramePlan {
+            decision,
+            renamed,
+            processed: self.retired.processed + stats.processed,
+            dropped: self.retired.dropped + stats.dropped,
+            load: self.policy.cost_model().load(),
+            qos_proportion: self.policy.qos_proportion(),
+        }
+    }
+
+    /// What the frame last planned cost, and whether it made its deadline.
+    pub fn record(&mut self, variant: usize, cost: Duration, met: bool) {
+        self.policy.record(variant, cost, met);
+    }
+
+    /// The rungs the policy may run that are not measured at this size yet, lightest first (a
+    /// fixed one, the best allowed without adaptation, else all within the bounds); marks them
+    /// as taken. None while another warm-up runs or when nothing is left.
+    pub fn take_warm_up(&mut self) -> Option<WarmUp> {
+        if self.warming || self.names.is_empty() {
+            return None;
+        }
+        let config = self.policy.config();
+        let last = self.names.len() - 1;
+        let lightest = config.lightest_variant.unwrap_or(last).min(last);
+        let best = config.best_variant.min(lightest);
+        let candidates: Vec<usize> = match config.fixed_variant {
+            Some(fixed) => vec![fixed.min(last)],
+            None if !config.adaptive => vec![best],
+            None => (best..=lightest).rev().collect(),
+        };
+        let order: Vec<usize> = candidates
+            .into_iter()
+            .filter(|&v| !self.warmed[v] && !self.policy.cost_model().is_measured(v))
+            .collect();
+        if order.is_empty() {
+            return None;
+        }
+        for &v in &order {
+            self.warmed[v] = true;
+        }
+        self.warming = true;
+        Some(WarmUp {
+            order,
+            generation: self.generation,
+        })
+    }
+
+    /// The measurements of a warm-up from [`Scheduler::take_warm_up`]: seeds the policy's
+    /// costs unless the ladder or the frame size changed meanwhile. Rungs without samples are
+    /// left to probes.
+    pub fn finish_warm_up(&mut self, generation: u64, seeds: &[(usize, Vec<Duration>)]) {
+        self.warming = false;
+        if generation != self.generation {
+            return;
+        }
+        for (variant, samples) in seeds {
+            if *variant < self.names.len() {
+                self.policy.seed(*variant, samples);
+            }
+        }
+    }
+
+    /// This element's processing latency: one frame duration (what a synchronous element may
+    /// take per frame); zero before caps.
+    pub fn processing_latency(&self) -> Duration {
+        policy::processing_latency(self.frame_duration, None, Duration::ZERO)
+    }
+
+    /// What `active-variant` reports.
+    pub fn active_name(&self) -> &str {
+        &self.reported
+    }
+
+    /// The `stats` property: counters over the element's life; costs at the current size.
+    pub fn stats(&self) -> StatsView {
+        let mut stats = self.policy.stats();
+        let t = &self.retired;
+        stats.processed += t.processed;
+        stats.dropped += t.dropped;
+        stats.switches += t.switches;
+        stats.probes += t.probes;
+        stats.misses += t.misses;
+        stats
+            .per_variant
+            .resize(self.names.len(), Default::default());
+        for (name, per) in self.names.iter().zip(stats.per_variant.iter_mut()) {
+            per.frames += t.frames.get(name).copied().unwrap_or(0);
+        }
+        StatsView {
+            names: self.names.clone(),
+            stats,
+            load: self.policy.cost_model().load(),
+            qos_proportion: self.policy.qos_proportion(),
+            predicted: (0..self.names.len())
+                .map(|v| self.policy.predicted_cost(v))
+                .collect(),
+        }
+    }
+}
