@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Deadline benchmark (issue 5): a live 25 fps 320x180 source upscaled x4 by `lightsrscale`
-//! with the embedded default ladder into a `sync=true` sink; halfway through, a second
-//! process starts loading one core. For `adaptive=true` and for each fixed variant it prints
-//! the share of frames the sink rendered on time, drops, switches and the time per variant,
-//! before and after the load starts.
+//! Deadline benchmark (issues 5, 13): a live 25 fps 320x180 NV12 source upscaled x4 by
+//! `lightsrscale` at its defaults (embedded ladder, no property but `scale`, no environment
+//! variable) into a `sync=true` sink; halfway through, a second process starts loading one
+//! core. For `adaptive=true` and for each fixed variant it prints the share of frames the sink
+//! rendered on time, the share of frames a learned rung made, drops, switches and the time per
+//! variant, before and after the load starts.
 //!
 //! ```text
 //! cargo bench --bench deadline                        # 500 frames (20 s) per configuration
-//! FRAMES=250 CONFIGS=adaptive,fast cargo bench --bench deadline
+//! FRAMES=250 CONFIGS=adaptive,bicubic SCALE=2 FORMAT=RGB cargo bench --bench deadline
 //! ```
-//! Prints figures only; nothing is asserted. The pipeline is prerolled (caps negotiated, every
-//! rung warmed up) before PLAYING, so the warm-up is not counted against the first frames.
+//! Prints figures only; nothing is asserted. The pipeline goes straight to PLAYING, as
+//! `gst-launch-1.0` does: the element starts on its lightest rung and measures the others on
+//! a thread of its own meanwhile.
 //! On time: rendered by `fakesink sync=true qos=true max-lateness=20000000` (a frame later
 //! than 20 ms is dropped there); the element's own drops count as not on time.
 
@@ -40,6 +42,8 @@ struct Run {
     config: String,
     frames: u64,
     halves: [Half; 2],
+    /// Frames made by learned (not weight-free) rungs, per half.
+    learned: [u64; 2],
     /// Seconds of running time per active variant, per half.
     time_on: [BTreeMap<String, f64>; 2],
     stats: gst::Structure,
@@ -49,6 +53,20 @@ fn sink_counts(sink: &gst::Element) -> (u64, u64) {
     let stats = sink.property::<gst::Structure>("stats");
     let get = |f: &str| stats.get::<u64>(f).unwrap_or(0);
     (get("rendered"), get("dropped"))
+}
+
+/// Frames the element made with learned rungs so far (every rung but `bicubic`).
+fn learned_frames(sr: &gst::Element) -> u64 {
+    let stats = sr.property::<gst::Structure>("stats");
+    let Ok(variants) = stats.get::<gst::Array>("variants") else {
+        return 0;
+    };
+    variants
+        .iter()
+        .filter_map(|v| v.get::<gst::Structure>().ok())
+        .filter(|v| v.get::<String>("name").is_ok_and(|n| n != "bicubic"))
+        .map(|v| v.get::<u64>("frames").unwrap_or(0))
+        .sum()
 }
 
 fn element_counts(sr: &gst::Element) -> (u64, u64) {
@@ -65,33 +83,33 @@ fn load_one_core() -> Child {
         .expect("spawn the load process")
 }
 
+/// `FORMAT` (default NV12) and `SCALE` (default 4).
+fn stream() -> (String, u32) {
+    let format = std::env::var("FORMAT").unwrap_or_else(|_| "NV12".into());
+    let scale = std::env::var("SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    (format, scale)
+}
+
 fn pipeline(config: &str, frames: u64) -> gst::Pipeline {
+    let (format, scale) = stream();
     let choice = if config == "adaptive" {
-        "variant=auto adaptive=true".to_string()
+        String::new()
     } else {
         format!("variant={config}")
     };
     let description = format!(
         "videotestsrc is-live=true num-buffers={frames} pattern=ball \
-         ! video/x-raw,format=RGB,width=320,height=180,framerate={FPS}/1 \
-         ! lightsrscale name=sr scale=4 {choice} \
+         ! video/x-raw,format={format},width=320,height=180,framerate={FPS}/1 \
+         ! lightsrscale name=sr scale={scale} {choice} \
          ! fakesink name=sink sync=true qos=true max-lateness=20000000"
     );
     gst::parse::launch(&description)
         .expect("pipeline")
         .downcast()
         .expect("a pipeline")
-}
-
-/// Negotiates (and so warms up every rung) before the clock runs: a live source negotiates
-/// in PAUSED.
-fn preroll(p: &gst::Pipeline, sr: &gst::Element) {
-    p.set_state(gst::State::Paused).expect("PAUSED");
-    let src = sr.static_pad("src").expect("src pad");
-    let started = Instant::now();
-    while src.current_caps().is_none() && started.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Splits the running time between the variants active in it, per half.
@@ -111,13 +129,12 @@ fn run(config: &str, frames: u64) -> Run {
     let p = pipeline(config, frames);
     let sr = p.by_name("sr").expect("sr");
     let sink = p.by_name("sink").expect("sink");
-    preroll(&p, &sr);
     p.set_state(gst::State::Playing).expect("PLAYING");
     let bus = p.bus().expect("bus");
     let started = Instant::now();
     let half_time = FRAME * (frames / 2) as u32;
     let mut load: Option<Child> = None;
-    let mut at_half = (Half::default(), 0u64);
+    let mut at_half = (Half::default(), 0u64, 0u64);
     let mut switches: Vec<(u64, String)> = Vec::new();
     let deadline = FRAME * frames as u32 + Duration::from_secs(120);
     while started.elapsed() < deadline {
@@ -134,6 +151,7 @@ fn run(config: &str, frames: u64) -> Run {
                     switches: switched,
                 },
                 rt,
+                learned_frames(&sr),
             );
             load = Some(load_one_core());
         }
@@ -160,8 +178,9 @@ fn run(config: &str, frames: u64) -> Run {
     let (rendered, sink_dropped) = sink_counts(&sink);
     let (element_dropped, switched) = element_counts(&sr);
     let stats = sr.property::<gst::Structure>("stats");
+    let learned = learned_frames(&sr);
     p.set_state(gst::State::Null).expect("NULL");
-    let (first, half_rt) = at_half;
+    let (first, half_rt, learned_first) = at_half;
     let second = Half {
         due: frames - first.due,
         rendered: rendered - first.rendered,
@@ -174,6 +193,7 @@ fn run(config: &str, frames: u64) -> Run {
         config: config.to_string(),
         frames,
         halves: [first, second],
+        learned: [learned_first, learned - learned_first],
         time_on: time_on(&switches, half_rt, end),
         stats,
     }
@@ -201,6 +221,12 @@ fn print(run: &Run) {
     );
     for (h, name) in ["unloaded", "loaded"].iter().enumerate() {
         let half = &run.halves[h];
+        println!(
+            "  {name:<9} learned rung on {:6.2}% of the frames ({} / {})",
+            percent(run.learned[h], half.due),
+            run.learned[h],
+            half.due
+        );
         let time: Vec<String> = run.time_on[h]
             .iter()
             .filter(|(_, s)| **s > 0.0)
@@ -233,14 +259,14 @@ fn print(run: &Run) {
     println!("  per variant: {}", per.join("; "));
 }
 
-/// The embedded default's x4 rungs, best first.
+/// The embedded default's rungs at `SCALE`, best first.
 fn ladder() -> Vec<String> {
     let bundle = gstlightsrscale::engine::Bundle::load(
         &gstlightsrscale::engine::BundleSource::Embedded,
         tch::Device::Cpu,
     )
     .expect("the embedded default bundle");
-    let ladder = bundle.ladder(4).expect("an x4 ladder");
+    let ladder = bundle.ladder(stream().1).expect("a ladder at SCALE");
     ladder
         .variants
         .iter()
@@ -262,11 +288,14 @@ fn main() {
             .chain(rungs.iter().cloned())
             .collect(),
     };
+    let (format, scale) = stream();
     println!(
-        "deadline: live {FPS} fps 320x180 RGB -> x4 (embedded ladder: {}), fakesink sync=true, \
-         {frames} frames per configuration, one core loaded by a second process from frame {}",
+        "deadline: live {FPS} fps 320x180 {format} -> x{scale} (embedded ladder: {}), fakesink \
+         sync=true, {frames} frames per configuration, one core loaded by a second process from \
+         frame {}, {} libtorch threads",
         rungs.join(" > "),
-        frames / 2
+        frames / 2,
+        tch::get_num_threads()
     );
     for config in &configs {
         print(&run(config, frames));

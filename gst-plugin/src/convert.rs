@@ -27,7 +27,7 @@ pub enum PixelLayout {
 
 impl PixelLayout {
     /// Bytes per pixel of a packed RGB layout; None for YUV.
-    pub fn packed_bytes(self) -> Option<i64> {
+    fn packed_bytes(self) -> Option<i64> {
         match self {
             PixelLayout::Rgb => Some(3),
             PixelLayout::Rgba | PixelLayout::Rgbx | PixelLayout::Bgrx | PixelLayout::Bgra => {

@@ -684,6 +684,8 @@ pub struct DeadlinePolicy {
     consecutive_drops: u32,
     tallies: Vec<VariantTally>,
     stats: PolicyStats,
+    /// Unmeasured rungs are being measured elsewhere (a warm-up): not probed meanwhile.
+    measuring_elsewhere: bool,
 }
 
 impl DeadlinePolicy {
@@ -703,7 +705,14 @@ impl DeadlinePolicy {
             consecutive_drops: 0,
             tallies: vec![VariantTally::default(); variants],
             stats: PolicyStats::default(),
+            measuring_elsewhere: false,
         }
+    }
+
+    /// While a warm-up measures the unmeasured rungs off the streaming thread, no frame probes
+    /// them (a probe of a rung of unknown cost may make a frame late).
+    pub fn set_measuring_elsewhere(&mut self, measuring: bool) {
+        self.measuring_elsewhere = measuring;
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -1021,7 +1030,7 @@ impl DeadlinePolicy {
             .last_probe
             .is_none_or(|t| now.saturating_sub(t) >= nanos(self.config.probe_interval) as u64);
         if self.predicted(up).is_none() {
-            return if probe_due {
+            return if probe_due && !self.measuring_elsewhere {
                 Choice::Probe(up)
             } else {
                 Choice::Run(current, Reason::Steady)

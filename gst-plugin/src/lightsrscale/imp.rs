@@ -1126,12 +1126,8 @@ impl VideoFilterImpl for LightSrScale {
         let config = ladder_config(ladder, &settings).map_err(fail)?;
         let size = FrameSize::new(in_info.width(), in_info.height());
         let frame_duration = policy::frame_duration(in_info.fps().numer(), in_info.fps().denom());
-        // GStreamer's scaler re-encodes colour between matrices with 8-bit integer maths (a
-        // few codes off): where the two sides differ, the bicubic module converts instead.
-        let same_colour = input.layout.packed_bytes().is_some()
-            || (input.matrix == output.matrix && input.range == output.range);
         let scaler = match bundle.device {
-            tch::Device::Cpu if same_colour => Some(Arc::new(
+            tch::Device::Cpu => Some(Arc::new(
                 weight_free_scaler(in_info, out_info).map_err(fail)?,
             )),
             _ => None,

@@ -223,6 +223,7 @@ impl Scheduler {
                 .and_then(|v| names.get(v).cloned())
                 .unwrap_or_default();
             self.policy = DeadlinePolicy::new(names.len(), size, config.clone());
+            self.policy.set_measuring_elsewhere(self.warming);
             self.warmed = vec![false; names.len()];
             self.names = names;
             self.scale = scale;
@@ -370,6 +371,7 @@ impl Scheduler {
             self.warmed[v] = true;
         }
         self.warming = true;
+        self.policy.set_measuring_elsewhere(true);
         Some(WarmUp {
             order,
             generation: self.generation,
@@ -381,6 +383,7 @@ impl Scheduler {
     /// left to probes.
     pub fn finish_warm_up(&mut self, generation: u64, seeds: &[(usize, Vec<Duration>)]) {
         self.warming = false;
+        self.policy.set_measuring_elsewhere(false);
         if generation != self.generation {
             return;
         }
@@ -426,5 +429,318 @@ impl Scheduler {
                 .map(|v| self.policy.predicted_cost(v))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The element's deadline behaviour, driven frame by frame with an injected clock and
+    //! injected costs: every decision is asserted exactly, nothing is timed.
+    use super::*;
+    use crate::policy::Reason;
+
+    const MS: u64 = 1_000_000;
+    const PERIOD: u64 = 40 * MS;
+    const SIZE: FrameSize = FrameSize {
+        width: 320,
+        height: 180,
+    };
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn choice() -> RungChoice {
+        RungChoice {
+            variant: crate::engine::manifest::AUTO.into(),
+            adaptive: true,
+            min_variant: String::new(),
+            max_variant: String::new(),
+            deadline_margin: ms(2),
+            max_lateness: ms(20),
+        }
+    }
+
+    /// (frame index, from, to, reason) of a switch.
+    type Switch = (u64, Option<usize>, usize, Reason);
+
+    /// What happened to one frame: the rung it ran on (None: dropped), and the switch if any.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Step {
+        ran: Option<usize>,
+        switch: Option<(Option<usize>, usize, Reason)>,
+    }
+
+    /// A live 25 fps stream into a scheduler: frame k is captured at running time k * 40 ms
+    /// and must be out one frame later (the latency this element answers); the clock moves on
+    /// by what each frame costs, so a slow frame delays the next ones.
+    struct Live {
+        scheduler: Scheduler,
+        timing: LiveTiming,
+        names: Vec<String>,
+        frame: u64,
+        now: u64,
+    }
+
+    impl Live {
+        fn new(names: &[&str], choice: &RungChoice) -> Live {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let mut scheduler = Scheduler::default();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let config = policy_config(&refs, 4, choice).unwrap();
+            scheduler.negotiate(names.clone(), 4, SIZE, config, Some(ms(40)));
+            Live {
+                scheduler,
+                timing: LiveTiming {
+                    live: true,
+                    upstream_min: Duration::ZERO,
+                    pipeline_latency: Some(ms(40)),
+                },
+                names,
+                frame: 0,
+                now: 0,
+            }
+        }
+
+        /// Seeds every rung as a warm-up would (5 samples each).
+        fn warmed(mut self, costs_ms: &[u64]) -> Live {
+            let warm_up = self.scheduler.take_warm_up().expect("rungs to warm up");
+            let seeds: Vec<(usize, Vec<Duration>)> = warm_up
+                .order
+                .iter()
+                .map(|&v| (v, vec![ms(costs_ms[v]); 5]))
+                .collect();
+            self.scheduler.finish_warm_up(warm_up.generation, &seeds);
+            self
+        }
+
+        /// One frame, costing `cost(rung)` if it runs.
+        fn step(&mut self, cost: impl Fn(usize) -> u64) -> Step {
+            let rt = self.frame * PERIOD;
+            self.now = self.now.max(rt);
+            let times = FrameTimes {
+                running_time: Some(rt),
+                clock_now: Some(self.now),
+                monotonic_now: 0,
+                buffer_duration: None,
+            };
+            let clock = self.scheduler.clock(times, self.timing);
+            let plan = self.scheduler.plan(&clock);
+            let d = plan.decision;
+            let ran = (!d.drop).then(|| {
+                let spent = cost(d.variant) * MS;
+                self.now += spent;
+                let met = clock.met(Duration::from_nanos(spent), Some(self.now));
+                self.scheduler
+                    .record(d.variant, Duration::from_nanos(spent), met);
+                d.variant
+            });
+            self.frame += 1;
+            Step {
+                ran,
+                switch: d.switch.map(|s| (s.from, s.to, s.reason)),
+            }
+        }
+
+        /// `n` frames; returns (frame index, from, to, reason) of every switch and the frames
+        /// run per rung (index = rung, last = dropped).
+        fn run(&mut self, n: u64, cost: impl Fn(u64, usize) -> u64) -> (Vec<Switch>, Vec<u64>) {
+            let mut switches = Vec::new();
+            let mut counts = vec![0u64; self.names.len() + 1];
+            for _ in 0..n {
+                let k = self.frame;
+                let step = self.step(|v| cost(k, v));
+                if let Some((from, to, reason)) = step.switch {
+                    switches.push((k, from, to, reason));
+                }
+                counts[step.ran.unwrap_or(self.names.len())] += 1;
+            }
+            (switches, counts)
+        }
+    }
+
+    #[test]
+    fn a_live_stream_starts_on_the_lightest_rung_while_the_others_are_measured() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice());
+        let warm_up = live
+            .scheduler
+            .take_warm_up()
+            .expect("both rungs to measure");
+        assert_eq!(warm_up.order, vec![1, 0], "lightest first");
+        assert_eq!(live.scheduler.take_warm_up(), None, "one warm-up at a time");
+        // Frames arrive while the warm-up thread measures: the lightest rung runs.
+        let (switches, counts) = live.run(10, |_, v| [25, 2][v]);
+        assert_eq!(switches, vec![(0, None, 1, Reason::Initial)]);
+        assert_eq!(counts, vec![0, 10, 0]);
+        assert_eq!(live.scheduler.active_name(), "bicubic");
+        // The measurements come in: the learned rung fits with headroom (25 x 1.25 <= 38 ms),
+        // so after 2 s of fitting and a confirming probe the stream climbs to it, and stays.
+        live.scheduler.finish_warm_up(
+            warm_up.generation,
+            &[(1, vec![ms(2); 5]), (0, vec![ms(25); 5])],
+        );
+        let (switches, counts) = live.run(100, |_, v| [25, 2][v]);
+        assert_eq!(switches, vec![(60, Some(1), 0, Reason::Headroom)]);
+        assert_eq!(counts, vec![52, 48, 0], "two probe frames, then the climb");
+        assert_eq!(live.scheduler.active_name(), "learned");
+    }
+
+    #[test]
+    fn falls_back_at_a_miss_and_climbs_back_when_the_load_is_gone() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[25, 2]);
+        // Frames 30..90: another process slows the learned rung to 55 ms (the bicubic rung to
+        // 4 ms); afterwards it is 25 ms again.
+        let (switches, counts) = live.run(200, |k, v| match (30..90).contains(&k) {
+            true => [55, 4][v],
+            false => [25, 2][v],
+        });
+        assert_eq!(
+            switches,
+            vec![
+                (0, None, 0, Reason::Initial),
+                (31, Some(0), 1, Reason::DeadlineMissed),
+                (147, Some(1), 0, Reason::Headroom),
+            ]
+        );
+        assert_eq!(
+            counts[2], 0,
+            "nothing dropped: the bicubic rung makes every deadline"
+        );
+        let stats = live.scheduler.stats().stats;
+        // switches: changes of rung after the first choice
+        assert_eq!(
+            (stats.processed, stats.dropped, stats.switches),
+            (200, 0, 2)
+        );
+        assert_eq!(
+            stats.misses, 1,
+            "one late frame (the one that showed the load)"
+        );
+    }
+
+    #[test]
+    fn drops_what_even_the_lightest_rung_cannot_make_and_remeasures() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[100, 70]);
+        let (switches, counts) = live.run(40, |_, v| [100, 70][v]);
+        assert_eq!(switches, vec![(0, None, 1, Reason::Initial)]);
+        // 1 frame in 13 runs anyway to re-measure; the rest are dropped and counted.
+        assert_eq!(counts, vec![0, 3, 37]);
+        let stats = live.scheduler.stats().stats;
+        assert_eq!((stats.processed, stats.dropped), (3, 37));
+    }
+
+    #[test]
+    fn a_fixed_variant_never_adapts_and_bounds_limit_the_ladder() {
+        let fixed = RungChoice {
+            variant: "learned".into(),
+            ..choice()
+        };
+        let mut live = Live::new(&["learned", "medium", "bicubic"], &fixed).warmed(&[60, 20, 2]);
+        let (switches, counts) = live.run(20, |_, v| [60, 20, 2][v]);
+        assert_eq!(switches, vec![(0, None, 0, Reason::Fixed)]);
+        // never moved: late frames run, and those already past the sink's lateness are dropped
+        assert_eq!(counts, vec![14, 0, 0, 6]);
+        let capped = RungChoice {
+            max_variant: "medium".into(),
+            ..choice()
+        };
+        let mut live = Live::new(&["learned", "medium", "bicubic"], &capped).warmed(&[5, 3, 2]);
+        let (switches, counts) = live.run(100, |_, v| [5, 3, 2][v]);
+        assert_eq!(switches, vec![(0, None, 1, Reason::Initial)]);
+        assert_eq!(
+            counts,
+            vec![0, 100, 0, 0],
+            "the best rung fits but is out of bounds"
+        );
+        // The bound lifted while playing: chosen afresh at the next frame.
+        let names = ["learned", "medium", "bicubic"];
+        live.scheduler
+            .set_config(policy_config(&names, 4, &choice()).unwrap());
+        // the rung the bound let in is measured (the element's warm-up before the next frame)
+        let warm_up = live.scheduler.take_warm_up().expect("the rung let in");
+        assert_eq!(warm_up.order, vec![0]);
+        live.scheduler
+            .finish_warm_up(warm_up.generation, &[(0, vec![ms(5); 5])]);
+        let (switches, _) = live.run(1, |_, v| [5, 3, 2][v]);
+        assert_eq!(switches, vec![(100, Some(1), 0, Reason::Settings)]);
+    }
+
+    #[test]
+    fn not_live_keeps_every_frame_on_the_cheapest_rung_when_nothing_fits() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[100, 70]);
+        live.timing.live = false;
+        let (switches, counts) = live.run(20, |_, v| [100, 70][v]);
+        assert_eq!(switches, vec![(0, None, 1, Reason::Initial)]);
+        assert_eq!(
+            counts,
+            vec![0, 20, 0],
+            "a file loses no frame for being slow"
+        );
+    }
+
+    #[test]
+    fn upstream_qos_lowers_the_rung_and_drops_frames_it_reports_late() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[25, 2]);
+        live.run(5, |_, v| [25, 2][v]);
+        assert_eq!(live.scheduler.active_name(), "learned");
+        // The sink reports it renders at 1/3 of real time, the last frame 100 ms late.
+        for _ in 0..5 {
+            live.scheduler.on_qos(3.0, 100 * MS as i64, 4 * PERIOD);
+        }
+        // Frames 5..9 (running time 200..360 ms) are at or before the earliest time the sink
+        // can still show (4 x 40 + 2 x 100 ms): dropped. Then the proportion, which shrinks
+        // the budget 3x, takes the stream down to the bicubic rung.
+        let (switches, counts) = live.run(10, |_, v| [25, 2][v]);
+        assert_eq!(switches, vec![(10, Some(0), 1, Reason::QosProportion)]);
+        assert_eq!(counts, vec![0, 5, 5]);
+        assert_eq!(live.scheduler.active_name(), "bicubic");
+        assert_eq!(live.scheduler.stats().stats.dropped, 5);
+        live.scheduler.reset_qos();
+        assert_eq!(live.scheduler.stats().qos_proportion, 1.0);
+    }
+
+    #[test]
+    fn a_warm_up_for_another_size_is_not_used_and_the_new_size_gets_its_own() {
+        let names = vec!["learned".to_string(), "bicubic".to_string()];
+        let config = policy_config(&["learned", "bicubic"], 4, &choice()).unwrap();
+        let mut scheduler = Scheduler::default();
+        scheduler.negotiate(names.clone(), 4, SIZE, config.clone(), Some(ms(40)));
+        let stale = scheduler.take_warm_up().unwrap();
+        let big = FrameSize {
+            width: 640,
+            height: 360,
+        };
+        scheduler.negotiate(names, 4, big, config, Some(ms(40)));
+        scheduler.finish_warm_up(stale.generation, &[(0, vec![ms(10); 5])]);
+        assert_eq!(scheduler.stats().predicted, vec![None, None]);
+        let fresh = scheduler.take_warm_up().expect("the new size is measured");
+        assert_eq!(fresh.order, vec![1, 0]);
+        scheduler.finish_warm_up(fresh.generation, &[(0, vec![ms(40); 5])]);
+        assert!(scheduler.stats().predicted[0].is_some());
+    }
+
+    #[test]
+    fn stats_count_for_the_life_of_the_element_across_ladders() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[25, 2]);
+        live.run(30, |_, v| [25, 2][v]);
+        // scale=2: another ladder, a new policy; the counters go on.
+        let x2 = vec!["small".to_string(), "bicubic".to_string()];
+        let config = policy_config(&["small", "bicubic"], 2, &choice()).unwrap();
+        live.scheduler
+            .negotiate(x2.clone(), 2, SIZE, config.clone(), Some(ms(40)));
+        live.names = x2.clone();
+        live.run(10, |_, v| [10, 1][v]);
+        let view = live.scheduler.stats();
+        assert_eq!(view.stats.processed, 40);
+        assert_eq!(view.names, x2);
+        // per rung, the frames of the rungs this ladder has (the x4 rung ran the first 30); no
+        // warm-up ran for it here, so it starts on bicubic and probes `small` at once
+        let frames: Vec<u64> = view.stats.per_variant.iter().map(|v| v.frames).collect();
+        assert_eq!(frames, vec![1, 9]);
+        // Another bundle: its rungs start unmeasured, the counters still go on.
+        live.scheduler.forget_ladder();
+        live.scheduler.negotiate(x2, 2, SIZE, config, Some(ms(40)));
+        assert_eq!(live.scheduler.stats().predicted, vec![None, None]);
+        assert_eq!(live.scheduler.stats().stats.processed, 40);
     }
 }
