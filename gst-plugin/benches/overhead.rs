@@ -19,7 +19,14 @@ use tch::{Device, Kind, Tensor};
 
 const WIDTH: u32 = 320;
 const HEIGHT: u32 = 180;
-const SCALE: u32 = 4;
+
+/// `LIGHTSRSCALE_BENCH_SCALE` (default 4).
+fn scale() -> u32 {
+    std::env::var("LIGHTSRSCALE_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4)
+}
 
 struct ElementRun {
     label: String,
@@ -32,7 +39,7 @@ impl ElementRun {
     fn new(format: &'static str, model: &str, device: &str, variant: &str) -> ElementRun {
         let element = gst::ElementFactory::make("lightsrscale")
             .property("model", model)
-            .property("scale", SCALE)
+            .property("scale", scale())
             .property("device", device)
             .property("variant", variant)
             .build()
@@ -45,8 +52,8 @@ impl ElementRun {
     fn videoscale(format: &'static str) -> ElementRun {
         let harness = gst_check::Harness::new_parse(&format!(
             "videoscale method=catrom ! capsfilter caps=video/x-raw,width={},height={}",
-            WIDTH * SCALE,
-            HEIGHT * SCALE
+            WIDTH * scale(),
+            HEIGHT * scale()
         ));
         Self::with_harness(
             format!("videoscale method=catrom, {format:<4}"),
@@ -97,7 +104,8 @@ impl ElementRun {
         let elapsed = start.elapsed();
         assert_eq!(
             out.size(),
-            (WIDTH * HEIGHT * SCALE * SCALE) as usize * if self.format == "NV12" { 3 } else { 6 }
+            (WIDTH * HEIGHT * scale() * scale()) as usize
+                * if self.format == "NV12" { 3 } else { 6 }
                 / 2
         );
         elapsed
@@ -111,7 +119,7 @@ fn direct_forward(variant: &Variant, input: &Tensor) -> Duration {
         tch::Cuda::synchronize(index as i64);
     }
     let elapsed = start.elapsed();
-    assert_eq!(out.size()[1], i64::from(HEIGHT * SCALE));
+    assert_eq!(out.size()[1], i64::from(HEIGHT * scale()));
     elapsed
 }
 
@@ -133,7 +141,9 @@ fn main() {
     let request: DeviceRequest = device_name.parse().expect("a device");
     let device = request.resolve().expect("an available device").device;
     let bundle = Bundle::load(&source, device).expect("bundle");
-    let ladder = bundle.ladder(SCALE).expect("an x4 ladder");
+    let ladder = bundle
+        .ladder(scale())
+        .expect("a ladder at LIGHTSRSCALE_BENCH_SCALE");
     let variant = match std::env::var("LIGHTSRSCALE_BENCH_VARIANT") {
         Ok(name) => ladder
             .variant(&name)
@@ -168,7 +178,8 @@ fn main() {
     }
     let forward_ms = median_ms(&mut direct);
     println!(
-        "lightsrscale overhead: {WIDTH}x{HEIGHT} -> x{SCALE}, bundle {:?}, variant {}, {device:?}, {} libtorch threads, {frames} frames, medians",
+        "lightsrscale overhead: {WIDTH}x{HEIGHT} -> x{}, bundle {:?}, variant {}, {device:?}, {} libtorch threads, {frames} frames, medians",
+        scale(),
         bundle.manifest.name,
         variant.name(),
         tch::get_num_threads()
