@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MPL-2.0
 # The README's test command: set-up, fixture bundles, release build, Rust tests (unit, engine,
-# element, pipelines), Python model tests, then a gst-inspect + gst-launch smoke run of the
-# built plugin. Idempotent; safe to re-run.
+# element, pipelines), Python model tests, a gst-inspect + gst-launch smoke run of the built
+# plugin, then an install into a staging prefix that must run on its own
+# (tests/install-test.sh). Idempotent; safe to re-run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -41,4 +42,7 @@ gst-launch-1.0 -q videotestsrc num-buffers=3 ! video/x-raw,format=NV12,width=480
 gst-launch-1.0 -q videotestsrc num-buffers=3 ! video/x-raw,format=RGB,width=321,height=181 \
   ! lightsrscale scale=2 model="$ROOT/target/fixtures/ladder" variant=nearest ! video/x-raw,width=642 ! fakesink
 
-printf '\nrun-all: OK (fixtures, build, Rust tests, Python tests, gst-inspect/gst-launch smoke)\n'
+step "install test (meson install --destdir, then the installed copy on its own)"
+./tests/install-test.sh
+
+printf '\nrun-all: OK (fixtures, build, Rust tests, Python tests, gst-inspect/gst-launch smoke, install)\n'

