@@ -42,7 +42,10 @@ gst-launch-1.0 -q videotestsrc num-buffers=3 ! video/x-raw,format=NV12,width=480
 gst-launch-1.0 -q videotestsrc num-buffers=3 ! video/x-raw,format=RGB,width=321,height=181 \
   ! lightsrscale scale=2 model="$ROOT/target/fixtures/ladder" variant=nearest ! video/x-raw,width=642 ! fakesink
 
+step "stream server test (pipelines/restore-server.py on 127.0.0.1: SRT in, restore, SRT + HLS out)"
+nice .venv/bin/python tests/stream-server-test.py | grep -v "^restore-server:  *[0-9]"
+
 step "install test (meson install --destdir, then the installed copy on its own)"
 ./tests/install-test.sh
 
-printf '\nrun-all: OK (fixtures, build, Rust tests, Python tests, gst-inspect/gst-launch smoke, install)\n'
+printf '\nrun-all: OK (fixtures, build, Rust tests, Python tests, gst-inspect/gst-launch smoke, stream server, install)\n'

@@ -9,7 +9,8 @@ cd "$ROOT"
 
 APT_PKGS=(build-essential pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-plugins-ugly gstreamer1.0-libav meson ninja-build)
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav meson ninja-build
+  python3-gi gir1.2-gstreamer-1.0)  # PyGObject: pipelines/restore-server.py
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

