@@ -333,3 +333,30 @@ fn embedded_default_on_cuda_matches_the_cpu_when_cuda_exists() {
         }
     }
 }
+
+#[test]
+fn tiles_give_the_untiled_picture_of_a_convolutional_rung() {
+    // A held-out photograph (texture everywhere) in tiles far smaller than the frame: each
+    // tile reads the rung's receptive field around it, so no seam and no difference beyond a
+    // grey level where float sums are ordered differently.
+    let bundle = Bundle::load(&BundleSource::Embedded, Device::Cpu).unwrap();
+    let hr = photo("astronaut_hr", 192, 128);
+    for scale in [4i64, 2] {
+        let variant = bundle.ladder(scale as u32).unwrap().variants[0].clone();
+        let input = hr.narrow(1, 0, 128 / scale * 2).narrow(2, 0, 192);
+        let whole = variant.upscale(&input).unwrap();
+        for tile in [16, 40, 64] {
+            let tiled = variant.upscale_tiled(&input, tile).unwrap();
+            assert_eq!(tiled.size(), whole.size());
+            let diff = max_diff(&bytes(&tiled), &bytes(&whole));
+            assert!(
+                diff <= 1,
+                "x{scale} {} in {tile}-pixel tiles differs by {diff}",
+                variant.name()
+            );
+        }
+        // tile 0 or larger than the frame: the frame as it is
+        let same = variant.upscale_tiled(&input, 0).unwrap();
+        assert_eq!(bytes(&same), bytes(&whole));
+    }
+}

@@ -387,3 +387,20 @@ fn active_variant_changes_are_notified() {
         "one switch, one notification"
     );
 }
+
+#[test]
+fn tile_size_runs_learned_rungs_in_tiles_without_changing_the_picture() {
+    let input = gradient(45, 70);
+    let mut whole = harness(&[("scale", "2"), ("variant", "light-pruned")]);
+    let mut tiled = harness(&[
+        ("scale", "2"),
+        ("variant", "light-pruned"),
+        ("tile-size", "16"),
+    ]);
+    assert_eq!(tiled.element().unwrap().property::<u32>("tile-size"), 16);
+    let (a, _, _) = run_frame(&mut whole, "RGB", PixelLayout::Rgb, &input, None);
+    let (b, _, info) = run_frame(&mut tiled, "RGB", PixelLayout::Rgb, &input, None);
+    assert_eq!((info.width(), info.height()), (140, 90));
+    let diff = max_diff(&bytes(&a), &bytes(&b));
+    assert!(diff <= 1, "tiled output differs by {diff}");
+}

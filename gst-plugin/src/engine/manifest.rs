@@ -41,7 +41,15 @@ pub struct VariantSpec {
     /// Informational: measured CPU cost of one 320x180 frame, if the exporter recorded it.
     pub cpu_ms_320x180: Option<f64>,
     pub objective: Objective,
+    /// Input pixels on each side that influence an output pixel (`receptive_field`, optional):
+    /// the overlap of tiles. Default [`DEFAULT_RECEPTIVE_FIELD`].
+    pub receptive_field: u32,
 }
+
+/// Tile overlap when the manifest gives no `receptive_field`: covers the shipped student
+/// (8 blocks of two 3x3 depthwise convs, a 3x3 head and tail: 18 pixels, plus the bicubic
+/// skip's 2). Fourier rungs see the whole frame; for them tiling is an approximation.
+pub const DEFAULT_RECEPTIVE_FIELD: u32 = 24;
 
 /// What a variant was trained for (`"objective"`, optional; default `fidelity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,6 +116,7 @@ struct RawVariant {
     fourier: bool,
     cpu_ms_320x180: Option<f64>,
     objective: Option<String>,
+    receptive_field: Option<u32>,
 }
 
 impl Manifest {
@@ -211,6 +220,7 @@ fn check_ladder(raw: RawLadder) -> Result<LadderSpec, String> {
             fourier: v.fourier,
             cpu_ms_320x180: v.cpu_ms_320x180,
             objective,
+            receptive_field: v.receptive_field.unwrap_or(DEFAULT_RECEPTIVE_FIELD),
         });
     }
     Ok(LadderSpec { scale, variants })

@@ -21,6 +21,8 @@ pub struct Variant {
     objective: Objective,
     /// The manifest's `kind` is "bicubic": no weights, a fixed interpolation.
     weight_free: bool,
+    /// Tile overlap in input pixels (the manifest's `receptive_field`).
+    overlap: i64,
     device: Device,
     module: CModule,
 }
@@ -58,6 +60,7 @@ impl Variant {
             half,
             objective: spec.objective,
             weight_free: spec.kind == "bicubic",
+            overlap: i64::from(spec.receptive_field),
             device,
             module,
         })
@@ -123,6 +126,51 @@ impl Variant {
         Ok(output)
     }
 
+    /// [`Variant::upscale`] in tiles of at most `tile` x `tile` input pixels, each read with
+    /// the rung's receptive field around it and cropped back to its own area, so that a
+    /// convolutional rung gives the same picture as untiled (to a grey level where float sums
+    /// are ordered differently) with the memory of one tile. `tile` 0 or at least the frame:
+    /// untiled.
+    pub fn upscale_tiled(&self, frames: &Tensor, tile: i64) -> Result<Tensor, EngineError> {
+        let size = frames.size();
+        let &[n, h, w, c] = size.as_slice() else {
+            return self.upscale(frames);
+        };
+        if tile <= 0 || (h <= tile && w <= tile) {
+            return self.upscale(frames);
+        }
+        let s = i64::from(self.scale);
+        let out = Tensor::f_empty([n, h * s, w * s, c], (Kind::Uint8, self.device))
+            .map_err(|e| self.frame_error(&e, &size))?;
+        let span = |start: i64, len: i64, total: i64| {
+            let from = (start - self.overlap).max(0);
+            let to = (start + len + self.overlap).min(total);
+            (from, to - from, start - from)
+        };
+        for y in (0..h).step_by(tile as usize) {
+            let th = tile.min(h - y);
+            let (iy, ih, oy) = span(y, th, h);
+            for x in (0..w).step_by(tile as usize) {
+                let tw = tile.min(w - x);
+                let (ix, iw, ox) = span(x, tw, w);
+                let part = frames
+                    .f_narrow(1, iy, ih)
+                    .and_then(|t| t.f_narrow(2, ix, iw))
+                    .map_err(|e| self.forward_error(&e))?;
+                let up = self.upscale(&part)?;
+                let keep = up
+                    .f_narrow(1, oy * s, th * s)
+                    .and_then(|t| t.f_narrow(2, ox * s, tw * s))
+                    .map_err(|e| self.forward_error(&e))?;
+                out.f_narrow(1, y * s, th * s)
+                    .and_then(|t| t.f_narrow(2, x * s, tw * s))
+                    .and_then(|mut t| t.f_copy_(&keep))
+                    .map_err(|e| self.frame_error(&e, &size))?;
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs one blank frame of the given size, so the first real frame does not pay for
     /// libtorch's lazy initialisation; returns how long it took.
     pub fn warm_up(&self, height: i64, width: i64) -> Result<Duration, EngineError> {
@@ -172,8 +220,8 @@ impl Variant {
         let problem = match (out_of_memory(&message), frame) {
             (Some(allocation), &[n, h, w, _]) => format!(
                 "out of memory on {:?}: {allocation} failed while upscaling {n} frame(s) of {w}x{h} \
-                 x{}; use a lighter rung (variant= or max-variant=), a smaller scale, or smaller \
-                 frames (libtorch: {})",
+                 x{}; use a lighter rung (variant= or max-variant=), a smaller scale, or tiles \
+                 (tile-size=512) (libtorch: {})",
                 self.device,
                 self.scale,
                 torch_cause(&message)

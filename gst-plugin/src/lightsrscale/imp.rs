@@ -77,6 +77,11 @@ const WARM_UP_TIMED: usize = 5;
 const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
 /// 0: libtorch's own choice (one intra-op thread per core).
 const DEFAULT_THREADS: u32 = 0;
+/// 0: tile only frames whose estimated working memory exceeds the budget ([`auto_tile`]).
+const DEFAULT_TILE_SIZE: u32 = 0;
+/// Working memory of a learned rung per input pixel, an upper estimate: 8 fp32 tensors of 64
+/// channels (the phase-form student keeps 3 or 4 of up to 48).
+const BYTES_PER_INPUT_PIXEL: u64 = 8 * 64 * 4;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -90,6 +95,7 @@ struct Settings {
     min_variant: String,
     max_variant: String,
     threads: u32,
+    tile_size: u32,
 }
 
 impl Settings {
@@ -124,6 +130,7 @@ impl Default for Settings {
             min_variant: DEFAULT_BOUND.into(),
             max_variant: DEFAULT_BOUND.into(),
             threads: DEFAULT_THREADS,
+            tile_size: DEFAULT_TILE_SIZE,
         }
     }
 }
@@ -132,6 +139,8 @@ impl Default for Settings {
 struct Negotiated {
     input: FrameFormat,
     output: FrameFormat,
+    /// Tile side in input pixels for learned rungs (0: whole frames).
+    tile: i64,
     /// The rungs of the negotiated scale's ladder, best first (the scheduler's indices).
     variants: Vec<Arc<Variant>>,
     infos: (gst_video::VideoInfo, gst_video::VideoInfo),
@@ -152,6 +161,32 @@ struct FrameJob {
     variant: Arc<Variant>,
     /// Runs the variant instead of libtorch when it is the weight-free rung.
     scaler: Option<Arc<gst_video::VideoConverter>>,
+    tile: i64,
+}
+
+/// The tile side for `tile-size=0`: whole frames while the estimated working memory
+/// ([`BYTES_PER_INPUT_PIXEL`]) fits half of the memory available now (CPU, `/proc/meminfo`) or
+/// 4 GiB (CUDA, where libtorch offers no free-memory query through tch); else the largest square
+/// tile that fits, a multiple of 32 and at least 64.
+fn auto_tile(width: u32, height: u32, device: tch::Device) -> i64 {
+    let budget = match device {
+        tch::Device::Cpu => available_memory().map_or(4 << 30, |m| m / 2),
+        _ => 4 << 30,
+    };
+    let need = u64::from(width) * u64::from(height) * BYTES_PER_INPUT_PIXEL;
+    if need <= budget {
+        return 0;
+    }
+    let side = ((budget / BYTES_PER_INPUT_PIXEL) as f64).sqrt() as i64;
+    (side / 32 * 32).max(64)
+}
+
+/// MemAvailable of /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 pub struct LightSrScale {
@@ -366,6 +401,7 @@ impl LightSrScale {
             output: negotiated.output,
             variant,
             scaler: negotiated.scaler.clone(),
+            tile: negotiated.tile,
         };
         Ok((plan, clock, job))
     }
@@ -455,10 +491,11 @@ impl LightSrScale {
                     n.infos.clone(),
                     (n.input, n.output),
                     n.scaler.is_some(),
+                    n.tile,
                 )
             })
         };
-        let Some((variants, infos, formats, scaler)) = work else {
+        let Some((variants, infos, formats, scaler, tile)) = work else {
             lock(&self.scheduler).finish_warm_up(warm_up.generation, &[]);
             return Ok(());
         };
@@ -471,7 +508,7 @@ impl LightSrScale {
         // returns the failure if any and if it is still about the current ladder and size.
         let run = move || -> Result<(), String> {
             let seeds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                measure_rungs(&variants, &warm_up.order, &infos, formats, scaler)
+                measure_rungs(&variants, &warm_up.order, &infos, formats, scaler, tile)
             }))
             .unwrap_or_else(|_| Err("the warm-up panicked".to_string()));
             let Some(element) = element.upgrade() else {
@@ -589,6 +626,7 @@ fn measure_rungs(
     infos: &(gst_video::VideoInfo, gst_video::VideoInfo),
     formats: (FrameFormat, FrameFormat),
     scaler: bool,
+    tile: i64,
 ) -> Result<Vec<(usize, Vec<Duration>)>, String> {
     let blank = |info: &gst_video::VideoInfo| gst::Buffer::from_mut_slice(vec![0u8; info.size()]);
     let inframe = gst_video::VideoFrame::from_buffer_readable(blank(&infos.0), &infos.0)
@@ -611,6 +649,7 @@ fn measure_rungs(
             output: formats.1,
             variant: variants[v].clone(),
             scaler: scaler.clone(),
+            tile,
         };
         if job.scaler.is_some() && job.variant.is_weight_free() {
             // GStreamer's scaler runs it; the module still has to keep the bundle contract
@@ -658,7 +697,10 @@ fn upscale_frame(
         .collect::<Result<Vec<_>, String>>()?;
     let frame =
         convert::to_rgb(&job.input, &in_planes, job.variant.device()).map_err(|e| e.to_string())?;
-    let upscaled = job.variant.upscale(&frame.rgb).map_err(|e| e.to_string())?;
+    let upscaled = job
+        .variant
+        .upscale_tiled(&frame.rgb, job.tile)
+        .map_err(|e| e.to_string())?;
     let alpha = frame
         .alpha
         .as_ref()
@@ -791,6 +833,19 @@ impl ObjectImpl for LightSrScale {
                     .default_value(DEFAULT_THREADS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("tile-size")
+                    .nick("Tile size")
+                    .blurb(
+                        "Learned rungs process frames in tiles of at most this many input pixels \
+                         per side, overlapping by the rung's receptive field, so large frames fit \
+                         in memory without seams; 0 = automatic (whole frames while their working \
+                         memory fits half of the available memory)",
+                    )
+                    .minimum(0)
+                    .maximum(1 << 16)
+                    .default_value(DEFAULT_TILE_SIZE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -849,6 +904,7 @@ impl ObjectImpl for LightSrScale {
                 self.update_policy();
             }
             "threads" => settings.threads = value.get().unwrap_or(DEFAULT_THREADS),
+            "tile-size" => settings.tile_size = value.get().unwrap_or(DEFAULT_TILE_SIZE),
             "scale" => {
                 let scale = value.get().unwrap_or(DEFAULT_SCALE);
                 if scale != settings.scale {
@@ -886,6 +942,7 @@ impl ObjectImpl for LightSrScale {
             "min-variant" => settings.min_variant.to_value(),
             "max-variant" => settings.max_variant.to_value(),
             "threads" => settings.threads.to_value(),
+            "tile-size" => settings.tile_size.to_value(),
             "active-variant" => {
                 drop(settings);
                 lock(&self.scheduler).active_name().to_value()
@@ -1142,6 +1199,17 @@ impl VideoFilterImpl for LightSrScale {
         let config = ladder_config(ladder, &settings).map_err(fail)?;
         let size = FrameSize::new(in_info.width(), in_info.height());
         let frame_duration = policy::frame_duration(in_info.fps().numer(), in_info.fps().denom());
+        let tile = match settings.tile_size {
+            0 => auto_tile(in_info.width(), in_info.height(), bundle.device),
+            t => i64::from(t),
+        };
+        if tile > 0 {
+            gst::info!(
+                CAT,
+                imp = self,
+                "learned rungs run in tiles of {tile}x{tile} input pixels"
+            );
+        }
         let weight_free = ladder.variants.iter().any(|v| v.is_weight_free());
         let scaler = match bundle.device {
             tch::Device::Cpu if weight_free => Some(Arc::new(
@@ -1180,6 +1248,7 @@ impl VideoFilterImpl for LightSrScale {
             state.negotiated = Some(Negotiated {
                 input,
                 output,
+                tile,
                 variants: ladder.variants.clone(),
                 infos: (in_info.clone(), out_info.clone()),
                 scaler,
@@ -1215,5 +1284,20 @@ impl VideoFilterImpl for LightSrScale {
         let met = clock.met(cost, clock_after);
         lock(&self.scheduler).record(plan.decision.variant, cost, met);
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn automatic_tiles_only_for_frames_beyond_the_memory_budget() {
+        let cuda = tch::Device::Cuda(0); // the fixed 4 GiB budget: no device needed
+        assert_eq!(auto_tile(1920, 1080, cuda), 0, "1080p input fits whole");
+        // 4K input: 17 GB estimated; tiles of 1440 (sqrt(4 GiB / 2 KiB) = 1448, to 32s)
+        assert_eq!(auto_tile(3840, 2160, cuda), 1440);
+        assert_eq!(auto_tile(320, 180, tch::Device::Cpu), 0);
+        assert!(available_memory().is_some_and(|m| m > 0));
     }
 }
