@@ -123,6 +123,53 @@ fn direct_forward(variant: &Variant, input: &Tensor) -> Duration {
     elapsed
 }
 
+/// This device's fp32 convolution throughput, GMAC/s: a dense 3x3 conv of 64 channels on a
+/// 320x180 channels-last frame (what oneDNN / cuDNN run best), median of 9.
+fn peak_gmacs(device: Device) -> f64 {
+    let _guard = tch::no_grad_guard();
+    let (h, w, c) = (i64::from(HEIGHT), i64::from(WIDTH), 64i64);
+    // NHWC memory seen as NCHW: the channels-last layout the rungs run in
+    let x = Tensor::randn([1, h, w, c], (Kind::Float, device)).permute([0, 3, 1, 2]);
+    let k = Tensor::randn([c, 3, 3, c], (Kind::Float, device)).permute([0, 3, 1, 2]);
+    let run = || {
+        let start = Instant::now();
+        let y = x.conv2d(&k, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+        if let Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
+        drop(y);
+        start.elapsed()
+    };
+    run();
+    let mut samples: Vec<Duration> = (0..9).map(|_| run()).collect();
+    let macs = (h * w * c * c * 9) as f64;
+    macs / (median_ms(&mut samples) * 1e-3) / 1e9
+}
+
+/// The variant's MACs at 320x180 from the bundle's manifest.json (`macs_320x180`), if given.
+fn variant_macs(model: &str, scale: u32, name: &str) -> Option<f64> {
+    let dir = if model.is_empty() {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/bundles/default")
+    } else {
+        std::path::PathBuf::from(model)
+    };
+    let file = if dir.is_dir() {
+        dir.join("manifest.json")
+    } else {
+        dir
+    };
+    let text = std::fs::read_to_string(file).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["ladders"]
+        .as_array()?
+        .iter()
+        .find(|l| l["scale"].as_u64() == Some(u64::from(scale)))?["variants"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"].as_str() == Some(name))?["macs_320x180"]
+        .as_f64()
+}
+
 fn median_ms(samples: &mut [Duration]) -> f64 {
     samples.sort();
     samples[samples.len() / 2].as_secs_f64() * 1e3
@@ -188,6 +235,22 @@ fn main() {
         "  {:<44}: {forward_ms:8.2} ms/frame",
         "direct TorchScript forward (u8 tensor on device)"
     );
+    let peak = peak_gmacs(device);
+    match variant_macs(&model, scale(), variant.name()).filter(|m| *m > 0.0) {
+        Some(macs) => {
+            let floor = macs / 1e9 / peak * 1e3;
+            println!(
+                "  {:<44}: {floor:8.2} ms/frame  ({:.2} GMACs at {peak:.0} GMAC/s, a dense 3x3 conv's rate); the forward is {:.1}x it",
+                "compute floor",
+                macs / 1e9,
+                forward_ms / floor
+            );
+        }
+        None => println!(
+            "  {:<44}: {peak:8.0} GMAC/s (no MACs in the manifest for this rung)",
+            "peak"
+        ),
+    }
     let medians: Vec<f64> = element.iter_mut().map(|t| median_ms(t)).collect();
     for (run, ms) in runs.iter().zip(&medians) {
         let overhead = ms - forward_ms;
