@@ -17,8 +17,16 @@ use std::time::{Duration, Instant};
 use gstlightsrscale::engine::{Bundle, BundleSource, DeviceRequest, Variant};
 use tch::{Device, Kind, Tensor};
 
-const WIDTH: u32 = 320;
-const HEIGHT: u32 = 180;
+/// `LIGHTSRSCALE_BENCH_SIZE=WxH` (default 320x180): the input frame size.
+fn size() -> (u32, u32) {
+    std::env::var("LIGHTSRSCALE_BENCH_SIZE")
+        .ok()
+        .and_then(|s| {
+            let (w, h) = s.split_once('x')?;
+            Some((w.parse().ok()?, h.parse().ok()?))
+        })
+        .unwrap_or((320, 180))
+}
 
 /// `LIGHTSRSCALE_BENCH_SCALE` (default 4).
 fn scale() -> u32 {
@@ -52,8 +60,8 @@ impl ElementRun {
     fn videoscale(format: &'static str) -> ElementRun {
         let harness = gst_check::Harness::new_parse(&format!(
             "videoscale method=catrom ! capsfilter caps=video/x-raw,width={},height={}",
-            WIDTH * scale(),
-            HEIGHT * scale()
+            size().0 * scale(),
+            size().1 * scale()
         ));
         Self::with_harness(
             format!("videoscale method=catrom, {format:<4}"),
@@ -70,8 +78,8 @@ impl ElementRun {
         harness.play();
         let info = gst_video::VideoInfo::builder(
             gst_video::VideoFormat::from_string(format),
-            WIDTH,
-            HEIGHT,
+            size().0,
+            size().1,
         )
         .fps(gst::Fraction::new(25, 1))
         .build()
@@ -104,7 +112,7 @@ impl ElementRun {
         let elapsed = start.elapsed();
         assert_eq!(
             out.size(),
-            (WIDTH * HEIGHT * scale() * scale()) as usize
+            (size().0 * size().1 * scale() * scale()) as usize
                 * if self.format == "NV12" { 3 } else { 6 }
                 / 2
         );
@@ -119,15 +127,15 @@ fn direct_forward(variant: &Variant, input: &Tensor) -> Duration {
         tch::Cuda::synchronize(index as i64);
     }
     let elapsed = start.elapsed();
-    assert_eq!(out.size()[1], i64::from(HEIGHT * scale()));
+    assert_eq!(out.size()[1], i64::from(size().1 * scale()));
     elapsed
 }
 
 /// This device's fp32 convolution throughput, GMAC/s: a dense 3x3 conv of 64 channels on a
-/// 320x180 channels-last frame (what oneDNN / cuDNN run best), median of 9.
+/// frame of the bench size, channels-last (what oneDNN / cuDNN run best), median of 9.
 fn peak_gmacs(device: Device) -> f64 {
     let _guard = tch::no_grad_guard();
-    let (h, w, c) = (i64::from(HEIGHT), i64::from(WIDTH), 64i64);
+    let (h, w, c) = (i64::from(size().1), i64::from(size().0), 64i64);
     // NHWC memory seen as NCHW: the channels-last layout the rungs run in
     let x = Tensor::randn([1, h, w, c], (Kind::Float, device)).permute([0, 3, 1, 2]);
     let k = Tensor::randn([c, 3, 3, c], (Kind::Float, device)).permute([0, 3, 1, 2]);
@@ -200,7 +208,7 @@ fn main() {
     };
     let input = Tensor::randint(
         256,
-        [1, i64::from(HEIGHT), i64::from(WIDTH), 3],
+        [1, i64::from(size().1), i64::from(size().0), 3],
         (Kind::Uint8, device),
     );
     let mut runs = [
@@ -225,7 +233,9 @@ fn main() {
     }
     let forward_ms = median_ms(&mut direct);
     println!(
-        "lightsrscale overhead: {WIDTH}x{HEIGHT} -> x{}, bundle {:?}, variant {}, {device:?}, {} libtorch threads, {frames} frames, medians",
+        "lightsrscale overhead: {}x{} -> x{}, bundle {:?}, variant {}, {device:?}, {} libtorch threads, {frames} frames, medians",
+        size().0,
+        size().1,
         scale(),
         bundle.manifest.name,
         variant.name(),
@@ -237,7 +247,9 @@ fn main() {
     );
     let peak = peak_gmacs(device);
     match variant_macs(&model, scale(), variant.name()).filter(|m| *m > 0.0) {
-        Some(macs) => {
+        Some(macs_320x180) => {
+            // MACs grow with the pixels
+            let macs = macs_320x180 * f64::from(size().0 * size().1) / (320.0 * 180.0);
             let floor = macs / 1e9 / peak * 1e3;
             println!(
                 "  {:<44}: {floor:8.2} ms/frame  ({:.2} GMACs at {peak:.0} GMAC/s, a dense 3x3 conv's rate); the forward is {:.1}x it",

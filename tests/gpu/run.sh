@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
+# The GPU checks, in one go, on a machine with an NVIDIA GPU and torch 2.11 but no Rust
+# toolchain and no GStreamer: run tests/gpu/prepare.sh on the build machine first and carry
+# target/gpu-kit. Runs the Rust unit, engine (CUDA vs CPU parity of every embedded rung),
+# element and pipeline tests with CUDA as the default device, the Python CUDA tests if pytest
+# is there, then the benchmarks: per-frame cost per rung at 320x180 -> x4, 960x540 -> x4 and
+# 1920x1080 -> x2 (frames in system memory, fps = 1000 / ms), and the live deadline run.
+# Writes everything to $OUT (default target/gpu-report) and a summary to stdout. Every step
+# has a time limit; a failed step is reported and the others still run.
+#   device run: command "./tests/gpu/run.sh", carry ["target/gpu-kit"], timeout_s 540
+#   a dry run of the mechanics here: PYTHON=.venv/bin/python BENCH_DEVICE=cpu BENCH_FRAMES=3 \
+#     DEADLINE_FRAMES=50 OUT=/tmp/gpu-report ./tests/gpu/run.sh
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+KIT="$ROOT/target/gpu-kit"
+OUT="${OUT:-$ROOT/target/gpu-report}"
+PYTHON="${PYTHON:-python3}"
+mkdir -p "$OUT"
+[ -x "$KIT/bin/test-engine" ] || { echo "gpu: $KIT is missing: run tests/gpu/prepare.sh and carry target/gpu-kit" >&2; exit 2; }
+
+TORCH_LIB=$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') \
+  || { echo "gpu: $PYTHON cannot import torch (torch==2.11.0 is needed)" >&2; exit 2; }
+export LD_LIBRARY_PATH="$KIT/lib:$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export GST_PLUGIN_SYSTEM_PATH="$KIT/gst-plugins" GST_PLUGIN_PATH="$KIT/plugin"
+export GST_REGISTRY="$OUT/registry.bin" LIGHTSRSCALE_FIXTURES="$KIT/fixtures"
+[ -x "$KIT/bin/gst-plugin-scanner" ] && export GST_PLUGIN_SCANNER="$KIT/bin/gst-plugin-scanner"
+rm -f "$GST_REGISTRY"
+
+{
+  date -u
+  nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
+  "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
+} > "$OUT/device.txt" 2>&1
+cat "$OUT/device.txt"
+
+failed=()
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  local start=$SECONDS
+  if timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1; then
+    echo "gpu: $name ok ($((SECONDS - start)) s)"
+  else
+    echo "gpu: $name FAILED (status $?, $((SECONDS - start)) s): $OUT/$name.txt"
+    failed+=("$name")
+  fi
+  grep -E "^test result|passed|failed|skipped|panicked" "$OUT/$name.txt" | head -5 | sed 's/^/    /'
+}
+
+step unit 120 "$KIT/bin/unit-gstlightsrscale" --test-threads 2
+step engine 240 "$KIT/bin/test-engine" --test-threads 1
+step element 240 "$KIT/bin/test-lightsrscale" --test-threads 1
+step pipeline 240 "$KIT/bin/test-pipeline" --test-threads 1
+step deadline 120 "$KIT/bin/test-deadline" --test-threads 1
+if "$PYTHON" -c "import pytest, yaml" 2>/dev/null; then
+  PYTHONPATH="$ROOT/model" step python-cuda 240 "$PYTHON" -m pytest -q "$ROOT/model/tests/test_export.py" -k cuda
+else
+  echo "gpu: python-cuda skipped (no pytest / pyyaml for $PYTHON)"
+fi
+
+export LIGHTSRSCALE_BENCH_DEVICE="${BENCH_DEVICE:-cuda}" LIGHTSRSCALE_BENCH_MODEL="$ROOT/model/bundles/default"
+export FRAMES="${BENCH_FRAMES:-50}"
+for run in "320x180 4" "960x540 4" "1920x1080 2"; do
+  set -- $run
+  for variant in light-pruned bicubic; do
+    LIGHTSRSCALE_BENCH_SIZE=$1 LIGHTSRSCALE_BENCH_SCALE=$2 LIGHTSRSCALE_BENCH_VARIANT=$variant \
+      step "overhead-$1-x$2-$variant" 180 "$KIT/bin/bench-overhead"
+  done
+done
+FRAMES="${DEADLINE_FRAMES:-250}" CONFIGS=adaptive step deadline-x4 120 "$KIT/bin/bench-deadline"
+
+echo
+echo "== benchmark figures"
+for f in "$OUT"/overhead-*.txt "$OUT"/deadline-x4.txt; do
+  [ -f "$f" ] && grep -E "overhead:|direct|compute floor|element,|deadline:|on time|learned|per variant" "$f"
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "gpu: failed steps: ${failed[*]}"
+  exit 1
+fi
+echo "gpu: all steps passed"
