@@ -606,7 +606,7 @@ mod tests {
             vec![
                 (0, None, 0, Reason::Initial),
                 (31, Some(0), 1, Reason::DeadlineMissed),
-                (147, Some(1), 0, Reason::Headroom),
+                (146, Some(1), 0, Reason::Headroom),
             ]
         );
         assert_eq!(
