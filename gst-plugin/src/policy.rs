@@ -1986,7 +1986,11 @@ mod tests {
         sim.run(500, |_, v| [36.0, 18.0, 6.0][v]);
         let expected: Vec<usize> = (0..20).map(|k| 1 + 25 * k).collect();
         assert_eq!(probes(&sim.frames), expected);
-        assert!(probes(&sim.frames).iter().all(|&i| sim.frames[i].decision.variant == 0));
+        assert!(
+            probes(&sim.frames)
+                .iter()
+                .all(|&i| sim.frames[i].decision.variant == 0)
+        );
         assert!(switches(&sim.frames).is_empty());
         assert_eq!(misses(&sim.frames), 0);
         assert_eq!(sim.policy.active_variant(), Some(1));
@@ -1996,7 +2000,10 @@ mod tests {
     fn a_rung_measured_too_slow_once_is_probed_again_and_climbed_to_when_it_fits() {
         // Seeded at 36 ms (a warm-up under contention: fits, without headroom); it really takes
         // 24 ms. Probes refresh the estimate, and the stream climbs.
-        let mut sim = Sim::new(&[Some(36.0), Some(18.0), Some(6.0)], PolicyConfig::default());
+        let mut sim = Sim::new(
+            &[Some(36.0), Some(18.0), Some(6.0)],
+            PolicyConfig::default(),
+        );
         sim.run(10, |_, v| [36.0, 18.0, 6.0][v]);
         assert_eq!(sim.policy.active_variant(), Some(1));
         sim.run(300, |_, v| [24.0, 18.0, 6.0][v]);
