@@ -16,7 +16,7 @@ depend on the checkout (its `.venv`) that built it.
   RUNPATH `$ORIGIN`; system libraries (GStreamer, libstdc++, libc) are left to the system;
 * CPU-only (`--cuda disabled`, or `auto` on a machine without an NVIDIA driver): the plugin's
   DT_NEEDED on `libtorch.so` (whose only job is to pull in `libtorch_cuda.so`) is removed, so
-  about 0.45 GB of libraries are copied instead of about 4 GB; `device=cuda` then reports that
+  about 0.44 GB of libraries are copied instead of 3.7 GB; `device=cuda` then reports that
   CUDA is unavailable. With CUDA, every library of the wheel's NVIDIA packages is copied (cuDNN
   and others load parts of themselves with dlopen).
 
