@@ -72,7 +72,16 @@ def main() -> int:
          "--serve-port", str(serve), "--hls", str(hls), "--scale", str(S), "--stats-every", "1",
          "--idle-exit", "4", "--duration", "120", "--bitrate", "6000"],
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(3)
+    # the client and the sender connect once the server listens (it prints so when PLAYING)
+    head = []
+    deadline = time.monotonic() + 90
+    while not any("SRT ingest on" in line for line in head):
+        line = server.stdout.readline()
+        if not line or time.monotonic() > deadline:
+            server.kill()
+            fail("the server did not start: " + "".join(head))
+        head.append(line)
+    time.sleep(0.5)
     client_raw = work / "client.raw"
     client = subprocess.Popen(
         ["gst-launch-1.0", "-q", "srtsrc", f"uri=srt://127.0.0.1:{serve}?mode=caller", "!", "tsdemux", "!",
@@ -91,6 +100,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         log, _ = server.communicate(timeout=60)
+        log = "".join(head) + log
     except subprocess.TimeoutExpired:
         server.kill()
         fail("the server did not stop by itself within 60 s of the last sender")
