@@ -360,3 +360,45 @@ fn tiles_give_the_untiled_picture_of_a_convolutional_rung() {
         assert_eq!(bytes(&same), bytes(&whole));
     }
 }
+
+#[test]
+fn tiles_of_a_fourier_rung_stay_close_and_show_no_seam() {
+    // A Fourier block sees the whole frame, so a tile sees less than the untiled run: the
+    // picture may differ, but by little, and not more along the tile borders than inside
+    // the tiles (no seam).
+    let bundle = load("fourier").unwrap();
+    let variant = bundle.ladder(2).unwrap().variants[0].clone();
+    let input = gradient(96, 128);
+    let whole = variant.upscale(&input).unwrap();
+    let tile = 32i64;
+    let tiled = variant.upscale_tiled(&input, tile).unwrap();
+    let diff = (tiled.to_kind(Kind::Int16) - whole.to_kind(Kind::Int16))
+        .abs()
+        .amax([3], false)
+        .squeeze_dim(0);
+    let (h, w) = (diff.size()[0], diff.size()[1]);
+    let values: Vec<i16> = Vec::try_from(diff.flatten(0, -1)).unwrap();
+    let near_border = |i: i64, n: i64| {
+        let r = i % (tile * 2);
+        i >= 2 && i < n - 2 && (r < 2 || r >= tile * 2 - 2)
+    };
+    let (mut border, mut inside, mut total) = (0i16, 0i16, 0f64);
+    for y in 0..h {
+        for x in 0..w {
+            let d = values[(y * w + x) as usize];
+            total += f64::from(d);
+            if near_border(y, h) || near_border(x, w) {
+                border = border.max(d);
+            } else {
+                inside = inside.max(d);
+            }
+        }
+    }
+    let mean = total / (h * w) as f64;
+    eprintln!("fourier tiles: max {border} along borders, {inside} inside, mean {mean:.3}");
+    assert!(
+        border <= inside.max(1),
+        "seam: {border} along tile borders, {inside} inside"
+    );
+    assert!(mean <= 2.0, "tiles differ by {mean:.2} on average");
+}
