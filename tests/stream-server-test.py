@@ -12,8 +12,8 @@ re-encodes it and serves it over SRT and HLS; a client reads the SRT output. Che
 * each output frame is the restored picture: within the re-encode's loss of lightsrscale run
   offline on the same decoded input frames (the rungs the server may have used), and further
   from a plain nearest-neighbour upscale of them.
-Run by tests/run-all.sh with the venv's Python (numpy, PyAV); the server runs on the system
-Python (PyGObject).
+Run by tests/run-all.sh with the venv's Python (numpy, PyAV and the lightsr package: its decoder
+and PSNR-Y); the server runs on the system Python (PyGObject).
 """
 import os
 import re
@@ -24,8 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
+from lightsr.degradations import decode_bitstream as decode
+from lightsr.iqa import psnr_y as psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H, S, FRAMES = 176, 144, 4, 75
@@ -43,19 +44,9 @@ def gst(*pipeline: str, timeout: float = 60) -> None:
     subprocess.run(["gst-launch-1.0", "-q", *" ".join(pipeline).split()], env=ENV, check=True, timeout=timeout)
 
 
-def decode(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-
-
 def read_raw(path: Path, w: int, h: int) -> list[np.ndarray]:
     data = np.fromfile(path, dtype=np.uint8)
     return list(data.reshape(-1, h, w, 3)) if data.size else []
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 def fail(message: str) -> None:
@@ -159,7 +150,7 @@ def main() -> int:
         worst = min(worst, best)
         margins.append(best - closest(frame, nearest))
     print(f"stream-server-test: {len(served)} frames served, {len(received)} received by the SRT client; "
-          f"against the offline restoration: worst PSNR {worst:.1f} dB, {np.mean(margins):.1f} dB closer "
+          f"against the offline restoration: worst PSNR-Y {worst:.1f} dB, {np.mean(margins):.1f} dB closer "
           f"than nearest-neighbour on average; stopped {stopped_after:.1f} s after the last sender")
     if worst < 30.0:
         fail(f"an output frame is only {worst:.1f} dB from every offline restoration of the input")

@@ -602,6 +602,17 @@ pub struct PolicyStats {
     pub misses: u64,
 }
 
+impl PolicyStats {
+    /// Adds `other`'s counters (processed, dropped, switches, probes, misses) to these.
+    pub fn add_counters(&mut self, other: &PolicyStats) {
+        self.processed += other.processed;
+        self.dropped += other.dropped;
+        self.switches += other.switches;
+        self.probes += other.probes;
+        self.misses += other.misses;
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct VariantTally {
     frames: u64,
@@ -858,6 +869,12 @@ impl DeadlinePolicy {
         } else if !deadline_met && Some(variant) == self.active {
             self.miss_pending = true;
         }
+    }
+
+    /// Frames processed and dropped so far: the counters alone, without the per-rung cost
+    /// statistics of [`DeadlinePolicy::stats`] (cheap enough for every frame).
+    pub fn processed_and_dropped(&self) -> (u64, u64) {
+        (self.stats.processed, self.stats.dropped)
     }
 
     pub fn stats(&self) -> PolicyStats {

@@ -409,7 +409,8 @@ impl LightSrScale {
     /// DEBUG log of the decision inputs; bus messages and notifications (no lock held).
     fn report(&self, plan: &FramePlan, clock: &FrameClock) {
         let d = &plan.decision;
-        let names = lock(&self.scheduler).names().to_vec();
+        // the rung names are copied only for a log line that is on, a switch or a QoS message
+        let names = || lock(&self.scheduler).names().to_vec();
         gst::debug!(
             CAT,
             imp = self,
@@ -422,7 +423,7 @@ impl LightSrScale {
             plan.load,
             plan.qos_proportion,
             if d.drop { "drop" } else { "run" },
-            names.get(d.variant).map_or("?", String::as_str),
+            names().get(d.variant).map_or("?", String::as_str),
             if d.probe { " (probe)" } else { "" },
             d.reason,
             d.predicted_cost,
@@ -430,13 +431,15 @@ impl LightSrScale {
         );
         let obj = self.obj();
         if let Some(switch) = &d.switch {
-            let structure = report::variant_message(&names, switch, clock.running_time, plan.load);
+            let structure =
+                report::variant_message(&names(), switch, clock.running_time, plan.load);
             gst::info!(CAT, imp = self, "switch: {structure}");
             let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
         }
         let quality_changed = d.switch.is_some_and(|s| s.from.is_some());
         if d.drop || quality_changed {
-            self.post_qos(plan, clock, names.len());
+            let variants = lock(&self.scheduler).names().len();
+            self.post_qos(plan, clock, variants);
         }
         if plan.renamed {
             obj.notify("active-variant");

@@ -149,11 +149,9 @@ pub struct WarmUp {
 /// Counters kept over the element's life (across caps, scale and state changes).
 #[derive(Debug, Clone, Default)]
 struct Totals {
-    processed: u64,
-    dropped: u64,
-    switches: u64,
-    probes: u64,
-    misses: u64,
+    /// processed, dropped, switches, probes, misses (the rest of the struct unused)
+    counters: PolicyStats,
+    /// frames per rung name
     frames: HashMap<String, u64>,
 }
 
@@ -254,11 +252,7 @@ impl Scheduler {
     fn retire(&mut self) {
         let stats = self.policy.stats();
         let t = &mut self.retired;
-        t.processed += stats.processed;
-        t.dropped += stats.dropped;
-        t.switches += stats.switches;
-        t.probes += stats.probes;
-        t.misses += stats.misses;
+        t.counters.add_counters(&stats);
         for (name, per) in self.names.iter().zip(&stats.per_variant) {
             *t.frames.entry(name.clone()).or_default() += per.frames;
         }
@@ -332,12 +326,12 @@ impl Scheduler {
             }
             _ => false,
         };
-        let stats = self.policy.stats();
+        let (processed, dropped) = self.policy.processed_and_dropped();
         FramePlan {
             decision,
             renamed,
-            processed: self.retired.processed + stats.processed,
-            dropped: self.retired.dropped + stats.dropped,
+            processed: self.retired.counters.processed + processed,
+            dropped: self.retired.counters.dropped + dropped,
             load: self.policy.cost_model().load(),
             qos_proportion: self.policy.qos_proportion(),
         }
@@ -416,11 +410,7 @@ impl Scheduler {
     pub fn stats(&self) -> StatsView {
         let mut stats = self.policy.stats();
         let t = &self.retired;
-        stats.processed += t.processed;
-        stats.dropped += t.dropped;
-        stats.switches += t.switches;
-        stats.probes += t.probes;
-        stats.misses += t.misses;
+        stats.add_counters(&t.counters);
         stats
             .per_variant
             .resize(self.names.len(), Default::default());
