@@ -41,17 +41,19 @@ class InstallError(Exception):
     pass
 
 
-def needed(path: Path) -> list[str]:
+def dynamic(path: Path, *tags: str) -> list[str]:
+    """The values of the ELF dynamic entries of `path` with these tags (NEEDED, RUNPATH, ...)."""
     out = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True, check=True).stdout
-    return [line.split("[", 1)[1].split("]", 1)[0] for line in out.splitlines() if "(NEEDED)" in line]
+    return [line.split("[", 1)[1].split("]", 1)[0] for line in out.splitlines()
+            if any(f"({tag})" in line for tag in tags)]
+
+
+def needed(path: Path) -> list[str]:
+    return dynamic(path, "NEEDED")
 
 
 def runpath(path: Path) -> str:
-    out = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        if "(RUNPATH)" in line or "(RPATH)" in line:
-            return line.split("[", 1)[1].split("]", 1)[0]
-    return ""
+    return ":".join(dynamic(path, "RUNPATH", "RPATH"))
 
 
 def patchelf() -> str:

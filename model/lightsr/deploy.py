@@ -129,6 +129,16 @@ def phase_order(scale: int) -> Tensor:
     return torch.arange(3 * scale * scale).view(3, scale * scale).t().reshape(-1)
 
 
+def bicubic_phases(y: Tensor, kernel: Tensor) -> Tensor:
+    """Float NCHW frames -> their bicubic upscale as phases, with `kernel` from `phase_kernel`."""
+    return F.conv2d(F.pad(y, [2, 2, 2, 2], mode="replicate"), kernel)
+
+
+def phase_kernel(scale: int) -> Tensor:
+    """`bicubic_phase_kernel` with its output channels in the (i, j, c) order of `phases_to_frames`."""
+    return bicubic_phase_kernel(scale)[phase_order(scale)].contiguous()
+
+
 class PhaseBicubic(nn.Module):
     """The weight-free bicubic rung in the bundle contract, as `bicubic_phase_kernel`'s conv at
     input resolution and one uint8 copy: equal to `U8Deploy(BicubicUpscale(s))` up to float
@@ -137,14 +147,13 @@ class PhaseBicubic(nn.Module):
     def __init__(self, scale: int):
         super().__init__()
         self.scale = int(scale)
-        self.register_buffer("skip", bicubic_phase_kernel(self.scale)[phase_order(self.scale)].contiguous(),
-                             persistent=True)
+        self.register_buffer("skip", phase_kernel(self.scale), persistent=True)
         self.register_buffer("anchor", torch.zeros(1), persistent=True)
 
     def forward(self, x: Tensor) -> Tensor:
         check_u8_frames(x)
         y = x.permute(0, 3, 1, 2).to(self.anchor.dtype)
-        p = F.conv2d(F.pad(y, [2, 2, 2, 2], mode="replicate"), self.skip).add_(0.5)
+        p = bicubic_phases(y, self.skip).add_(0.5)
         return phases_to_frames(p, self.scale)
 
 
@@ -189,7 +198,7 @@ class PhaseDeploy(nn.Module):
         with torch.no_grad():
             last.weight.copy_(last.weight[order])
             last.bias.copy_(last.bias[order] + 0.5)
-        self.register_buffer("skip", bicubic_phase_kernel(s)[order].contiguous(), persistent=True)
+        self.register_buffer("skip", phase_kernel(s), persistent=True)
         self.register_buffer("anchor", torch.zeros(1), persistent=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -200,7 +209,7 @@ class PhaseDeploy(nn.Module):
         for block1, block2 in zip(self.blocks1, self.blocks2):
             r = r + block2(block1(r))
         p = self.tail(r + f)
-        p.add_(F.conv2d(F.pad(y, [2, 2, 2, 2], mode="replicate"), self.skip))
+        p.add_(bicubic_phases(y, self.skip))
         return phases_to_frames(p, self.scale)
 
 
