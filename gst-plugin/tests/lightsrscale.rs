@@ -122,21 +122,21 @@ fn errors(a: &Tensor, b: &Tensor) -> (u8, f64) {
     (*errors.iter().max().unwrap(), mean)
 }
 
-#[test]
-fn every_format_is_bicubic_within_its_quantisation() {
+/// Every format through a harness from `make`, against torch's bicubic x2 of what the element
+/// receives (decoded), held to `bounds(layout)` = (worst, mean) difference.
+fn every_format_against_bicubic(
+    make: impl Fn() -> gst_check::Harness,
+    bounds: impl Fn(PixelLayout) -> (u8, f64),
+) {
     let input = gradient(23, 37);
     for (name, layout) in LAYOUTS {
-        let mut h = torch_rung("2");
+        let mut h = make();
         let format = sd_format(layout, 37, 23);
         // What the element actually receives, decoded: the reference starts from that.
         let (seen, _) = rgb_from_planes(&format, &planes_from_rgb(&format, &input, None));
         let (out, _, _) = run_frame(&mut h, name, layout, &input, None);
         let (worst, mean) = errors(&out, &bicubic_reference(&seen, 2));
-        // Packed RGB is exact; YUV adds one 4:2:0 encode of a smooth image (a few codes).
-        let (max_worst, max_mean) = match layout {
-            PixelLayout::I420 | PixelLayout::Nv12 => (6, 1.5),
-            _ => (1, 0.1),
-        };
+        let (max_worst, max_mean) = bounds(layout);
         eprintln!("{name}: worst {worst}, mean {mean:.3}");
         assert!(
             worst <= max_worst && mean <= max_mean,
@@ -146,27 +146,29 @@ fn every_format_is_bicubic_within_its_quantisation() {
 }
 
 #[test]
+fn every_format_is_bicubic_within_its_quantisation() {
+    // Packed RGB is exact; YUV adds one 4:2:0 encode of a smooth image (a few codes).
+    every_format_against_bicubic(
+        || torch_rung("2"),
+        |layout| match layout {
+            PixelLayout::I420 | PixelLayout::Nv12 => (6, 1.5),
+            _ => (1, 0.1),
+        },
+    );
+}
+
+#[test]
 fn the_weight_free_rung_on_the_cpu_is_gstreamer_s_cubic_scaler() {
-    let input = gradient(23, 37);
-    for (name, layout) in LAYOUTS {
-        let mut h = harness(&[("scale", "2"), ("variant", "bicubic")]);
-        let format = sd_format(layout, 37, 23);
-        let (seen, _) = rgb_from_planes(&format, &planes_from_rgb(&format, &input, None));
-        let (out, _, _) = run_frame(&mut h, name, layout, &input, None);
-        let (worst, mean) = errors(&out, &bicubic_reference(&seen, 2));
-        // Packed RGB: GStreamer's fixed-point taps of the same cubic (B = 0, C = 0.75), within
-        // a code or two of torch's. YUV: it scales each plane (chroma at its own resolution
-        // and siting) where the reference scales RGB and encodes 4:2:0 once more.
-        let (max_worst, max_mean) = match layout {
+    // Packed RGB: GStreamer's fixed-point taps of the same cubic (B = 0, C = 0.75), within a
+    // code or two of torch's. YUV: it scales each plane (chroma at its own resolution and
+    // siting) where the reference scales RGB and encodes 4:2:0 once more.
+    every_format_against_bicubic(
+        || harness(&[("scale", "2"), ("variant", "bicubic")]),
+        |layout| match layout {
             PixelLayout::I420 | PixelLayout::Nv12 => (12, 2.0),
             _ => (2, 0.3),
-        };
-        eprintln!("{name}: worst {worst}, mean {mean:.3}");
-        assert!(
-            worst <= max_worst && mean <= max_mean,
-            "{name}: worst {worst}, mean {mean:.2}"
-        );
-    }
+        },
+    );
     // Alpha is scaled with the colour.
     let mut h = harness(&[("scale", "4"), ("variant", "bicubic")]);
     let alpha = gradient(9, 11).select(3, 1);
