@@ -216,3 +216,72 @@ class PhaseDeploy(nn.Module):
 def bicubic_variant(scale: int) -> PhaseBicubic:
     """The deployable bicubic rung: no weights, torch bicubic (to a grey level), u8 in/out."""
     return PhaseBicubic(scale).eval()
+
+
+def phase_deploy_from_state(state: dict, scale: int) -> PhaseDeploy:
+    """The eager `PhaseDeploy` whose state dict is `state` (e.g. a bundle rung's TorchScript
+    `.state_dict()`): widths, pruned ones included, are read off the weights' shapes, so a rung can
+    be re-formed (`pad_channels`) or compiled without its training checkpoint."""
+    from lightsr.archs.arch_util import SepConv  # noqa: PLC0415
+    from lightsr.archs.f2srgan_arch import F2SRGANGenerator  # noqa: PLC0415
+    blocks = sorted({int(k.split(".")[1]) for k in state if k.startswith("blocks1.")})
+    width = state["initial.0.1.weight"].shape[0]
+    net = F2SRGANGenerator(scale=scale, num_blocks=len(blocks), fourier=False, width=width,
+                           upsampler="light", image_skip=True)
+    for i, block in enumerate(net.residual):
+        mid = state[f"blocks1.{i}.0.1.weight"].shape[0]
+        block.block1 = nn.Sequential(SepConv(width, mid, 3), nn.PReLU(mid))
+        block.block2 = nn.Sequential(SepConv(mid, width, 3))
+        block.res_scale = 1.0  # already folded into the state's weights
+    deploy = PhaseDeploy(net)
+    deploy.load_state_dict(state)
+    return deploy.eval()
+
+
+def _grown_conv(conv: nn.Conv2d, cin: int, cout: int) -> nn.Conv2d:
+    """`conv` with zero input channels and zero output channels (weights and bias) appended; a
+    depthwise conv stays depthwise."""
+    depthwise = conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1
+    grown = nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                      groups=cin if depthwise else conv.groups, bias=conv.bias is not None,
+                      padding_mode=conv.padding_mode)
+    with torch.no_grad():
+        grown.weight.zero_()
+        w = conv.weight
+        grown.weight[: w.shape[0], : w.shape[1]].copy_(w)
+        if conv.bias is not None:
+            grown.bias.zero_()
+            grown.bias[: conv.bias.shape[0]].copy_(conv.bias)
+    return grown
+
+
+def _grown_prelu(prelu: nn.PReLU, channels: int) -> nn.PReLU:
+    grown = nn.PReLU(channels)
+    with torch.no_grad():
+        grown.weight[: prelu.weight.shape[0]].copy_(prelu.weight)
+    return grown
+
+
+def pad_channels(deploy: PhaseDeploy, multiple: int = 8) -> PhaseDeploy:
+    """A copy of `deploy` with every feature width (the trunk's and each block's, pruned or not)
+    rounded up to a multiple of `multiple` by zero channels: the same function exactly (the extra
+    channels stay zero from the first conv to the tail), in shapes that GPU tensor cores take
+    (cuDNN's fp16 kernels want channel counts that are multiples of 8)."""
+    out = copy.deepcopy(deploy)
+    up = lambda c: -(-c // multiple) * multiple  # noqa: E731
+    width = out.initial[0][1].out_channels
+    w8 = up(width)
+    sep = out.initial[0]
+    sep[1] = _grown_conv(sep[1], sep[1].in_channels, w8)
+    for block1, block2 in zip(out.blocks1, out.blocks2):
+        first, prelu, second = block1[0], block1[1], block2[0]
+        mid8 = up(first[1].out_channels)
+        first[0] = _grown_conv(first[0], w8, w8)
+        first[1] = _grown_conv(first[1], w8, mid8)
+        block1[1] = _grown_prelu(prelu, mid8)
+        second[0] = _grown_conv(second[0], mid8, mid8)
+        second[1] = _grown_conv(second[1], mid8, w8)
+    tail = out.tail
+    tail[0] = _grown_conv(tail[0], w8, w8)
+    tail[1] = _grown_conv(tail[1], w8, tail[1].out_channels)
+    return out.eval()
