@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use common::{bicubic_reference, bytes, fixture, gradient, max_diff, nearest_reference};
-use gstlightsrscale::engine::{Bundle, BundleSource, EngineError, Objective, load_shared};
+use gstlightsrscale::engine::{
+    Bundle, BundleSource, EngineError, Objective, VariantSpec, load_shared,
+};
 use tch::{Device, Kind, Tensor};
 
 fn load(name: &str) -> Result<Bundle, EngineError> {
@@ -290,6 +292,47 @@ fn cuda_variants_run_half_when_cuda_exists() {
     assert!(
         max_diff(&bytes(&cpu), &bytes(&cuda)) <= 2,
         "fp16 on CUDA must match fp32 on the CPU"
+    );
+}
+
+#[test]
+fn embedded_cuda_forms_give_the_cpu_picture() {
+    // A learned rung's `cuda_file` (widths padded to 8, biases folded, pointwise convs as GEMMs)
+    // must compute what its `file` does: run both on the CPU, in fp32, on a photograph.
+    let source = BundleSource::Embedded;
+    let manifest = source.read_manifest().unwrap();
+    let mut checked = 0;
+    for scale in [4u32, 2] {
+        let lr = photo(
+            &format!("astronaut_lr_x{scale}"),
+            192 / i64::from(scale),
+            128 / i64::from(scale),
+        );
+        for spec in &manifest.ladder(scale).unwrap().variants {
+            let Some(cuda_file) = &spec.cuda_file else {
+                continue;
+            };
+            let as_cuda = VariantSpec {
+                file: cuda_file.clone(),
+                ..spec.clone()
+            };
+            let plain = source.load_variant(spec, scale, Device::Cpu).unwrap();
+            let form = source.load_variant(&as_cuda, scale, Device::Cpu).unwrap();
+            let diff = max_diff(
+                &bytes(&plain.upscale(&lr).unwrap()),
+                &bytes(&form.upscale(&lr).unwrap()),
+            );
+            assert!(
+                diff <= 1,
+                "x{scale} {cuda_file}: {diff} grey levels from {}",
+                spec.file
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "every learned rung of the default has a CUDA form"
     );
 }
 

@@ -113,6 +113,8 @@ def _check_variant(where: str, v, bundle_dir: Path | None) -> list[str]:
     elif name in RESERVED_NAMES:
         errs.append(f"{where}: variant name '{name}' is reserved (the element's automatic choice)")
     errs += _check_file(f"{where} variant {name!r}", v.get("file"), bundle_dir)
+    if "cuda_file" in v:
+        errs += _check_file(f"{where} variant {name!r} (cuda_file)", v["cuda_file"], bundle_dir)
     for key in NUMERIC_FIELDS:
         if key in v and not _is_number(v[key]):
             errs.append(f"{where} variant {name!r}: '{key}' must be a number")
@@ -214,5 +216,7 @@ def validate_bundle(path: Path, check_modules: bool = False) -> dict:
     if check_modules:
         for ladder in manifest["ladders"]:
             for v in ladder["variants"]:
-                check_module_contract(bundle_dir / v["file"], ladder["scale"])
+                for key in ("file", "cuda_file"):
+                    if key in v:
+                        check_module_contract(bundle_dir / v[key], ladder["scale"])
     return manifest

@@ -285,3 +285,74 @@ def pad_channels(deploy: PhaseDeploy, multiple: int = 8) -> PhaseDeploy:
     tail[0] = _grown_conv(tail[0], w8, w8)
     tail[1] = _grown_conv(tail[1], w8, tail[1].out_channels)
     return out.eval()
+
+
+class GpuPhaseDeploy(nn.Module):
+    """`PhaseDeploy` re-formed for CUDA (the manifest's `cuda_file`): the same function to float
+    rounding, in the shapes and ops that run fast there. Measured on an H200 (model/REPORT.md):
+    libtorch adds a convolution's bias in a separate, unvectorised pass over channels-last
+    activations (a third of the frame's time), and cuDNN pads channel counts that are not a
+    multiple of 8 on every call. So:
+
+    * every width is padded to a multiple of 8 with zero channels (`pad_channels`);
+    * each depthwise conv runs without bias, its bias folded into the following pointwise conv's
+      (exact: a 1x1 conv of a constant is a constant);
+    * each pointwise conv is a `linear` over the NHWC activation (a GEMM whose epilogue adds the
+      bias), so activations stay contiguous NHWC and no separate bias pass remains.
+    """
+
+    def __init__(self, deploy: PhaseDeploy, multiple: int = 8):
+        super().__init__()
+        padded = pad_channels(deploy, multiple)
+        self.scale = padded.scale
+        self.mean_w = nn.Parameter(padded.sub_mean.weight.detach().flatten(1).clone())
+        self.mean_b = nn.Parameter(padded.sub_mean.bias.detach().clone())
+        self.initial = _GpuSepConv(padded.initial[0])
+        self.blocks = nn.ModuleList([_GpuBlock(b1, b2) for b1, b2 in zip(padded.blocks1, padded.blocks2)])
+        self.tail = _GpuSepConv(padded.tail)
+        self.register_buffer("skip", padded.skip.clone(), persistent=True)
+        self.register_buffer("anchor", torch.zeros(1), persistent=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_u8_frames(x)
+        y = x.to(self.anchor.dtype)  # (N, H, W, 3)
+        f = self.initial(F.linear(y, self.mean_w, self.mean_b))
+        r = f
+        for block in self.blocks:
+            r = block(r)
+        p = self.tail(r + f)  # (N, H, W, 3*s*s)
+        p.add_(bicubic_phases(y.permute(0, 3, 1, 2), self.skip).permute(0, 2, 3, 1))
+        return phases_to_frames(p.permute(0, 3, 1, 2), self.scale)
+
+
+class _GpuSepConv(nn.Module):
+    """A SepConv on contiguous NHWC activations: depthwise 3x3 without bias (its bias folded into
+    the pointwise one), then the pointwise conv as `linear`."""
+
+    def __init__(self, sep: nn.Sequential):
+        super().__init__()
+        dw, pw = sep[0], sep[1]
+        weight = pw.weight.detach().flatten(1)  # (Cout, Cin)
+        self.dw = nn.Parameter(dw.weight.detach().clone())
+        self.pw = nn.Parameter(weight.clone())
+        self.pb = nn.Parameter(pw.bias.detach() + weight @ dw.bias.detach())
+        self.groups = dw.groups
+        self.padding = dw.padding[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.conv2d(x.permute(0, 3, 1, 2), self.dw, None, 1, self.padding, 1, self.groups)
+        return F.linear(y.permute(0, 2, 3, 1).contiguous(), self.pw, self.pb)
+
+
+class _GpuBlock(nn.Module):
+    """`r + SepConv(PReLU(SepConv(r)))` on contiguous NHWC activations."""
+
+    def __init__(self, block1: nn.Sequential, block2: nn.Sequential):
+        super().__init__()
+        self.first = _GpuSepConv(block1[0])
+        self.prelu = nn.Parameter(block1[1].weight.detach().clone())
+        self.second = _GpuSepConv(block2[0])
+
+    def forward(self, r: Tensor) -> Tensor:
+        h = F.prelu(self.first(r).permute(0, 3, 1, 2), self.prelu).permute(0, 2, 3, 1)
+        return r + self.second(h)

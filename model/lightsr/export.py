@@ -33,7 +33,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pickle
 import re
@@ -44,9 +44,11 @@ from torch import nn
 
 from lightsr.archs import build_network
 from lightsr.archs.fourier_arch import FourierUnit
-from lightsr.bundle import OBJECTIVES, Variant, manifest_dict, validate_bundle, write_manifest
+from lightsr.bundle import (OBJECTIVES, BundleError, Variant, load_manifest, manifest_dict, validate_bundle,
+                            write_manifest)
 from lightsr.complexity import count_macs, count_params
-from lightsr.deploy import BicubicUpscale, PhaseDeploy, U8Deploy, bicubic_variant, supports_phases
+from lightsr.deploy import (BicubicUpscale, GpuPhaseDeploy, PhaseDeploy, U8Deploy, bicubic_variant,
+                            phase_deploy_from_state, supports_phases)
 from lightsr.train import load_config
 
 CHECK_SIZES = ((37, 53), (64, 80))
@@ -60,6 +62,7 @@ BICUBIC_DESCRIPTION = ("torch bicubic interpolation (align_corners=False) as a f
 class ExportedVariant:
     variant: Variant
     module: torch.jit.ScriptModule
+    cuda_module: torch.jit.ScriptModule | None = None  # the manifest's `cuda_file`
 
 
 def max_abs_diff_u8(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -164,10 +167,43 @@ def export_learned(net: nn.Module, scale: int, name: str, description: str, arch
              "scripted_vs_eager_max_diff": worst}
     if ms is not None:
         extra["cpu_ms_320x180"] = round(ms, 2)
+    cuda_module = None
+    if form == "phases":
+        cuda_module = gpu_form(scripted, scale)
+        extra["cuda_file"] = f"x{scale}-{name}.cuda.pt"
     variant = Variant(name=name, file=f"x{scale}-{name}.pt", kind="learned", arch=arch,
                       params=count_params(net), fourier=has_fourier(net), half=half,
                       description=description, extra=extra)
-    return ExportedVariant(variant, scripted)
+    return ExportedVariant(variant, scripted, cuda_module)
+
+
+def gpu_form(scripted: torch.jit.ScriptModule, scale: int) -> torch.jit.ScriptModule:
+    """The CUDA form (`GpuPhaseDeploy`) of a scripted `PhaseDeploy` rung, re-formed from its own
+    weights and checked against it on the CPU (within 1 grey level)."""
+    twin = phase_deploy_from_state({k: v.float() for k, v in scripted.state_dict().items()}, scale)
+    cuda_module = torch.jit.script(GpuPhaseDeploy(twin).eval())
+    check_scripted(cuda_module, scripted, scale)
+    return cuda_module
+
+
+def add_gpu_forms(bundle_dir: Path) -> list[str]:
+    """Writes the CUDA form of every phase-form learned rung of an existing bundle that lacks one
+    (`cuda_file`), from the bundle's own TorchScript (no training checkpoint needed); returns
+    the files written."""
+    bundle_dir, manifest = load_manifest(bundle_dir)
+    written = []
+    for ladder in manifest["ladders"]:
+        for v in ladder["variants"]:
+            if v.get("deploy_form") != "phases" or "cuda_file" in v:
+                continue
+            scripted = torch.jit.load(str(bundle_dir / v["file"]), map_location="cpu").eval()
+            cuda_file = str(PurePosixPath(v["file"]).with_suffix(".cuda.pt"))
+            torch.jit.save(gpu_form(scripted, ladder["scale"]), str(bundle_dir / cuda_file))
+            v["cuda_file"] = cuda_file
+            written.append(cuda_file)
+    write_manifest(bundle_dir, manifest)
+    validate_bundle(bundle_dir, check_modules=True)
+    return written
 
 
 def read_training_checkpoint(path: Path) -> dict:
@@ -319,6 +355,8 @@ def write_bundle(out: Path, name: str, description: str,
     for variants in ladders.values():
         for ev in variants:
             torch.jit.save(ev.module, str(out / ev.variant.file))
+            if ev.cuda_module is not None:
+                torch.jit.save(ev.cuda_module, str(out / ev.variant.extra["cuda_file"]))
     manifest = manifest_dict(name, description,
                              {s: [ev.variant for ev in vs] for s, vs in ladders.items()})
     write_manifest(out, manifest)
@@ -350,6 +388,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="bundle name in the manifest")
     p.add_argument("--description", default=None, help="bundle description in the manifest")
     p.add_argument("--no-timing", action="store_true", help="skip CPU timing at 320x180")
+    p.add_argument("--add-gpu-forms", action="store_true",
+                   help="only add the CUDA form (cuda_file) of each phase-form learned rung to the "
+                        "existing bundle --out, from its own TorchScript")
     p.add_argument("--scores", type=Path, action="append", default=[],
                    help="eval_video.json of `lightsr eval-video` (one per scale): the ladder must then "
                         f"improve by >= {MIN_GAIN_DB} dB per heavier rung at {COST_RANGE[0]:g}-{COST_RANGE[1]:g}x "
@@ -383,6 +424,14 @@ def ladder_entries(args) -> tuple[list[dict], dict]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.add_gpu_forms:
+        try:
+            written = add_gpu_forms(args.out)
+        except (OSError, ValueError, RuntimeError, BundleError) as e:
+            print(f"lightsr export: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {', '.join(written) or 'nothing (every rung has its CUDA form)'} in {args.out}")
+        return 0
     scales = sorted(set(args.scales or ([4, 2] if args.bicubic_only else [])), reverse=True)
     if any(s < 2 for s in scales):
         print("lightsr export: --scales must be integers >= 2", file=sys.stderr)

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from lightsr import export
 from lightsr.archs import build_network
 from lightsr.bundle import BundleError, manifest_problems, validate_bundle
-from lightsr.deploy import (BicubicUpscale, PhaseBicubic, PhaseDeploy, U8Deploy, bicubic_phase_kernel,
+from lightsr.archs.arch_util import SepConv
+from lightsr.deploy import (BicubicUpscale, GpuPhaseDeploy, PhaseBicubic, PhaseDeploy, U8Deploy,
+                            bicubic_phase_kernel, pad_channels, phase_deploy_from_state,
                             bicubic_variant, supports_phases)
 from lightsr.evaluate import fixed_pattern_rms
 
@@ -219,6 +221,64 @@ def test_phase_forms_cover_what_they_can_and_export_prefers_them():
     bic = torch.jit.script(PhaseBicubic(3))
     x = u8_frame(1, 11, 7)
     assert (bic(x).int() - torch_bicubic_u8(x, 3).int()).abs().max() <= 1
+
+
+def pruned_shape_generator(scale, mids=(5, 11, 9), width=13, seed=1):
+    """An image-skip generator with the odd, per-block widths that pruning leaves."""
+    net = image_skip_generator(scale, blocks=len(mids), width=width, seed=seed)
+    torch.manual_seed(seed)
+    for block, mid in zip(net.residual, mids):
+        block.block1 = torch.nn.Sequential(SepConv(width, mid, 3), torch.nn.PReLU(mid))
+        block.block2 = torch.nn.Sequential(SepConv(mid, width, 3))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net.eval()
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_cuda_form_computes_the_phase_form(scale):
+    """Re-formed from a scripted rung's state: the twin is exact, padding to 8 adds zero channels
+    only, the CUDA form (folded biases, pointwise convs as linear) stays within a grey level."""
+    scripted = torch.jit.script(PhaseDeploy(pruned_shape_generator(scale)).eval())
+    x = u8_frame(2, 19, 46, seed=scale)[:, :, ::2, :]
+    twin = phase_deploy_from_state(scripted.state_dict(), scale)
+    padded = pad_channels(twin)
+    widths = [m.out_channels for m in padded.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert 13 not in widths and 5 not in widths and 16 in widths and 8 in widths
+    gpu = torch.jit.script(GpuPhaseDeploy(twin).eval())
+    with torch.no_grad():
+        want = scripted(x).int()
+        assert torch.equal(twin(x).int(), want)
+        assert torch.equal(padded(x).int(), want)
+        got = gpu(x)
+    assert got.shape == want.shape and got.dtype == torch.uint8 and got.is_contiguous()
+    diff = (got.int() - want).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    assert (want - torch_bicubic_u8(x, scale).int()).abs().max() > 2, "the correction is not trivial"
+
+
+def test_export_writes_the_cuda_form_and_adds_it_to_old_bundles(tmp_path):
+    ev = export.export_learned(pruned_shape_generator(4), 4, "pruned", "odd widths", "light-f2srgan-pruned",
+                               timing=False)
+    assert ev.variant.extra["cuda_file"] == "x4-pruned.cuda.pt"
+    manifest = export.write_bundle(tmp_path / "b", "t", "t", {4: [ev, export.export_bicubic(4, timing=False)]})
+    assert (tmp_path / "b" / "x4-pruned.cuda.pt").is_file()
+    assert manifest["ladders"][0]["variants"][0]["cuda_file"] == "x4-pruned.cuda.pt"
+    # a bundle written before CUDA forms existed gets them from its own TorchScript
+    (tmp_path / "b" / "x4-pruned.cuda.pt").unlink()
+    mpath = tmp_path / "b" / "manifest.json"
+    old = json.loads(mpath.read_text())
+    del old["ladders"][0]["variants"][0]["cuda_file"]
+    mpath.write_text(json.dumps(old))
+    assert export.main(["--add-gpu-forms", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads(mpath.read_text())["ladders"][0]["variants"][0]["cuda_file"] == "x4-pruned.cuda.pt"
+    assert export.add_gpu_forms(tmp_path / "b") == []  # nothing left to add
+    # a cuda_file that escapes the bundle or is missing is refused
+    old["ladders"][0]["variants"][0]["cuda_file"] = "../x.pt"
+    assert any("must not contain '..'" in p for p in manifest_problems(old, tmp_path / "b"))
+    old["ladders"][0]["variants"][0]["cuda_file"] = "gone.pt"
+    assert any("cuda_file" in p and "does not exist" in p for p in manifest_problems(old, tmp_path / "b"))
 
 
 def test_half_deploy_wrapper_computes_in_half():

@@ -13,6 +13,8 @@ uint8 NHWC frames in and out) and times, side by side in one process, with CUDA 
 * `fp32`      : `benchmark` with fp32 weights (learned rungs, which the element runs in fp16);
 * `padded`    : learned rungs re-formed with every width rounded up to a multiple of 8 by zero
   channels (`lightsr.deploy.pad_channels`: the same function), channels-last and NCHW;
+* `cuda_file` : the manifest's CUDA form (`lightsr.deploy.GpuPhaseDeploy`), which the element loads
+  on CUDA; `element` is the CPU form (`file`) run on CUDA, as before CUDA forms existed;
 * `inductor`  : learned rungs through `torch.compile` (Triton kernels, fused elementwise work): what
   fusion would give, which TorchScript in libtorch does not have (`--no-inductor` skips it);
 * `upload` / `download`: host <-> device copies of one input / output frame (pageable and
@@ -156,6 +158,11 @@ def main() -> int:
                         padded = padded.half()
                     lever("padded", lambda: padded(frame))
                     lever("padded_nchw", lambda: padded(nchw))
+                    if spec.get("cuda_file"):  # what the element loads on CUDA
+                        form = torch.jit.load(str(args.bundle / spec["cuda_file"]),
+                                              map_location="cuda").eval()
+                        form = form.half() if half else form
+                        lever("cuda_file", lambda: form(frame))
                     if not args.no_inductor:
                         eager = (twin.half() if half else twin).cuda().eval()
                         compiled = torch.compile(eager)
@@ -179,7 +186,7 @@ def main() -> int:
             results.append(row)
             levers = []
             for key in ("element", "benchmark", "frozen", "graph", "nchw", "fp32", "padded",
-                        "padded_nchw", "inductor", "inductor_nchw"):
+                        "padded_nchw", "cuda_file", "inductor", "inductor_nchw"):
                 if key + "_ms" in row:
                     diff = row.get(key + "_diff")
                     levers.append(f"{key} {row[key + '_ms']:.3f}"

@@ -56,7 +56,7 @@ step() {  # step NAME SECONDS COMMAND...
   grep -E "^test result|passed|failed|skipped|panicked" "$OUT/$name.txt" | head -5 | sed 's/^/    /'
 }
 
-step levers 150 "$PYTHON" "$ROOT/tests/gpu/levers.py" "$ROOT/model/bundles/default" --out "$OUT"
+step levers 150 "$PYTHON" "$ROOT/tests/gpu/levers.py" "$ROOT/model/bundles/default" --out "$OUT" ${LEVERS_ARGS:-}
 step engine 120 "$KIT/bin/test-engine" --test-threads 1
 step element 120 "$KIT/bin/test-lightsrscale" --test-threads 1
 step pipeline 90 "$KIT/bin/test-pipeline" --test-threads 1

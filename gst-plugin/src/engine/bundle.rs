@@ -110,24 +110,29 @@ impl BundleSource {
         Manifest::parse(&text, &origin)
     }
 
-    /// Loads one variant file as a TorchScript module on `device`.
+    /// Loads one variant as a TorchScript module on `device`: its `cuda_file` on CUDA where the
+    /// manifest gives one, else its `file`.
     pub fn load_variant(
         &self,
         spec: &VariantSpec,
         scale: u32,
         device: Device,
     ) -> Result<Variant, EngineError> {
-        let file = self.describe(&spec.file);
+        let name = match &spec.cuda_file {
+            Some(cuda_file) if device.is_cuda() => cuda_file,
+            _ => &spec.file,
+        };
+        let file = self.describe(name);
         let module = match self {
             BundleSource::Embedded => {
-                let bytes = embedded::file(&spec.file).ok_or_else(|| EngineError::Module {
+                let bytes = embedded::file(name).ok_or_else(|| EngineError::Module {
                     file: file.clone(),
                     problem: "is listed in the manifest but was not embedded".into(),
                 })?;
                 tch::CModule::load_data_on_device(&mut std::io::Cursor::new(bytes), device)
             }
             BundleSource::Directory(dir) => {
-                let path = dir.join(&spec.file);
+                let path = dir.join(name);
                 if !path.is_file() {
                     return Err(EngineError::Module {
                         file,
