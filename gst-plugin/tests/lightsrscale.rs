@@ -406,3 +406,54 @@ fn tile_size_runs_learned_rungs_in_tiles_without_changing_the_picture() {
     let diff = max_diff(&bytes(&a), &bytes(&b));
     assert!(diff <= 1, "tiled output differs by {diff}");
 }
+
+#[test]
+fn on_cuda_output_frames_are_pinned_reused_and_the_cpu_s_picture() {
+    if !tch::Cuda::is_available() {
+        eprintln!("skipped: CUDA is not available in this process (pinned buffers are CUDA only)");
+        return;
+    }
+    let input = gradient(45, 80);
+    let (cpu, _, _) = run_frame(
+        &mut harness(&[("scale", "2"), ("variant", "bicubic"), ("device", "cpu")]),
+        "RGBA",
+        PixelLayout::Rgba,
+        &input,
+        None,
+    );
+    let mut h = harness(&[("scale", "2"), ("variant", "bicubic"), ("device", "cuda")]);
+    let mut addresses = Vec::new();
+    for _ in 0..3 {
+        let (rgb, _, _) = run_frame(&mut h, "RGBA", PixelLayout::Rgba, &input, None);
+        let diff = max_diff(&bytes(&rgb), &bytes(&cpu));
+        assert!(diff <= 1, "CUDA output differs from the CPU's by {diff}");
+        // run_frame dropped its output buffer: the next one reuses the same memory
+        let info = video_info("RGBA", 80, 45);
+        h.set_src_caps(info.to_caps().unwrap());
+        let format = sd_format(PixelLayout::Rgba, 80, 45);
+        let buffer = buffer_from_planes(&info, &format, &planes_from_rgb(&format, &input, None));
+        let out = h.push_and_pull(buffer).unwrap();
+        let map = out.map_readable().unwrap();
+        // SAFETY: the view lives within this iteration, while `map` keeps the memory alive
+        let view = unsafe {
+            Tensor::from_blob(
+                map.as_ptr(),
+                &[map.len() as i64],
+                &[1],
+                tch::Kind::Uint8,
+                tch::Device::Cpu,
+            )
+        };
+        assert!(
+            view.is_pinned(tch::Device::Cuda(0)),
+            "output buffer memory is pinned"
+        );
+        addresses.push(map.as_ptr() as usize);
+    }
+    addresses.sort_unstable();
+    addresses.dedup();
+    assert!(
+        addresses.len() <= 2,
+        "6 frames released one by one use at most 2 allocations: {addresses:x?}"
+    );
+}

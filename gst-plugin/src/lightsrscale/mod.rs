@@ -5,6 +5,7 @@ use gst::{glib, prelude::*};
 
 mod caps;
 mod imp;
+mod pinned;
 mod report;
 mod scheduler;
 

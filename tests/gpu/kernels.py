@@ -3,7 +3,7 @@
 (960x540 -> x4, 1920x1080 -> x2), as shipped and with widths padded to a multiple of 8, with
 cuDNN on and off (off: PyTorch's own depthwise kernels). Prints the top kernels per case.
 
-    python3 tests/gpu/profile.py model/bundles/default
+    python3 tests/gpu/kernels.py model/bundles/default
 """
 
 from __future__ import annotations
