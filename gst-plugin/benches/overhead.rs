@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+use gst::prelude::*;
 use gstlightsrscale::engine::{Bundle, BundleSource, DeviceRequest, Variant};
 use tch::{Device, Kind, Tensor};
 
@@ -54,6 +55,49 @@ impl ElementRun {
             .expect("lightsrscale");
         let harness = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
         Self::with_harness(format!("element, {format:<4}"), format, harness)
+    }
+
+    /// With CUDA: RGBx frames already in CUDA memory (libtorch's context, GStreamer's CUDA
+    /// pool), which the element reads and writes in place: no host copy at all.
+    fn cuda_memory(model: &str, device: &str, variant: &str, index: usize) -> Option<ElementRun> {
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgbx, size().0, size().1)
+            .fps(gst::Fraction::new(25, 1))
+            .build()
+            .ok()?;
+        let mut caps = info.to_caps().ok()?;
+        caps.get_mut()?
+            .set_features(0, Some(gst::CapsFeatures::new(["memory:CUDAMemory"])));
+        let pool = match gstlightsrscale::cuda_buffer_pool_for(index, &caps) {
+            Ok(pool) => pool,
+            Err(why) => {
+                println!("  (no CUDA memory run: {why})");
+                return None;
+            }
+        };
+        let mut input = pool.acquire_buffer(None).ok()?;
+        {
+            let buffer = input.get_mut()?;
+            let mut map = buffer.map_writable().ok()?;
+            map.iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = (i * 7 % 251) as u8);
+        }
+        let element = gst::ElementFactory::make("lightsrscale")
+            .property("model", model)
+            .property("scale", scale())
+            .property("device", device)
+            .property("variant", variant)
+            .build()
+            .ok()?;
+        let mut harness = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
+        harness.play();
+        harness.set_src_caps(caps);
+        Some(ElementRun {
+            label: "element, RGBx in CUDA memory".into(),
+            format: "RGBx",
+            harness,
+            input,
+        })
     }
 
     /// GStreamer's own scaler on the same frames: what the weight-free rung is held to.
@@ -110,12 +154,14 @@ impl ElementRun {
             .push_and_pull(self.input.clone())
             .expect("an output frame");
         let elapsed = start.elapsed();
-        assert_eq!(
-            out.size(),
-            (size().0 * size().1 * scale() * scale()) as usize
-                * if self.format == "NV12" { 3 } else { 6 }
-                / 2
-        );
+        if !self.label.contains("CUDA memory") {
+            assert_eq!(
+                out.size(),
+                (size().0 * size().1 * scale() * scale()) as usize
+                    * if self.format == "NV12" { 3 } else { 6 }
+                    / 2
+            );
+        }
         elapsed
     }
 }
@@ -211,12 +257,20 @@ fn main() {
         [1, i64::from(size().1), i64::from(size().0), 3],
         (Kind::Uint8, device),
     );
-    let mut runs = [
+    let mut runs = vec![
         ElementRun::new("RGB", &model, &device_name, variant.name()),
         ElementRun::new("NV12", &model, &device_name, variant.name()),
         ElementRun::videoscale("RGB"),
         ElementRun::videoscale("NV12"),
     ];
+    if let Device::Cuda(index) = device {
+        runs.extend(ElementRun::cuda_memory(
+            &model,
+            &device_name,
+            variant.name(),
+            index,
+        ));
+    }
     // Warm-up: one of each outside the measurement.
     direct_forward(&variant, &input);
     runs.iter_mut().for_each(|r| {

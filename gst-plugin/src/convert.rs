@@ -98,6 +98,54 @@ pub struct PlaneMut<'a> {
     pub stride: usize,
 }
 
+/// One plane of a frame in GPU memory (a CUDA device pointer under unified addressing): the
+/// element maps `memory:CUDAMemory` buffers this way, and the frame never visits the host.
+#[derive(Debug, Clone, Copy)]
+pub struct DevicePlane {
+    pub ptr: *mut u8,
+    /// Bytes the plane spans from `ptr`.
+    pub len: usize,
+    pub stride: usize,
+}
+
+/// A plane as the conversions see it: an address, its extent, its stride.
+#[derive(Debug, Clone, Copy)]
+struct RawPlane {
+    ptr: *mut u8,
+    len: usize,
+    stride: usize,
+}
+
+impl From<&Plane<'_>> for RawPlane {
+    fn from(p: &Plane<'_>) -> RawPlane {
+        RawPlane {
+            ptr: p.data.as_ptr().cast_mut(),
+            len: p.data.len(),
+            stride: p.stride,
+        }
+    }
+}
+
+impl From<&mut PlaneMut<'_>> for RawPlane {
+    fn from(p: &mut PlaneMut<'_>) -> RawPlane {
+        RawPlane {
+            ptr: p.data.as_mut_ptr(),
+            len: p.data.len(),
+            stride: p.stride,
+        }
+    }
+}
+
+impl From<&DevicePlane> for RawPlane {
+    fn from(p: &DevicePlane) -> RawPlane {
+        RawPlane {
+            ptr: p.ptr,
+            len: p.len,
+            stride: p.stride,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConvertError(pub String);
 
@@ -180,14 +228,20 @@ impl FrameFormat {
     }
 }
 
-/// A uint8 CPU tensor over `data` with explicit strides, without copying.
+/// A uint8 tensor over `data` (memory of `memory`: the CPU, or a CUDA device) with explicit
+/// strides, without copying.
 ///
 /// # Safety
 /// The caller guarantees that every element addressed by `size`/`strides` lies inside the
-/// memory `data` points at, and that the memory outlives the tensor and its views.
-unsafe fn blob(data: *const u8, size: &[i64], strides: &[i64]) -> Result<Tensor, ConvertError> {
+/// memory `data` points at, on `memory`, and that the memory outlives the tensor and its views.
+unsafe fn blob(
+    data: *const u8,
+    size: &[i64],
+    strides: &[i64],
+    memory: Device,
+) -> Result<Tensor, ConvertError> {
     // SAFETY: forwarded to the caller, see above.
-    Ok(unsafe { Tensor::f_from_blob(data, size, strides, Kind::Uint8, Device::Cpu) }?)
+    Ok(unsafe { Tensor::f_from_blob(data, size, strides, Kind::Uint8, memory) }?)
 }
 
 /// Wraps an input frame as RGB (and alpha) tensors on `device`; YUV is converted there.
@@ -196,20 +250,44 @@ pub fn to_rgb<'a>(
     planes: &[Plane<'a>],
     device: Device,
 ) -> Result<RgbFrame<'a>, ConvertError> {
-    let geometry: Vec<(usize, usize)> = planes.iter().map(|p| (p.data.len(), p.stride)).collect();
+    let raw: Vec<RawPlane> = planes.iter().map(RawPlane::from).collect();
+    // SAFETY: the planes are host slices that outlive the frame (its lifetime 'a)
+    unsafe { raw_to_rgb(format, &raw, Device::Cpu, device) }
+}
+
+/// [`to_rgb`] of a frame in the memory of `device` (a CUDA device): no copy to or from the
+/// host; the conversions read the planes in place.
+///
+/// # Safety
+/// Each plane's `ptr` must address `len` bytes of `device`'s memory that stay valid and
+/// unchanged while the returned frame (and any view of it) lives.
+pub unsafe fn to_rgb_in_device_memory(
+    format: &FrameFormat,
+    planes: &[DevicePlane],
+    device: Device,
+) -> Result<RgbFrame<'static>, ConvertError> {
+    let raw: Vec<RawPlane> = planes.iter().map(RawPlane::from).collect();
+    // SAFETY: forwarded to the caller
+    unsafe { raw_to_rgb(format, &raw, device, device) }
+}
+
+/// # Safety
+/// Each plane addresses `len` bytes of `memory`'s memory that outlive the frame.
+unsafe fn raw_to_rgb<'a>(
+    format: &FrameFormat,
+    planes: &[RawPlane],
+    memory: Device,
+    device: Device,
+) -> Result<RgbFrame<'a>, ConvertError> {
+    let geometry: Vec<(usize, usize)> = planes.iter().map(|p| (p.len, p.stride)).collect();
     format.check_planes(&geometry)?;
     let (h, w) = (format.height as i64, format.width as i64);
     // SAFETY (every `blob` below): check_planes proved each plane holds its rows at its stride.
     let (rgb, alpha) = match format.layout.packed_bytes() {
         Some(bpp) => {
             let s = planes[0].stride as i64;
-            let pixels = unsafe {
-                blob(
-                    planes[0].data.as_ptr(),
-                    &[1, h, w, bpp],
-                    &[h * s, s, bpp, 1],
-                )?
-            };
+            let pixels =
+                unsafe { blob(planes[0].ptr, &[1, h, w, bpp], &[h * s, s, bpp, 1], memory)? };
             let rgb = pixels.f_narrow(3, 0, 3)?;
             let rgb = if format.layout.is_bgr() {
                 rgb.f_flip([3])?
@@ -222,7 +300,7 @@ pub fn to_rgb<'a>(
             };
             (rgb.f_to_device(device)?, alpha)
         }
-        None => (yuv_planes_to_rgb(format, planes, device)?, None),
+        None => (yuv_planes_to_rgb(format, planes, memory, device)?, None),
     };
     Ok(RgbFrame {
         rgb,
@@ -233,21 +311,23 @@ pub fn to_rgb<'a>(
 
 fn yuv_planes_to_rgb(
     format: &FrameFormat,
-    planes: &[Plane],
+    planes: &[RawPlane],
+    memory: Device,
     device: Device,
 ) -> Result<Tensor, ConvertError> {
     let (h, w) = (format.height as i64, format.width as i64);
     let (ch, cw) = format.chroma_size();
     let sy = planes[0].stride as i64;
-    let luma = unsafe { blob(planes[0].data.as_ptr(), &[h, w], &[sy, 1])? };
+    // SAFETY (every `blob` here): raw_to_rgb checked each plane's rows and stride.
+    let luma = unsafe { blob(planes[0].ptr, &[h, w], &[sy, 1], memory)? };
     let chroma = if format.layout == PixelLayout::I420 {
         let (su, sv) = (planes[1].stride as i64, planes[2].stride as i64);
-        let u = unsafe { blob(planes[1].data.as_ptr(), &[ch, cw], &[su, 1])? };
-        let v = unsafe { blob(planes[2].data.as_ptr(), &[ch, cw], &[sv, 1])? };
+        let u = unsafe { blob(planes[1].ptr, &[ch, cw], &[su, 1], memory)? };
+        let v = unsafe { blob(planes[2].ptr, &[ch, cw], &[sv, 1], memory)? };
         Tensor::f_stack(&[u.f_to_device(device)?, v.f_to_device(device)?], 2)?
     } else {
         let suv = planes[1].stride as i64;
-        unsafe { blob(planes[1].data.as_ptr(), &[ch, cw, 2], &[suv, 2, 1])? }.f_to_device(device)?
+        unsafe { blob(planes[1].ptr, &[ch, cw, 2], &[suv, 2, 1], memory)? }.f_to_device(device)?
     };
     yuv_to_rgb(
         &luma.f_to_device(device)?,
@@ -429,7 +509,38 @@ pub fn write_rgb(
     alpha: Option<&Tensor>,
     planes: &mut [PlaneMut],
 ) -> Result<(), ConvertError> {
-    let geometry: Vec<(usize, usize)> = planes.iter().map(|p| (p.data.len(), p.stride)).collect();
+    let raw: Vec<RawPlane> = planes.iter_mut().map(RawPlane::from).collect();
+    // SAFETY: host slices borrowed mutably for the whole call
+    unsafe { write_raw(format, rgb, alpha, &raw, Device::Cpu) }
+}
+
+/// [`write_rgb`] into a frame in the memory of `device` (a CUDA device), without the host.
+///
+/// # Safety
+/// Each plane's `ptr` must address `len` writable bytes of `device`'s memory that nothing else
+/// uses during the call.
+pub unsafe fn write_rgb_to_device_memory(
+    format: &FrameFormat,
+    rgb: &Tensor,
+    alpha: Option<&Tensor>,
+    planes: &[DevicePlane],
+    device: Device,
+) -> Result<(), ConvertError> {
+    let raw: Vec<RawPlane> = planes.iter().map(RawPlane::from).collect();
+    // SAFETY: forwarded to the caller
+    unsafe { write_raw(format, rgb, alpha, &raw, device) }
+}
+
+/// # Safety
+/// Each plane addresses `len` writable bytes of `memory`'s memory, used by nothing else.
+unsafe fn write_raw(
+    format: &FrameFormat,
+    rgb: &Tensor,
+    alpha: Option<&Tensor>,
+    planes: &[RawPlane],
+    memory: Device,
+) -> Result<(), ConvertError> {
+    let geometry: Vec<(usize, usize)> = planes.iter().map(|p| (p.len, p.stride)).collect();
     format.check_planes(&geometry)?;
     let (h, w) = (format.height as i64, format.width as i64);
     let expected = [1, h, w, 3];
@@ -442,8 +553,8 @@ pub fn write_rgb(
     }
     let rgb = rgb.f_select(0, 0)?;
     match format.layout.packed_bytes() {
-        Some(bpp) => write_packed(format, &rgb, alpha, &mut planes[0], bpp),
-        None => write_yuv(format, &rgb, planes),
+        Some(bpp) => write_packed(format, &rgb, alpha, &planes[0], bpp, memory),
+        None => write_yuv(format, &rgb, planes, memory),
     }
 }
 
@@ -451,17 +562,18 @@ fn write_packed(
     format: &FrameFormat,
     rgb: &Tensor,
     alpha: Option<&Tensor>,
-    plane: &mut PlaneMut,
+    plane: &RawPlane,
     bpp: i64,
+    memory: Device,
 ) -> Result<(), ConvertError> {
     let (h, w, s) = (
         format.height as i64,
         format.width as i64,
         plane.stride as i64,
     );
-    // SAFETY: write_rgb checked the plane holds h rows of w * bpp bytes at this stride; the
-    // view is dropped before the borrow of `plane` ends.
-    let pixels = unsafe { blob(plane.data.as_mut_ptr(), &[h, w, bpp], &[s, bpp, 1])? };
+    // SAFETY: write_raw checked the plane holds h rows of w * bpp bytes at this stride; the
+    // view is dropped before the call returns.
+    let pixels = unsafe { blob(plane.ptr, &[h, w, bpp], &[s, bpp, 1], memory)? };
     let rgb = if format.layout.is_bgr() {
         rgb.f_flip([2])?
     } else {
@@ -483,23 +595,24 @@ fn write_packed(
 fn write_yuv(
     format: &FrameFormat,
     rgb: &Tensor,
-    planes: &mut [PlaneMut],
+    planes: &[RawPlane],
+    memory: Device,
 ) -> Result<(), ConvertError> {
     let (h, w) = (format.height as i64, format.width as i64);
     let (ch, cw) = format.chroma_size();
     let (luma, chroma) = rgb_to_yuv(rgb, format.matrix, format.range)?;
     let sy = planes[0].stride as i64;
-    // SAFETY (every `blob` here): write_rgb checked each plane's rows and stride.
-    unsafe { blob(planes[0].data.as_mut_ptr(), &[h, w], &[sy, 1])? }.f_copy_(&luma)?;
+    // SAFETY (every `blob` here): write_raw checked each plane's rows and stride.
+    unsafe { blob(planes[0].ptr, &[h, w], &[sy, 1], memory)? }.f_copy_(&luma)?;
     if format.layout == PixelLayout::I420 {
-        for (i, plane) in planes[1..3].iter_mut().enumerate() {
+        for (i, plane) in planes[1..3].iter().enumerate() {
             let s = plane.stride as i64;
-            let mut view = unsafe { blob(plane.data.as_mut_ptr(), &[ch, cw], &[s, 1])? };
+            let mut view = unsafe { blob(plane.ptr, &[ch, cw], &[s, 1], memory)? };
             view.f_copy_(&chroma.f_select(2, i as i64)?)?;
         }
     } else {
         let s = planes[1].stride as i64;
-        unsafe { blob(planes[1].data.as_mut_ptr(), &[ch, cw, 2], &[s, 2, 1])? }.f_copy_(&chroma)?;
+        unsafe { blob(planes[1].ptr, &[ch, cw, 2], &[s, 2, 1], memory)? }.f_copy_(&chroma)?;
     }
     Ok(())
 }

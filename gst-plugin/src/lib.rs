@@ -13,6 +13,9 @@ pub mod engine;
 mod lightsrscale;
 pub mod policy;
 
+#[doc(hidden)]
+pub use lightsrscale::cuda_buffer_pool_for;
+
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     lightsrscale::register(plugin)
 }

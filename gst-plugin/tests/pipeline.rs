@@ -405,3 +405,80 @@ fn two_elements_run_concurrently_on_one_shared_bundle() {
     p.set_state(gst::State::Null).unwrap();
     assert_eq!(frames, 6);
 }
+
+/// Every frame an appsink receives until EOS (its bytes), lightsrscale `sr`'s negotiated caps
+/// (sink, src) and its `gpu-memory-frames` count.
+fn frames_and_caps(description: &str) -> (Vec<Vec<u8>>, String, String, u64) {
+    let p = pipeline(description);
+    p.set_state(gst::State::Playing).unwrap();
+    let out = sink(&p, "out");
+    let mut frames = Vec::new();
+    while let Ok(sample) = out.pull_sample() {
+        let buffer = sample.buffer().unwrap();
+        frames.push(buffer.map_readable().unwrap().to_vec());
+    }
+    let sr = p.by_name("sr").unwrap();
+    let caps = |pad: &str| {
+        sr.static_pad(pad)
+            .and_then(|p| p.current_caps())
+            .map_or("none".into(), |c| c.to_string())
+    };
+    let negotiated = (caps("sink"), caps("src"));
+    let on_gpu = sr
+        .property::<gst::Structure>("stats")
+        .get::<u64>("gpu-memory-frames")
+        .unwrap();
+    let error = p
+        .bus()
+        .unwrap()
+        .pop_filtered(&[gst::MessageType::Error])
+        .map(|m| describe(&m));
+    p.set_state(gst::State::Null).unwrap();
+    assert!(error.is_none(), "{description}: {error:?}");
+    (frames, negotiated.0, negotiated.1, on_gpu)
+}
+
+#[test]
+fn frames_in_cuda_memory_stay_on_the_gpu_and_give_the_system_memory_picture() {
+    init();
+    if !tch::Cuda::is_available() || gst::ElementFactory::find("cudaupload").is_none() {
+        eprintln!(
+            "skipped: needs CUDA and GStreamer's cudaupload / cudadownload (nvcodec with a driver)"
+        );
+        return;
+    }
+    let source =
+        "videotestsrc num-buffers=4 pattern=smpte ! video/x-raw,format=RGBA,width=96,height=64";
+    let rung = "lightsrscale name=sr scale=2 variant=light-pruned device=cuda";
+    let sink = "video/x-raw,format=RGBA ! appsink name=out sync=false";
+    let (system, sys_in, _, sys_gpu) = frames_and_caps(&format!("{source} ! {rung} ! {sink}"));
+    assert_eq!(system.len(), 4);
+    assert!(!sys_in.contains("CUDAMemory"), "{sys_in}");
+    assert_eq!(sys_gpu, 0);
+    for (label, description) in [
+        (
+            "CUDA memory in and out",
+            format!("{source} ! cudaupload ! {rung} ! cudadownload ! {sink}"),
+        ),
+        (
+            "CUDA memory in, system memory out",
+            format!("{source} ! cudaupload ! {rung} ! {sink}"),
+        ),
+    ] {
+        let (frames, caps_in, caps_out, on_gpu) = frames_and_caps(&description);
+        eprintln!("{label}: sink {caps_in}, src {caps_out}, {on_gpu} frames in place on the GPU");
+        assert!(caps_in.contains("memory:CUDAMemory"), "{label}: {caps_in}");
+        assert_eq!(frames.len(), system.len(), "{label}: every frame comes out");
+        assert_eq!(
+            on_gpu, 4,
+            "{label}: the frames were read in place (one CUDA context)"
+        );
+        for (i, (a, b)) in frames.iter().zip(&system).enumerate() {
+            assert_eq!(
+                max_diff(a, b),
+                0,
+                "{label}: frame {i} differs from the system-memory run"
+            );
+        }
+    }
+}

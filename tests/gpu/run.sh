@@ -30,6 +30,8 @@ rm -f "$GST_REGISTRY"
 {
   date -u
   nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
+  echo "driver video libraries (GStreamer's nvcodec registers its CUDA elements only with one):" \
+    $(ldconfig -p 2>/dev/null | grep -oE "lib(nvcuvid|nvidia-encode)\.so\.1" | sort -u)
   "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
 } > "$OUT/device.txt" 2>&1
@@ -41,6 +43,9 @@ step() {  # step NAME SECONDS COMMAND...
   local name=$1 limit=$2
   shift 2
   local start=$SECONDS
+  if [ -n "${ONLY:-}" ] && ! [[ " $ONLY " =~ \ ${name%%-*}\  ]]; then
+    return  # not asked for (ONLY="engine element overhead ...": the steps to run, by first word)
+  fi
   if [ $((SECONDS + 10)) -gt "$BUDGET" ]; then
     echo "gpu: $name SKIPPED (time budget of $BUDGET s spent)"
     failed+=("$name(skipped)")
@@ -59,8 +64,8 @@ step() {  # step NAME SECONDS COMMAND...
 step levers 150 "$PYTHON" "$ROOT/tests/gpu/levers.py" "$ROOT/model/bundles/default" --out "$OUT" ${LEVERS_ARGS:-}
 step engine 120 "$KIT/bin/test-engine" --test-threads 1
 step element 120 "$KIT/bin/test-lightsrscale" --test-threads 1
-step pipeline 90 "$KIT/bin/test-pipeline" --test-threads 1
-step unit 60 "$KIT/bin/unit-gstlightsrscale" --test-threads 2
+step pipeline 90 "$KIT/bin/test-pipeline" --test-threads 1 --nocapture
+step unit 60 "$KIT/bin/unit-gstlightsrscale" --test-threads 2 --nocapture
 step deadline 60 "$KIT/bin/test-deadline" --test-threads 1
 if "$PYTHON" -c "import pytest, yaml" 2>/dev/null; then
   PYTHONPATH="$ROOT/model" step python-cuda 90 "$PYTHON" -m pytest -q "$ROOT/model/tests/test_export.py" -k cuda
@@ -70,9 +75,9 @@ fi
 
 export LIGHTSRSCALE_BENCH_DEVICE="${BENCH_DEVICE:-cuda}" LIGHTSRSCALE_BENCH_MODEL="$ROOT/model/bundles/default"
 export FRAMES="${BENCH_FRAMES:-50}"
-for run in "320x180 4" "960x540 4" "1920x1080 2"; do
-  set -- $run
-  for variant in light-pruned bicubic; do
+for run in ${OVERHEAD_RUNS:-320x180:4 960x540:4 1920x1080:2}; do
+  set -- ${run/:/ }
+  for variant in ${OVERHEAD_VARIANTS:-light-pruned bicubic}; do
     LIGHTSRSCALE_BENCH_SIZE=$1 LIGHTSRSCALE_BENCH_SCALE=$2 LIGHTSRSCALE_BENCH_VARIANT=$variant \
       step "overhead-$1-x$2-$variant" 60 "$KIT/bin/bench-overhead"
   done
@@ -83,7 +88,7 @@ echo
 echo "== benchmark figures"
 grep -h "^levers:" "$OUT/levers.txt" 2>/dev/null
 for f in "$OUT"/overhead-*.txt "$OUT"/deadline-x4.txt; do
-  [ -f "$f" ] && grep -E "overhead:|direct|compute floor|element,|deadline:|on time|learned|per variant" "$f"
+  [ -f "$f" ] && grep -E "overhead:|direct|compute floor|element,|no CUDA memory|deadline:|on time|learned|per variant" "$f"
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu: failed steps: ${failed[*]}"

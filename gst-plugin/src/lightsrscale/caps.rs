@@ -160,6 +160,37 @@ fn keep_nearest(s: &mut gst::StructureRef, fixed: &gst::StructureRef) {
     }
 }
 
+/// The memory of each structure of `caps`, and the other one: with `cuda` every structure in
+/// system memory is followed by the same in `memory:CUDAMemory` and the reverse (the element
+/// reads and writes either; the same memory on both sides is preferred); without it, structures
+/// in CUDA memory are dropped.
+pub fn memory_alternatives(caps: &gst::CapsRef, cuda: bool, cuda_feature: &str) -> gst::Caps {
+    if caps.is_any() {
+        return caps.to_owned();
+    }
+    let system = gst::CapsFeatures::new_empty();
+    let device = gst::CapsFeatures::new([cuda_feature]);
+    let mut out = gst::Caps::new_empty();
+    for (structure, features) in caps.iter_with_features() {
+        let on_device = features.contains(cuda_feature);
+        if on_device && !cuda {
+            continue;
+        }
+        out.merge_structure_full(structure.to_owned(), Some(features.to_owned()));
+        let on_system = features.is_empty() || features.contains("memory:SystemMemory");
+        if cuda && (on_device || on_system) {
+            let other = if on_device { &system } else { &device };
+            out.merge_structure_full(structure.to_owned(), Some(other.clone()));
+        }
+    }
+    out
+}
+
+/// Whether fixed `caps` are in CUDA memory.
+pub fn in_cuda_memory(caps: &gst::CapsRef, cuda_feature: &str) -> bool {
+    caps.features(0).is_some_and(|f| f.contains(cuda_feature))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +282,37 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn memory_alternatives_follow_each_structure_or_drop_cuda() {
+        gst::init().unwrap();
+        let feature = "memory:CUDAMemory";
+        let caps: gst::Caps =
+            "video/x-raw, format=RGBA; video/x-raw(memory:CUDAMemory), format=NV12"
+                .parse()
+                .unwrap();
+        let both = memory_alternatives(&caps, true, feature);
+        let listed: Vec<(String, bool)> = both
+            .iter_with_features()
+            .map(|(s, f)| (s.get::<String>("format").unwrap(), f.contains(feature)))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("RGBA".into(), false),
+                ("RGBA".into(), true),
+                ("NV12".into(), true),
+                ("NV12".into(), false)
+            ]
+        );
+        let system = memory_alternatives(&caps, false, feature);
+        assert_eq!(system.size(), 1);
+        assert!(!in_cuda_memory(&system, feature));
+        let fixed: gst::Caps = "video/x-raw(memory:CUDAMemory), format=NV12, width=2, height=2"
+            .parse()
+            .unwrap();
+        assert!(in_cuda_memory(&fixed, feature));
+        assert!(memory_alternatives(&gst::Caps::new_any(), false, feature).is_any());
     }
 }

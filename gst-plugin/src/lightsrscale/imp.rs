@@ -32,7 +32,8 @@ use gst_base::subclass::prelude::*;
 use gst_video::{prelude::*, subclass::prelude::*};
 
 use super::{
-    caps::{Way, fixate_to_scale, scale_caps},
+    caps::{Way, fixate_to_scale, in_cuda_memory, memory_alternatives, scale_caps},
+    cuda,
     pinned::{PinnedPool, pinned_bytes},
     report,
     scheduler::{
@@ -147,9 +148,11 @@ struct Negotiated {
     infos: (gst_video::VideoInfo, gst_video::VideoInfo),
     /// GStreamer's scaler for the weight-free rung (CPU only; see [`weight_free_scaler`]).
     scaler: Option<Arc<gst_video::VideoConverter>>,
-    /// Output buffers in pinned host memory (CUDA only; see [`super::pinned`]); `None` after a
-    /// failed allocation, and the default buffers are used.
+    /// Output buffers in pinned host memory (CUDA, output in system memory; see
+    /// [`super::pinned`]); `None` after a failed allocation, and the default buffers are used.
     pinned: Option<PinnedPool>,
+    /// Input / output caps in `memory:CUDAMemory` (see [`super::cuda`]).
+    cuda_memory: (bool, bool),
 }
 
 /// Exists between start() and stop().
@@ -206,6 +209,20 @@ pub struct LightSrScale {
     answered_latency: Mutex<Option<Duration>>,
     /// Time axis of non-live streams without timestamps.
     epoch: Instant,
+    /// libtorch's CUDA context wrapped for GStreamer's CUDA elements, once asked for.
+    cuda: Mutex<CudaShare>,
+    /// Frames read or written in place in CUDA memory (`stats`: `gpu-memory-frames`).
+    gpu_memory_frames: std::sync::atomic::AtomicU64,
+}
+
+/// Whether the element shares CUDA memory (see [`super::cuda`]).
+#[derive(Default)]
+enum CudaShare {
+    #[default]
+    Untried,
+    /// Not on this machine or with these settings (logged once).
+    Unavailable,
+    Ready(Arc<cuda::Shared>),
 }
 
 impl Default for LightSrScale {
@@ -218,6 +235,8 @@ impl Default for LightSrScale {
             timing: Mutex::default(),
             answered_latency: Mutex::default(),
             epoch: Instant::now(),
+            cuda: Mutex::default(),
+            gpu_memory_frames: Default::default(),
         }
     }
 }
@@ -306,6 +325,59 @@ fn engine_error_msg(e: &EngineError) -> gst::ErrorMessage {
 
 impl LightSrScale {
     /// Loads (or shares) the bundle on the device the settings ask for.
+    /// The CUDA device the `device` property resolves to, if any (no bundle needed).
+    fn cuda_index(&self) -> Option<usize> {
+        let request: DeviceRequest = lock(&self.settings).device.parse().ok()?;
+        if request == DeviceRequest::Cpu {
+            return None;
+        }
+        match request.resolve().ok()?.device {
+            tch::Device::Cuda(index) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// libtorch's context on the element's CUDA device, wrapped for GStreamer (made on first
+    /// use, also before start: downstream CUDA elements start first and ask for it then).
+    fn cuda_shared(&self) -> Option<Arc<cuda::Shared>> {
+        let index = self.cuda_index()?;
+        let mut share = lock(&self.cuda);
+        match &*share {
+            CudaShare::Ready(shared) if shared.index() == index => return Some(shared.clone()),
+            CudaShare::Unavailable => return None,
+            _ => (),
+        }
+        let made = cuda::Library::get()
+            .map_err(str::to_string)
+            .and_then(|lib| cuda::Shared::new(lib, index));
+        match made {
+            Ok(shared) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "sharing CUDA device {index}'s primary context with GStreamer's CUDA elements"
+                );
+                let shared = Arc::new(shared);
+                *share = CudaShare::Ready(shared.clone());
+                Some(shared)
+            }
+            Err(why) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "frames in CUDA memory are not offered: {why}"
+                );
+                *share = CudaShare::Unavailable;
+                None
+            }
+        }
+    }
+
+    /// Whether caps in CUDA memory can be taken and given now.
+    fn cuda_memory_possible(&self) -> bool {
+        self.cuda_shared().is_some()
+    }
+
     fn load_bundle(&self, settings: &Settings) -> Result<Arc<Bundle>, gst::ErrorMessage> {
         let source =
             BundleSource::from_model_property(&settings.model).map_err(|e| engine_error_msg(&e))?;
@@ -614,7 +686,13 @@ impl LightSrScale {
             latency,
             predicted: view.predicted,
         };
-        report::stats_structure(&view.names, &view.stats, &outlook)
+        let mut stats = report::stats_structure(&view.names, &view.stats, &outlook);
+        stats.set(
+            "gpu-memory-frames",
+            self.gpu_memory_frames
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        stats
     }
 }
 
@@ -692,18 +770,23 @@ fn upscale_frame(
         scaler.frame_ref(inframe, outframe);
         return Ok(());
     }
-    let in_strides = inframe.plane_stride();
-    let in_planes = (0..inframe.n_planes())
-        .map(|i| {
-            let data = inframe.plane_data(i).map_err(|e| e.to_string())?;
-            Ok(Plane {
-                data,
-                stride: stride(in_strides[i as usize])?,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let frame =
-        convert::to_rgb(&job.input, &in_planes, job.variant.device()).map_err(|e| e.to_string())?;
+    let frame = convert::to_rgb(&job.input, &host_planes(inframe)?, job.variant.device())
+        .map_err(|e| e.to_string())?;
+    let (upscaled, alpha) = upscale_rgb(job, &frame)?;
+    convert::write_rgb(
+        &job.output,
+        &upscaled,
+        alpha.as_ref(),
+        &mut host_planes_mut(outframe)?,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The rung's upscale of a frame, and its alpha's (bicubic).
+fn upscale_rgb(
+    job: &FrameJob,
+    frame: &convert::RgbFrame,
+) -> Result<(tch::Tensor, Option<tch::Tensor>), String> {
     let upscaled = job
         .variant
         .upscale_tiled(&frame.rgb, job.tile)
@@ -714,16 +797,100 @@ fn upscale_frame(
         .map(|a| convert::upscale_alpha(a, job.output.height, job.output.width))
         .transpose()
         .map_err(|e| e.to_string())?;
-    let out_strides: Vec<i32> = outframe.plane_stride().to_vec();
-    let mut out_planes = Vec::with_capacity(out_strides.len());
-    for (data, s) in outframe.planes_data_mut().into_iter().zip(out_strides) {
-        out_planes.push(PlaneMut {
-            data,
-            stride: stride(s)?,
-        });
+    Ok((upscaled, alpha))
+}
+
+/// [`upscale_frame`] where one side or both are in CUDA memory of the element's context
+/// (`in_device` / `out_device`): those are read or written in place on the GPU.
+fn upscale_cuda_memory(
+    job: &FrameJob,
+    inbuf: &gst::BufferRef,
+    outbuf: &mut gst::BufferRef,
+    infos: &(gst_video::VideoInfo, gst_video::VideoInfo),
+    (in_device, out_device): (bool, bool),
+) -> Result<(), String> {
+    let device = job.variant.device();
+    let tch::Device::Cuda(index) = device else {
+        return Err(format!(
+            "frames in CUDA memory, but the rung runs on {device:?}"
+        ));
+    };
+    // mapped for as long as the frame's tensors may read them (until the end of this function)
+    let (device_in, host_in);
+    let frame = if in_device {
+        // SAFETY: `inbuf` outlives the mapping, which is read-only
+        device_in = unsafe { cuda::DeviceFrame::map(inbuf, &infos.0, false) }?;
+        // SAFETY: the planes stay mapped and unchanged until this function returns, after
+        // the synchronisation below
+        unsafe { convert::to_rgb_in_device_memory(&job.input, &device_in.planes(), device) }
+    } else {
+        host_in = gst_video::VideoFrameRef::from_buffer_ref_readable(inbuf, &infos.0)
+            .map_err(|e| format!("could not map the input frame: {e}"))?;
+        convert::to_rgb(&job.input, &host_planes(&host_in)?, device)
     }
-    convert::write_rgb(&job.output, &upscaled, alpha.as_ref(), &mut out_planes)
-        .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    let (upscaled, alpha) = upscale_rgb(job, &frame)?;
+    if out_device {
+        // SAFETY: BaseTransform hands `outbuf` writable and unmapped
+        let out = unsafe { cuda::DeviceFrame::map(outbuf, &infos.1, true) }?;
+        // SAFETY: mapped for writing by this element only until `out` drops
+        unsafe {
+            convert::write_rgb_to_device_memory(
+                &job.output,
+                &upscaled,
+                alpha.as_ref(),
+                &out.planes(),
+                device,
+            )
+        }
+        .map_err(|e| e.to_string())?;
+        // downstream reads the memory as soon as the buffer is pushed
+        tch::Cuda::synchronize(index as i64);
+        Ok(())
+    } else {
+        let mut host_out = gst_video::VideoFrameRef::from_buffer_ref_writable(outbuf, &infos.1)
+            .map_err(|e| format!("could not map the output frame: {e}"))?;
+        let result = convert::write_rgb(
+            &job.output,
+            &upscaled,
+            alpha.as_ref(),
+            &mut host_planes_mut(&mut host_out)?,
+        )
+        .map_err(|e| e.to_string());
+        tch::Cuda::synchronize(index as i64);
+        result
+    }
+}
+
+fn host_planes<'a>(
+    frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
+) -> Result<Vec<Plane<'a>>, String> {
+    let strides = frame.plane_stride();
+    (0..frame.n_planes())
+        .map(|i| {
+            Ok(Plane {
+                data: frame.plane_data(i).map_err(|e| e.to_string())?,
+                stride: stride(strides[i as usize])?,
+            })
+        })
+        .collect()
+}
+
+fn host_planes_mut<'a>(
+    frame: &'a mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
+) -> Result<Vec<PlaneMut<'a>>, String> {
+    let strides: Vec<i32> = frame.plane_stride().to_vec();
+    frame
+        .planes_data_mut()
+        .into_iter()
+        .zip(strides)
+        .map(|(data, s)| {
+            Ok(PlaneMut {
+                data,
+                stride: stride(s)?,
+            })
+        })
+        .collect()
 }
 
 fn stride(s: i32) -> Result<usize, String> {
@@ -983,9 +1150,17 @@ impl ElementImpl for LightSrScale {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             use gst_video::VideoFormat as F;
-            let caps = gst_video::VideoCapsBuilder::new()
-                .format_list([F::Rgb, F::Rgba, F::Rgbx, F::Bgrx, F::Bgra, F::I420, F::Nv12])
+            let formats = [F::Rgb, F::Rgba, F::Rgbx, F::Bgrx, F::Bgra, F::I420, F::Nv12];
+            // CUDA memory is listed everywhere; caps queries drop it where it cannot be shared
+            let mut caps = gst_video::VideoCapsBuilder::new()
+                .features([cuda::CAPS_FEATURE])
+                .format_list(formats)
                 .build();
+            caps.merge(
+                gst_video::VideoCapsBuilder::new()
+                    .format_list(formats)
+                    .build(),
+            );
             let pad = |name, direction| {
                 gst::PadTemplate::new(name, direction, gst::PadPresence::Always, &caps)
                     .expect("valid template")
@@ -1019,11 +1194,82 @@ impl BaseTransformImpl for LightSrScale {
         }
         *kept = Some(bundle.clone());
         drop(kept);
+        if let tch::Device::Cuda(index) = bundle.device
+            && let Some(shared) = self.cuda_shared().filter(|s| s.index() == index)
+        {
+            let element = self.obj();
+            let _ = element.post_message(shared.have_context_message(element.upcast_ref()));
+        }
         *lock(&self.state) = Some(State {
             bundle,
             negotiated: None,
         });
         Ok(())
+    }
+
+    /// Buffers in CUDA memory of the element's context are read and written on the GPU in
+    /// place; everything else goes through VideoFilter's mapped frames (`transform_frame`).
+    fn transform(
+        &self,
+        inbuf: &gst::Buffer,
+        outbuf: &mut gst::BufferRef,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let infos = lock(&self.state)
+            .as_ref()
+            .and_then(|s| s.negotiated.as_ref())
+            .filter(|n| n.cuda_memory.0 || n.cuda_memory.1)
+            .map(|n| n.infos.clone());
+        let sides = infos.as_ref().and_then(|_| {
+            let shared = self.cuda_shared()?;
+            Some((shared.owns(inbuf), shared.owns(outbuf)))
+        });
+        match (infos, sides) {
+            (Some(infos), Some(sides)) if sides.0 || sides.1 => self.run_frame(inbuf, |job| {
+                upscale_cuda_memory(job, inbuf, outbuf, &infos, sides)?;
+                self.gpu_memory_frames
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }),
+            _ => self.parent_transform(inbuf, outbuf),
+        }
+    }
+
+    /// Output in CUDA memory comes from a `GstCudaBufferPool` of the element's context when
+    /// downstream offers no CUDA pool.
+    fn decide_allocation(
+        &self,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        let (caps, _) = query.get_owned();
+        if let Some(caps) = caps.filter(|c| in_cuda_memory(c, cuda::CAPS_FEATURE))
+            && let Some(shared) = self.cuda_shared()
+        {
+            let first = query.allocation_pools().next();
+            let has_cuda_pool = first
+                .as_ref()
+                .and_then(|(pool, ..)| pool.as_ref())
+                .is_some_and(|p| shared.is_cuda_pool(p));
+            if !has_cuda_pool {
+                let info = gst_video::VideoInfo::from_caps(&caps)
+                    .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
+                let size = u32::try_from(info.size())
+                    .map_err(|_| gst::loggable_error!(CAT, "frame too large"))?;
+                let pool = shared
+                    .buffer_pool()
+                    .ok_or_else(|| gst::loggable_error!(CAT, "no CUDA buffer pool"))?;
+                let mut config = pool.config();
+                config.set_params(Some(&caps), size, 2, 0);
+                config.add_option(gst_video::BUFFER_POOL_OPTION_VIDEO_META.as_ref());
+                pool.set_config(config)
+                    .map_err(|e| gst::loggable_error!(CAT, "CUDA buffer pool: {e}"))?;
+                if first.is_some() {
+                    query.set_nth_allocation_pool(0, Some(&pool), size, 2, 0);
+                } else {
+                    query.add_allocation_pool(Some(&pool), size, 2, 0);
+                }
+            }
+        }
+        self.parent_decide_allocation(query)
     }
 
     /// On CUDA, output buffers come from a pool of pinned host memory (the GPU -> host copy of
@@ -1079,6 +1325,25 @@ impl BaseTransformImpl for LightSrScale {
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if matches!(query.view(), gst::QueryView::Context(_))
+            && let Some(shared) = self.cuda_shared()
+            && shared.answer(self.obj().upcast_ref(), query)
+        {
+            return true;
+        }
+        if let gst::QueryView::Caps(_) = query.view() {
+            if !BaseTransformImplExt::parent_query(self, direction, query) {
+                return false;
+            }
+            // CUDA memory only where it can be shared (the template lists it everywhere)
+            let cuda = self.cuda_memory_possible();
+            if let gst::QueryViewMut::Caps(q) = query.view_mut()
+                && let Some(result) = q.result_owned()
+            {
+                q.set_result(&memory_alternatives(&result, cuda, cuda::CAPS_FEATURE));
+            }
+            return true;
+        }
         let is_latency = matches!(query.view(), gst::QueryView::Latency(_));
         if direction != gst::PadDirection::Src || !is_latency {
             return BaseTransformImplExt::parent_query(self, direction, query);
@@ -1140,7 +1405,11 @@ impl BaseTransformImpl for LightSrScale {
     ) -> Option<gst::Caps> {
         let scales = self.scales();
         let way = Way::of(direction);
-        let other = scale_caps(caps, &scales, way);
+        let other = memory_alternatives(
+            &scale_caps(caps, &scales, way),
+            self.cuda_memory_possible(),
+            cuda::CAPS_FEATURE,
+        );
         if other.is_empty() && !caps.is_empty() {
             gst::debug!(
                 CAT,
@@ -1225,9 +1494,20 @@ impl VideoFilterImpl for LightSrScale {
         }
         let input = frame_format(in_info).map_err(fail)?;
         let output = frame_format(out_info).map_err(fail)?;
+        let cuda_memory = (
+            in_cuda_memory(incaps, cuda::CAPS_FEATURE),
+            in_cuda_memory(outcaps, cuda::CAPS_FEATURE),
+        );
         let settings = lock(&self.settings).clone();
         let bundle = lock(&self.state).as_ref().map(|s| s.bundle.clone());
         let bundle = bundle.ok_or_else(|| fail("caps before start".into()))?;
+        if (cuda_memory.0 || cuda_memory.1) && !bundle.device.is_cuda() {
+            return Err(fail(format!(
+                "frames in CUDA memory need the element on CUDA (it runs on {:?}): set \
+                 device=cuda, or put cudadownload before lightsrscale",
+                bundle.device
+            )));
+        }
         let scale = out_info.width() / in_info.width().max(1);
         if out_info.width() != in_info.width() * scale
             || out_info.height() != in_info.height() * scale
@@ -1299,10 +1579,9 @@ impl VideoFilterImpl for LightSrScale {
                 variants: ladder.variants.clone(),
                 infos: (in_info.clone(), out_info.clone()),
                 scaler,
-                pinned: bundle
-                    .device
-                    .is_cuda()
+                pinned: (bundle.device.is_cuda() && !cuda_memory.1)
                     .then(|| PinnedPool::new(out_info.size(), bundle.device, pinned_bytes)),
+                cuda_memory,
             });
         }
         self.warm_up_pending().map_err(fail)?;
@@ -1315,18 +1594,31 @@ impl VideoFilterImpl for LightSrScale {
         inframe: &gst_video::VideoFrameRef<&gst::BufferRef>,
         outframe: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.run_frame(inframe.buffer(), |job| {
+            upscale_frame(job, inframe, outframe)
+        })
+    }
+}
+
+impl LightSrScale {
+    /// One frame: the scheduler's plan (run, or drop), `work` on the chosen rung, the cost.
+    fn run_frame(
+        &self,
+        inbuf: &gst::BufferRef,
+        work: impl FnOnce(&FrameJob) -> Result<(), String>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let fail = |message: String| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("{message}"));
             gst::FlowError::Error
         };
         self.warm_up_pending().map_err(fail)?;
-        let (plan, clock, job) = self.plan_frame(inframe.buffer()).map_err(fail)?;
+        let (plan, clock, job) = self.plan_frame(inbuf).map_err(fail)?;
         self.report(&plan, &clock);
         if plan.decision.drop {
             return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
         }
         let started = Instant::now();
-        upscale_frame(&job, inframe, outframe).map_err(fail)?;
+        work(&job).map_err(fail)?;
         let cost = started.elapsed();
         let clock_after = self
             .obj()

@@ -4,6 +4,9 @@
 use gst::{glib, prelude::*};
 
 mod caps;
+mod cuda;
+#[doc(hidden)]
+pub use cuda::buffer_pool_for as cuda_buffer_pool_for;
 mod imp;
 mod pinned;
 mod report;
