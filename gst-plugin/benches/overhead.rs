@@ -326,6 +326,17 @@ fn main() {
                 "  overhead {overhead:+6.2} ms = {:+5.1}% of the forward",
                 100.0 * overhead / forward_ms
             );
+            if run.label.contains("CUDA memory")
+                && let Some(stats) = run
+                    .harness
+                    .element()
+                    .map(|e| e.property::<gst::Structure>("stats"))
+            {
+                print!(
+                    ", {} frames in place on the GPU",
+                    stats.get::<u64>("gpu-memory-frames").unwrap_or(0)
+                );
+            }
             if let Some(reference) = runs
                 .iter()
                 .zip(&medians)

@@ -451,6 +451,9 @@ fn frames_in_cuda_memory_stay_on_the_gpu_and_give_the_system_memory_picture() {
         "videotestsrc num-buffers=4 pattern=smpte ! video/x-raw,format=RGBA,width=96,height=64";
     let rung = "lightsrscale name=sr scale=2 variant=light-pruned device=cuda";
     let sink = "video/x-raw,format=RGBA ! appsink name=out sync=false";
+    // cudaupload passes system memory through when downstream takes it (seen on an H200 with
+    // GStreamer 1.22): ask for CUDA memory, as with any element that takes both
+    let cuda = "video/x-raw(memory:CUDAMemory)";
     let (system, sys_in, _, sys_gpu) = frames_and_caps(&format!("{source} ! {rung} ! {sink}"));
     assert_eq!(system.len(), 4);
     assert!(!sys_in.contains("CUDAMemory"), "{sys_in}");
@@ -458,11 +461,11 @@ fn frames_in_cuda_memory_stay_on_the_gpu_and_give_the_system_memory_picture() {
     for (label, description) in [
         (
             "CUDA memory in and out",
-            format!("{source} ! cudaupload ! {rung} ! cudadownload ! {sink}"),
+            format!("{source} ! cudaupload ! {cuda} ! {rung} ! cudadownload ! {sink}"),
         ),
         (
             "CUDA memory in, system memory out",
-            format!("{source} ! cudaupload ! {rung} ! {sink}"),
+            format!("{source} ! cudaupload ! {cuda} ! {rung} ! {sink}"),
         ),
     ] {
         let (frames, caps_in, caps_out, on_gpu) = frames_and_caps(&description);

@@ -448,10 +448,9 @@ mod tests {
             .build()
             .unwrap();
         let system_caps = info.to_caps().unwrap();
-        let mut cuda_caps = system_caps.clone();
+        let mut cuda_caps = system_caps.copy();
         cuda_caps
-            .get_mut()
-            .unwrap()
+            .make_mut()
             .set_features(0, Some(gst::CapsFeatures::new([CAPS_FEATURE])));
         // a frame in CUDA memory of libtorch's context, from GStreamer's own CUDA pool
         let pool = shared.buffer_pool().unwrap();
