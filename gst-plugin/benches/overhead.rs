@@ -45,14 +45,18 @@ struct ElementRun {
 }
 
 impl ElementRun {
-    fn new(format: &'static str, model: &str, device: &str, variant: &str) -> ElementRun {
-        let element = gst::ElementFactory::make("lightsrscale")
+    fn element(model: &str, device: &str, variant: &str) -> gst::Element {
+        gst::ElementFactory::make("lightsrscale")
             .property("model", model)
             .property("scale", scale())
             .property("device", device)
             .property("variant", variant)
             .build()
-            .expect("lightsrscale");
+            .expect("lightsrscale")
+    }
+
+    fn new(format: &'static str, model: &str, device: &str, variant: &str) -> ElementRun {
+        let element = Self::element(model, device, variant);
         let harness = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
         Self::with_harness(format!("element, {format:<4}"), format, harness)
     }
@@ -82,13 +86,7 @@ impl ElementRun {
                 .enumerate()
                 .for_each(|(i, b)| *b = (i * 7 % 251) as u8);
         }
-        let element = gst::ElementFactory::make("lightsrscale")
-            .property("model", model)
-            .property("scale", scale())
-            .property("device", device)
-            .property("variant", variant)
-            .build()
-            .ok()?;
+        let element = Self::element(model, device, variant);
         let mut harness = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
         harness.play();
         harness.set_src_caps(caps);
