@@ -457,3 +457,34 @@ fn on_cuda_output_frames_are_pinned_reused_and_the_cpu_s_picture() {
         "6 frames released one by one use at most 2 allocations: {addresses:x?}"
     );
 }
+
+#[test]
+fn without_cuda_frames_in_cuda_memory_are_neither_offered_nor_accepted() {
+    if tch::Cuda::is_available() {
+        eprintln!("skipped: CUDA is available (the CUDA memory tests run instead)");
+        return;
+    }
+    let h = harness(&[]);
+    let sink = h.element().unwrap().static_pad("sink").unwrap();
+    let cuda = "memory:CUDAMemory";
+    let template = sink.pad_template_caps();
+    assert!(
+        template.iter_with_features().any(|(_, f)| f.contains(cuda)),
+        "the template lists CUDA memory for machines that have it: {template}"
+    );
+    let offered = sink.query_caps(None);
+    assert!(!offered.is_empty());
+    assert!(
+        !offered.iter_with_features().any(|(_, f)| f.contains(cuda)),
+        "no CUDA memory without CUDA: {offered}"
+    );
+    let system: gst::Caps = "video/x-raw,format=RGBA,width=16,height=16,framerate=25/1"
+        .parse()
+        .unwrap();
+    let mut on_device = system.copy();
+    on_device
+        .make_mut()
+        .set_features(0, Some(gst::CapsFeatures::new([cuda])));
+    assert!(sink.query_accept_caps(&system));
+    assert!(!sink.query_accept_caps(&on_device), "{on_device} accepted");
+}

@@ -413,7 +413,8 @@ fn frames_and_caps(description: &str) -> (Vec<Vec<u8>>, String, String, u64) {
     p.set_state(gst::State::Playing).unwrap();
     let out = sink(&p, "out");
     let mut frames = Vec::new();
-    while let Ok(sample) = out.pull_sample() {
+    // until EOS, or a minute without a frame (an error or a stall: the bus says which)
+    while let Some(sample) = out.try_pull_sample(TIMEOUT) {
         let buffer = sample.buffer().unwrap();
         frames.push(buffer.map_readable().unwrap().to_vec());
     }
@@ -445,6 +446,13 @@ fn frames_in_cuda_memory_stay_on_the_gpu_and_give_the_system_memory_picture() {
         eprintln!(
             "skipped: needs CUDA and GStreamer's cudaupload / cudadownload (nvcodec with a driver)"
         );
+        return;
+    }
+    let probe: gst::Caps = "video/x-raw(memory:CUDAMemory),format=RGBA,width=8,height=8"
+        .parse()
+        .unwrap();
+    if let Err(why) = gstlightsrscale::cuda_buffer_pool_for(0, &probe) {
+        eprintln!("skipped: the element cannot share CUDA memory here: {why}");
         return;
     }
     let source =

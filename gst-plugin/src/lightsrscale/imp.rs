@@ -347,9 +347,7 @@ impl LightSrScale {
             CudaShare::Unavailable => return None,
             _ => (),
         }
-        let made = cuda::Library::get()
-            .map_err(str::to_string)
-            .and_then(|lib| cuda::Shared::new(lib, index));
+        let made = cuda::shared(index);
         match made {
             Ok(shared) => {
                 gst::info!(
@@ -357,7 +355,6 @@ impl LightSrScale {
                     imp = self,
                     "sharing CUDA device {index}'s primary context with GStreamer's CUDA elements"
                 );
-                let shared = Arc::new(shared);
                 *share = CudaShare::Ready(shared.clone());
                 Some(shared)
             }
@@ -815,7 +812,9 @@ fn upscale_cuda_memory(
             "frames in CUDA memory, but the rung runs on {device:?}"
         ));
     };
-    // mapped for as long as the frame's tensors may read them (until the end of this function)
+    // mapped for as long as the frame's tensors may read them (until the end of this function);
+    // `_sync` drops first, on every path: no queued kernel still reads or writes a frame that
+    // goes back to its pool
     let (device_in, host_in);
     let frame = if in_device {
         // SAFETY: `inbuf` outlives the mapping, which is read-only
@@ -829,10 +828,12 @@ fn upscale_cuda_memory(
         convert::to_rgb(&job.input, &host_planes(&host_in)?, device)
     }
     .map_err(|e| e.to_string())?;
+    let _sync = SyncOnDrop(index);
     let (upscaled, alpha) = upscale_rgb(job, &frame)?;
     if out_device {
         // SAFETY: BaseTransform hands `outbuf` writable and unmapped
         let out = unsafe { cuda::DeviceFrame::map(outbuf, &infos.1, true) }?;
+        let _sync_out = SyncOnDrop(index);
         // SAFETY: mapped for writing by this element only until `out` drops
         unsafe {
             convert::write_rgb_to_device_memory(
@@ -843,22 +844,27 @@ fn upscale_cuda_memory(
                 device,
             )
         }
-        .map_err(|e| e.to_string())?;
-        // downstream reads the memory as soon as the buffer is pushed
-        tch::Cuda::synchronize(index as i64);
-        Ok(())
+        .map_err(|e| e.to_string())
+        // `_sync_out` waits for the writes before the frame is unmapped and pushed
     } else {
         let mut host_out = gst_video::VideoFrameRef::from_buffer_ref_writable(outbuf, &infos.1)
             .map_err(|e| format!("could not map the output frame: {e}"))?;
-        let result = convert::write_rgb(
+        convert::write_rgb(
             &job.output,
             &upscaled,
             alpha.as_ref(),
             &mut host_planes_mut(&mut host_out)?,
         )
-        .map_err(|e| e.to_string());
-        tch::Cuda::synchronize(index as i64);
-        result
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Waits for the work queued on a CUDA device when dropped.
+struct SyncOnDrop(usize);
+
+impl Drop for SyncOnDrop {
+    fn drop(&mut self) {
+        tch::Cuda::synchronize(self.0 as i64);
     }
 }
 
@@ -1153,11 +1159,11 @@ impl ElementImpl for LightSrScale {
             let formats = [F::Rgb, F::Rgba, F::Rgbx, F::Bgrx, F::Bgra, F::I420, F::Nv12];
             // CUDA memory is listed everywhere; caps queries drop it where it cannot be shared
             let mut caps = gst_video::VideoCapsBuilder::new()
-                .features([cuda::CAPS_FEATURE])
                 .format_list(formats)
                 .build();
             caps.merge(
                 gst_video::VideoCapsBuilder::new()
+                    .features([cuda::CAPS_FEATURE])
                     .format_list(formats)
                     .build(),
             );
@@ -1248,7 +1254,7 @@ impl BaseTransformImpl for LightSrScale {
             let has_cuda_pool = first
                 .as_ref()
                 .and_then(|(pool, ..)| pool.as_ref())
-                .is_some_and(|p| shared.is_cuda_pool(p));
+                .is_some_and(|p| shared.is_own_pool(p));
             if !has_cuda_pool {
                 let info = gst_video::VideoInfo::from_caps(&caps)
                     .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
@@ -1325,7 +1331,11 @@ impl BaseTransformImpl for LightSrScale {
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
-        if matches!(query.view(), gst::QueryView::Context(_))
+        let cuda_context = match query.view() {
+            gst::QueryView::Context(c) => c.context_type() == cuda::CONTEXT_TYPE,
+            _ => false,
+        };
+        if cuda_context
             && let Some(shared) = self.cuda_shared()
             && shared.answer(self.obj().upcast_ref(), query)
         {
@@ -1335,12 +1345,13 @@ impl BaseTransformImpl for LightSrScale {
             if !BaseTransformImplExt::parent_query(self, direction, query) {
                 return false;
             }
-            // CUDA memory only where it can be shared (the template lists it everywhere)
-            let cuda = self.cuda_memory_possible();
-            if let gst::QueryViewMut::Caps(q) = query.view_mut()
+            // CUDA memory only where it can be shared (the template lists it everywhere); the
+            // answer stays a subset of the query's filter
+            if !self.cuda_memory_possible()
+                && let gst::QueryViewMut::Caps(q) = query.view_mut()
                 && let Some(result) = q.result_owned()
             {
-                q.set_result(&memory_alternatives(&result, cuda, cuda::CAPS_FEATURE));
+                q.set_result(&memory_alternatives(&result, false, cuda::CAPS_FEATURE));
             }
             return true;
         }
