@@ -113,10 +113,17 @@ impl AsMut<[u8]> for PinnedMemory {
     }
 }
 
+/// Released frames kept for reuse at most; beyond (after a burst downstream held many), the
+/// memory is freed.
+const KEEP: usize = 8;
+
 impl Drop for PinnedMemory {
     fn drop(&mut self) {
         if let (Some(tensor), Some(home)) = (self.tensor.take(), self.home.upgrade()) {
-            lock(&home).push(tensor);
+            let mut free = lock(&home);
+            if free.len() < KEEP {
+                free.push(tensor);
+            }
         }
     }
 }
@@ -154,6 +161,15 @@ mod tests {
         assert_eq!(pool.idle(), 0);
         drop((b, c));
         assert_eq!(pool.idle(), 2);
+    }
+
+    #[test]
+    fn at_most_a_few_released_frames_are_kept() {
+        gst::init().unwrap();
+        let pool = PinnedPool::new(16, Device::Cpu, plain);
+        let burst: Vec<gst::Buffer> = (0..KEEP + 5).map(|_| pool.buffer().unwrap()).collect();
+        drop(burst);
+        assert_eq!(pool.idle(), KEEP);
     }
 
     #[test]
