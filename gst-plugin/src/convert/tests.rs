@@ -405,3 +405,64 @@ fn tensors_of_the_wrong_rank_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn device_plane_paths_read_and_write_as_the_slice_paths_do() {
+    // `to_rgb_in_device_memory` / `write_rgb_to_device_memory` take raw pointers with pitched
+    // strides, as GStreamer's CUDA memory hands them; on the CPU "device" they must give the
+    // same bytes as the slice-based functions, padding untouched.
+    for layout in [PixelLayout::Nv12, PixelLayout::I420, PixelLayout::Rgbx] {
+        let (w, h) = (13usize, 9usize);
+        let f = format(layout, w, h, Bt709, Limited);
+        let rgb = Tensor::from_slice(&blocky_rgb(w, h, 7)).reshape([1, h as i64, w as i64, 3]);
+        let rows: Vec<(usize, usize)> = f
+            .plane_shapes()
+            .iter()
+            .map(|&(r, b)| (r as usize, b as usize))
+            .collect();
+        let pitched = |_: ()| -> Vec<(Vec<u8>, usize)> {
+            rows.iter()
+                .map(|&(r, b)| (vec![0xAB; (b + 64) * r], b + 64))
+                .collect()
+        };
+        let (mut by_slice, mut by_pointer) = (pitched(()), pitched(()));
+        let mut outs: Vec<PlaneMut> = by_slice
+            .iter_mut()
+            .map(|(d, s)| PlaneMut {
+                data: d,
+                stride: *s,
+            })
+            .collect();
+        write_rgb(&f, &rgb, None, &mut outs).unwrap();
+        let device: Vec<DevicePlane> = by_pointer
+            .iter_mut()
+            .map(|(d, s)| DevicePlane {
+                ptr: d.as_mut_ptr(),
+                len: d.len(),
+                stride: *s,
+            })
+            .collect();
+        // SAFETY: host memory standing in for device memory, alive and unshared for the call
+        unsafe { write_rgb_to_device_memory(&f, &rgb, None, &device, CPU) }.unwrap();
+        assert_eq!(
+            by_slice, by_pointer,
+            "{layout:?}: written planes (padding included)"
+        );
+        let views: Vec<Plane> = by_slice
+            .iter()
+            .map(|(d, s)| Plane {
+                data: d,
+                stride: *s,
+            })
+            .collect();
+        let want = bytes(&to_rgb(&f, &views, CPU).unwrap().rgb);
+        // SAFETY: as above, read-only while the frame lives
+        let got = unsafe { to_rgb_in_device_memory(&f, &device, CPU) }.unwrap();
+        assert_eq!(bytes(&got.rgb), want, "{layout:?}: read back");
+        // a plane too short for its rows is an error through the pointer path too
+        let mut short = device.clone();
+        short[0].len = rows[0].1;
+        let err = unsafe { to_rgb_in_device_memory(&f, &short, CPU) }.unwrap_err();
+        assert!(err.0.contains("cannot hold"), "{layout:?}: {err}");
+    }
+}
