@@ -132,16 +132,21 @@ impl Library {
 /// The wrapped context of CUDA device `index`, made once per process and kept for its life:
 /// other elements, pools and buffers in flight may hold the `GstCudaContext` longer than any
 /// element, and `gst_cuda_context_new_wrapped` needs the CUDA context alive as long as it is.
-/// Every element of the process hands out the same `GstCudaContext`.
+/// Every element of the process hands out the same `GstCudaContext`. A failure is kept too
+/// (the libraries or the driver do not come back within a process).
 pub fn shared(index: usize) -> Result<Arc<Shared>, String> {
-    static SHARED: Mutex<Vec<(usize, Arc<Shared>)>> = Mutex::new(Vec::new());
+    type Made = Result<Arc<Shared>, String>;
+    static SHARED: Mutex<Vec<(usize, Made)>> = Mutex::new(Vec::new());
     let mut all = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, shared)) = all.iter().find(|(i, _)| *i == index) {
-        return Ok(shared.clone());
+    if let Some((_, made)) = all.iter().find(|(i, _)| *i == index) {
+        return made.clone();
     }
-    let shared = Arc::new(Shared::new(Library::get().map_err(str::to_string)?, index)?);
-    all.push((index, shared.clone()));
-    Ok(shared)
+    let made = Library::get()
+        .map_err(str::to_string)
+        .and_then(|lib| Shared::new(lib, index))
+        .map(Arc::new);
+    all.push((index, made.clone()));
+    made
 }
 
 /// libtorch's context on one CUDA device, wrapped for GStreamer; see [`shared`].

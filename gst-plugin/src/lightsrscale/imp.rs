@@ -23,7 +23,10 @@
 //! ```
 
 use std::{
-    sync::{Arc, LazyLock, Mutex, MutexGuard},
+    sync::{
+        Arc, LazyLock, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -151,8 +154,9 @@ struct Negotiated {
     /// Output buffers in pinned host memory (CUDA, output in system memory; see
     /// [`super::pinned`]); `None` after a failed allocation, and the default buffers are used.
     pinned: Option<PinnedPool>,
-    /// Input / output caps in `memory:CUDAMemory` (see [`super::cuda`]).
-    cuda_memory: (bool, bool),
+    /// The shared CUDA context, when either side's caps are in `memory:CUDAMemory` (see
+    /// [`super::cuda`]).
+    cuda: Option<Arc<cuda::Shared>>,
 }
 
 /// Exists between start() and stop().
@@ -209,20 +213,10 @@ pub struct LightSrScale {
     answered_latency: Mutex<Option<Duration>>,
     /// Time axis of non-live streams without timestamps.
     epoch: Instant,
-    /// libtorch's CUDA context wrapped for GStreamer's CUDA elements, once asked for.
-    cuda: Mutex<CudaShare>,
+    /// Why CUDA memory is not offered has been logged.
+    cuda_unavailable_logged: AtomicBool,
     /// Frames read or written in place in CUDA memory (`stats`: `gpu-memory-frames`).
-    gpu_memory_frames: std::sync::atomic::AtomicU64,
-}
-
-/// Whether the element shares CUDA memory (see [`super::cuda`]).
-#[derive(Default)]
-enum CudaShare {
-    #[default]
-    Untried,
-    /// Not on this machine or with these settings (logged once).
-    Unavailable,
-    Ready(Arc<cuda::Shared>),
+    gpu_memory_frames: AtomicU64,
 }
 
 impl Default for LightSrScale {
@@ -235,8 +229,8 @@ impl Default for LightSrScale {
             timing: Mutex::default(),
             answered_latency: Mutex::default(),
             epoch: Instant::now(),
-            cuda: Mutex::default(),
-            gpu_memory_frames: Default::default(),
+            cuda_unavailable_logged: AtomicBool::default(),
+            gpu_memory_frames: AtomicU64::default(),
         }
     }
 }
@@ -324,7 +318,6 @@ fn engine_error_msg(e: &EngineError) -> gst::ErrorMessage {
 }
 
 impl LightSrScale {
-    /// Loads (or shares) the bundle on the device the settings ask for.
     /// The CUDA device the `device` property resolves to, if any (no bundle needed).
     fn cuda_index(&self) -> Option<usize> {
         let request: DeviceRequest = lock(&self.settings).device.parse().ok()?;
@@ -337,44 +330,25 @@ impl LightSrScale {
         }
     }
 
-    /// libtorch's context on the element's CUDA device, wrapped for GStreamer (made on first
-    /// use, also before start: downstream CUDA elements start first and ask for it then).
+    /// libtorch's context on the element's CUDA device, wrapped for GStreamer ([`cuda::shared`]:
+    /// made on first use, also before start, since downstream CUDA elements start first and ask
+    /// for it then); `None` where CUDA memory cannot be shared (logged once).
     fn cuda_shared(&self) -> Option<Arc<cuda::Shared>> {
         let index = self.cuda_index()?;
-        let mut share = lock(&self.cuda);
-        match &*share {
-            CudaShare::Ready(shared) if shared.index() == index => return Some(shared.clone()),
-            CudaShare::Unavailable => return None,
-            _ => (),
-        }
-        let made = cuda::shared(index);
-        match made {
-            Ok(shared) => {
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "sharing CUDA device {index}'s primary context with GStreamer's CUDA elements"
-                );
-                *share = CudaShare::Ready(shared.clone());
-                Some(shared)
-            }
-            Err(why) => {
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "frames in CUDA memory are not offered: {why}"
-                );
-                *share = CudaShare::Unavailable;
-                None
-            }
-        }
+        cuda::shared(index)
+            .inspect_err(|why| {
+                if !self.cuda_unavailable_logged.swap(true, Ordering::Relaxed) {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "frames in CUDA memory are not offered: {why}"
+                    );
+                }
+            })
+            .ok()
     }
 
-    /// Whether caps in CUDA memory can be taken and given now.
-    fn cuda_memory_possible(&self) -> bool {
-        self.cuda_shared().is_some()
-    }
-
+    /// Loads (or shares) the bundle on the device the settings ask for.
     fn load_bundle(&self, settings: &Settings) -> Result<Arc<Bundle>, gst::ErrorMessage> {
         let source =
             BundleSource::from_model_property(&settings.model).map_err(|e| engine_error_msg(&e))?;
@@ -686,8 +660,7 @@ impl LightSrScale {
         let mut stats = report::stats_structure(&view.names, &view.stats, &outlook);
         stats.set(
             "gpu-memory-frames",
-            self.gpu_memory_frames
-                .load(std::sync::atomic::Ordering::Relaxed),
+            self.gpu_memory_frames.load(Ordering::Relaxed),
         );
         stats
     }
@@ -812,51 +785,63 @@ fn upscale_cuda_memory(
             "frames in CUDA memory, but the rung runs on {device:?}"
         ));
     };
-    // mapped for as long as the frame's tensors may read them (until the end of this function);
-    // `_sync` drops first, on every path: no queued kernel still reads or writes a frame that
-    // goes back to its pool
-    let (device_in, host_in);
-    let frame = if in_device {
-        // SAFETY: `inbuf` outlives the mapping, which is read-only
-        device_in = unsafe { cuda::DeviceFrame::map(inbuf, &infos.0, false) }?;
-        // SAFETY: the planes stay mapped and unchanged until this function returns, after
-        // the synchronisation below
-        unsafe { convert::to_rgb_in_device_memory(&job.input, &device_in.planes(), device) }
-    } else {
-        host_in = gst_video::VideoFrameRef::from_buffer_ref_readable(inbuf, &infos.0)
-            .map_err(|e| format!("could not map the input frame: {e}"))?;
-        convert::to_rgb(&job.input, &host_planes(&host_in)?, device)
+    // Both frames are mapped first and unmapped last; `_sync` drops before them, on every
+    // path, so no queued kernel still reads or writes a frame that goes back to its pool.
+    // SAFETY (both maps): BaseTransform hands `inbuf` mapped by nobody and `outbuf` writable
+    // and unmapped; they outlive the mappings
+    let device_in = match in_device {
+        true => Some(unsafe { cuda::DeviceFrame::map(inbuf, &infos.0, false) }?),
+        false => None,
+    };
+    let device_out = match out_device {
+        true => Some(unsafe { cuda::DeviceFrame::map(outbuf, &infos.1, true) }?),
+        false => None,
+    };
+    let host_in = match device_in {
+        Some(_) => None,
+        None => Some(
+            gst_video::VideoFrameRef::from_buffer_ref_readable(inbuf, &infos.0)
+                .map_err(|e| format!("could not map the input frame: {e}"))?,
+        ),
+    };
+    let mut host_out = match device_out {
+        Some(_) => None,
+        None => Some(
+            gst_video::VideoFrameRef::from_buffer_ref_writable(outbuf, &infos.1)
+                .map_err(|e| format!("could not map the output frame: {e}"))?,
+        ),
+    };
+    let _sync = SyncOnDrop(index);
+    let frame = match (&device_in, &host_in) {
+        // SAFETY: the planes stay mapped and unchanged until `_sync` has waited
+        (Some(d), _) => unsafe {
+            convert::to_rgb_in_device_memory(&job.input, &d.planes(), device)
+        },
+        (None, Some(h)) => convert::to_rgb(&job.input, &host_planes(h)?, device),
+        (None, None) => unreachable!("one of the two is mapped"),
     }
     .map_err(|e| e.to_string())?;
-    let _sync = SyncOnDrop(index);
     let (upscaled, alpha) = upscale_rgb(job, &frame)?;
-    if out_device {
-        // SAFETY: BaseTransform hands `outbuf` writable and unmapped
-        let out = unsafe { cuda::DeviceFrame::map(outbuf, &infos.1, true) }?;
-        let _sync_out = SyncOnDrop(index);
-        // SAFETY: mapped for writing by this element only until `out` drops
-        unsafe {
+    match (&device_out, &mut host_out) {
+        // SAFETY: mapped for writing by this element only, until after `_sync` has waited
+        (Some(d), _) => unsafe {
             convert::write_rgb_to_device_memory(
                 &job.output,
                 &upscaled,
                 alpha.as_ref(),
-                &out.planes(),
+                &d.planes(),
                 device,
             )
-        }
-        .map_err(|e| e.to_string())
-        // `_sync_out` waits for the writes before the frame is unmapped and pushed
-    } else {
-        let mut host_out = gst_video::VideoFrameRef::from_buffer_ref_writable(outbuf, &infos.1)
-            .map_err(|e| format!("could not map the output frame: {e}"))?;
-        convert::write_rgb(
+        },
+        (None, Some(h)) => convert::write_rgb(
             &job.output,
             &upscaled,
             alpha.as_ref(),
-            &mut host_planes_mut(&mut host_out)?,
-        )
-        .map_err(|e| e.to_string())
+            &mut host_planes_mut(h)?,
+        ),
+        (None, None) => unreachable!("one of the two is mapped"),
     }
+    .map_err(|e| e.to_string())
 }
 
 /// Waits for the work queued on a CUDA device when dropped.
@@ -1220,23 +1205,20 @@ impl BaseTransformImpl for LightSrScale {
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let infos = lock(&self.state)
+        let cuda = lock(&self.state)
             .as_ref()
             .and_then(|s| s.negotiated.as_ref())
-            .filter(|n| n.cuda_memory.0 || n.cuda_memory.1)
-            .map(|n| n.infos.clone());
-        let sides = infos.as_ref().and_then(|_| {
-            let shared = self.cuda_shared()?;
-            Some((shared.owns(inbuf), shared.owns(outbuf)))
-        });
-        match (infos, sides) {
-            (Some(infos), Some(sides)) if sides.0 || sides.1 => self.run_frame(inbuf, |job| {
+            .and_then(|n| Some((n.cuda.clone()?, n.infos.clone())));
+        let Some((shared, infos)) = cuda else {
+            return self.parent_transform(inbuf, outbuf);
+        };
+        match (shared.owns(inbuf), shared.owns(outbuf)) {
+            (false, false) => self.parent_transform(inbuf, outbuf),
+            sides => self.run_frame(inbuf, |job| {
                 upscale_cuda_memory(job, inbuf, outbuf, &infos, sides)?;
-                self.gpu_memory_frames
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.gpu_memory_frames.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }),
-            _ => self.parent_transform(inbuf, outbuf),
         }
     }
 
@@ -1347,7 +1329,7 @@ impl BaseTransformImpl for LightSrScale {
             }
             // CUDA memory only where it can be shared (the template lists it everywhere); the
             // answer stays a subset of the query's filter
-            if !self.cuda_memory_possible()
+            if self.cuda_shared().is_none()
                 && let gst::QueryViewMut::Caps(q) = query.view_mut()
                 && let Some(result) = q.result_owned()
             {
@@ -1418,7 +1400,7 @@ impl BaseTransformImpl for LightSrScale {
         let way = Way::of(direction);
         let other = memory_alternatives(
             &scale_caps(caps, &scales, way),
-            self.cuda_memory_possible(),
+            self.cuda_shared().is_some(),
             cuda::CAPS_FEATURE,
         );
         if other.is_empty() && !caps.is_empty() {
@@ -1512,13 +1494,19 @@ impl VideoFilterImpl for LightSrScale {
         let settings = lock(&self.settings).clone();
         let bundle = lock(&self.state).as_ref().map(|s| s.bundle.clone());
         let bundle = bundle.ok_or_else(|| fail("caps before start".into()))?;
-        if (cuda_memory.0 || cuda_memory.1) && !bundle.device.is_cuda() {
-            return Err(fail(format!(
-                "frames in CUDA memory need the element on CUDA (it runs on {:?}): set \
-                 device=cuda, or put cudadownload before lightsrscale",
-                bundle.device
-            )));
-        }
+        let cuda =
+            match (cuda_memory, bundle.device) {
+                ((false, false), _) => None,
+                (_, tch::Device::Cuda(index)) => Some(cuda::shared(index).map_err(|why| {
+                    fail(format!("frames in CUDA memory cannot be shared: {why}"))
+                })?),
+                (_, device) => {
+                    return Err(fail(format!(
+                        "frames in CUDA memory need the element on CUDA (it runs on {device:?}): \
+                     set device=cuda, or put cudadownload before lightsrscale"
+                    )));
+                }
+            };
         let scale = out_info.width() / in_info.width().max(1);
         if out_info.width() != in_info.width() * scale
             || out_info.height() != in_info.height() * scale
@@ -1592,7 +1580,7 @@ impl VideoFilterImpl for LightSrScale {
                 scaler,
                 pinned: (bundle.device.is_cuda() && !cuda_memory.1)
                     .then(|| PinnedPool::new(out_info.size(), bundle.device, pinned_bytes)),
-                cuda_memory,
+                cuda,
             });
         }
         self.warm_up_pending().map_err(fail)?;
