@@ -167,14 +167,20 @@ def export_learned(net: nn.Module, scale: int, name: str, description: str, arch
              "scripted_vs_eager_max_diff": worst}
     if ms is not None:
         extra["cpu_ms_320x180"] = round(ms, 2)
+    file = f"x{scale}-{name}.pt"
     cuda_module = None
     if form == "phases":
         cuda_module = gpu_form(scripted, scale)
-        extra["cuda_file"] = f"x{scale}-{name}.cuda.pt"
-    variant = Variant(name=name, file=f"x{scale}-{name}.pt", kind="learned", arch=arch,
+        extra["cuda_file"] = cuda_file_for(file)
+    variant = Variant(name=name, file=file, kind="learned", arch=arch,
                       params=count_params(net), fourier=has_fourier(net), half=half,
                       description=description, extra=extra)
     return ExportedVariant(variant, scripted, cuda_module)
+
+
+def cuda_file_for(file: str) -> str:
+    """The manifest's `cuda_file` of a rung whose `file` this is: x4-light.pt -> x4-light.cuda.pt."""
+    return str(PurePosixPath(file).with_suffix(".cuda.pt"))
 
 
 def gpu_form(scripted: torch.jit.ScriptModule, scale: int) -> torch.jit.ScriptModule:
@@ -197,7 +203,7 @@ def add_gpu_forms(bundle_dir: Path) -> list[str]:
             if v.get("deploy_form") != "phases" or "cuda_file" in v:
                 continue
             scripted = torch.jit.load(str(bundle_dir / v["file"]), map_location="cpu").eval()
-            cuda_file = str(PurePosixPath(v["file"]).with_suffix(".cuda.pt"))
+            cuda_file = cuda_file_for(v["file"])
             torch.jit.save(gpu_form(scripted, ladder["scale"]), str(bundle_dir / cuda_file))
             v["cuda_file"] = cuda_file
             written.append(cuda_file)

@@ -33,6 +33,28 @@ fn bytes(t: &Tensor) -> Vec<u8> {
     Vec::<u8>::try_from(&flat).unwrap()
 }
 
+/// Plane views over (bytes, stride) pairs.
+fn views(planes: &[(Vec<u8>, usize)]) -> Vec<Plane<'_>> {
+    planes
+        .iter()
+        .map(|(d, s)| Plane {
+            data: d,
+            stride: *s,
+        })
+        .collect()
+}
+
+/// Writable plane views over (bytes, stride) pairs.
+fn outs(planes: &mut [(Vec<u8>, usize)]) -> Vec<PlaneMut<'_>> {
+    planes
+        .iter_mut()
+        .map(|(d, s)| PlaneMut {
+            data: d,
+            stride: *s,
+        })
+        .collect()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 fn noise(n: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.max(1);
@@ -65,13 +87,7 @@ fn flat_i420(width: usize, height: usize, yuv: [u8; 3], pad: usize) -> Vec<(Vec<
 fn decode_flat(yuv: [u8; 3], matrix: YuvMatrix, range: YuvRange) -> Vec<u8> {
     let f = format(PixelLayout::I420, 4, 2, matrix, range);
     let planes = flat_i420(4, 2, yuv, 3);
-    let views: Vec<Plane> = planes
-        .iter()
-        .map(|(d, s)| Plane {
-            data: d,
-            stride: *s,
-        })
-        .collect();
+    let views = views(&planes);
     let rgb = to_rgb(&f, &views, CPU).unwrap().rgb;
     assert_eq!(rgb.size(), [1, 2, 4, 3]);
     bytes(&rgb)[..3].to_vec()
@@ -185,21 +201,9 @@ fn round_trip(
         .map(|&(w, h)| (vec![0; (w + 5) * h], w + 5))
         .collect();
     let input = Tensor::from_slice(rgb).reshape([1, height as i64, width as i64, 3]);
-    let mut outs: Vec<PlaneMut> = planes
-        .iter_mut()
-        .map(|(d, s)| PlaneMut {
-            data: d,
-            stride: *s,
-        })
-        .collect();
+    let mut outs = outs(&mut planes);
     write_rgb(&f, &input, None, &mut outs).unwrap();
-    let views: Vec<Plane> = planes
-        .iter()
-        .map(|(d, s)| Plane {
-            data: d,
-            stride: *s,
-        })
-        .collect();
+    let views = views(&planes);
     bytes(&to_rgb(&f, &views, CPU).unwrap().rgb)
 }
 
@@ -250,13 +254,7 @@ fn flat_colour_stays_flat_at_odd_sizes_with_padded_strides() {
                 .for_each(|row| row[..322].copy_from_slice(&[90, 200].repeat(161)));
             p
         };
-        let views: Vec<Plane> = planes
-            .iter()
-            .map(|(d, s)| Plane {
-                data: d,
-                stride: *s,
-            })
-            .collect();
+        let views = views(&planes);
         let rgb = bytes(&to_rgb(&f, &views, CPU).unwrap().rgb);
         assert_eq!(rgb.len(), 321 * 181 * 3);
         assert!(
@@ -426,13 +424,7 @@ fn device_plane_paths_read_and_write_as_the_slice_paths_do() {
                 .collect()
         };
         let (mut by_slice, mut by_pointer) = (pitched(()), pitched(()));
-        let mut outs: Vec<PlaneMut> = by_slice
-            .iter_mut()
-            .map(|(d, s)| PlaneMut {
-                data: d,
-                stride: *s,
-            })
-            .collect();
+        let mut outs = outs(&mut by_slice);
         write_rgb(&f, &rgb, None, &mut outs).unwrap();
         let device: Vec<DevicePlane> = by_pointer
             .iter_mut()
@@ -448,13 +440,7 @@ fn device_plane_paths_read_and_write_as_the_slice_paths_do() {
             by_slice, by_pointer,
             "{layout:?}: written planes (padding included)"
         );
-        let views: Vec<Plane> = by_slice
-            .iter()
-            .map(|(d, s)| Plane {
-                data: d,
-                stride: *s,
-            })
-            .collect();
+        let views = views(&by_slice);
         let want = bytes(&to_rgb(&f, &views, CPU).unwrap().rgb);
         // SAFETY: as above, read-only while the frame lives
         let got = unsafe { to_rgb_in_device_memory(&f, &device, CPU) }.unwrap();

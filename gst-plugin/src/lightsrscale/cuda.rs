@@ -225,11 +225,27 @@ impl Shared {
             .build()
     }
 
-    /// A new `GstCudaBufferPool` on this context.
-    pub fn buffer_pool(&self) -> Option<gst::BufferPool> {
+    /// A new `GstCudaBufferPool` on this context, configured for `caps` (in CUDA memory) with
+    /// at least `min_buffers`, with video meta (its planes are pitched), and the frame size.
+    pub fn buffer_pool(
+        &self,
+        caps: &gst::Caps,
+        min_buffers: u32,
+    ) -> Result<(gst::BufferPool, u32), String> {
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
+        let size = u32::try_from(info.size()).map_err(|_| "frame too large".to_string())?;
         // SAFETY: transfer full, NULL on failure
         let pool = unsafe { (self.lib.buffer_pool_new)(self.context) };
-        (!pool.is_null()).then(|| unsafe { from_glib_full(pool) })
+        if pool.is_null() {
+            return Err("gst_cuda_buffer_pool_new failed".into());
+        }
+        let pool: gst::BufferPool = unsafe { from_glib_full(pool) };
+        let mut config = pool.config();
+        config.set_params(Some(caps), size, min_buffers, 0);
+        config.add_option(gst_video::BUFFER_POOL_OPTION_VIDEO_META.as_ref());
+        pool.set_config(config)
+            .map_err(|e| format!("CUDA buffer pool: {e}"))?;
+        Ok((pool, size))
     }
 
     /// Whether `pool` is a `GstCudaBufferPool` of this context (whose buffers the element
@@ -274,13 +290,7 @@ impl Shared {
 /// (in `memory:CUDAMemory`) and active: frames that the element reads in place, for benchmarks
 /// that need CUDA memory without GStreamer's `cudaupload`.
 pub fn buffer_pool_for(index: usize, caps: &gst::Caps) -> Result<gst::BufferPool, String> {
-    let shared = shared(index)?;
-    let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
-    let pool = shared.buffer_pool().ok_or("no CUDA buffer pool")?;
-    let mut config = pool.config();
-    config.set_params(Some(caps), info.size() as u32, 1, 0);
-    config.add_option(gst_video::BUFFER_POOL_OPTION_VIDEO_META.as_ref());
-    pool.set_config(config).map_err(|e| e.to_string())?;
+    let (pool, _) = shared(index)?.buffer_pool(caps, 1)?;
     pool.set_active(true).map_err(|e| e.to_string())?;
     Ok(pool)
 }
@@ -455,12 +465,8 @@ mod tests {
             .make_mut()
             .set_features(0, Some(gst::CapsFeatures::new([CAPS_FEATURE])));
         // a frame in CUDA memory of libtorch's context, from GStreamer's own CUDA pool
-        let pool = shared.buffer_pool().unwrap();
+        let (pool, _) = shared.buffer_pool(&cuda_caps, 1).unwrap();
         assert!(shared.is_own_pool(&pool));
-        let mut config = pool.config();
-        config.set_params(Some(&cuda_caps), info.size() as u32, 1, 0);
-        config.add_option(gst_video::BUFFER_POOL_OPTION_VIDEO_META.as_ref());
-        pool.set_config(config).unwrap();
         pool.set_active(true).unwrap();
         let mut on_device = pool.acquire_buffer(None).unwrap();
         fill(on_device.get_mut().unwrap(), &info);

@@ -1238,18 +1238,9 @@ impl BaseTransformImpl for LightSrScale {
                 .and_then(|(pool, ..)| pool.as_ref())
                 .is_some_and(|p| shared.is_own_pool(p));
             if !has_cuda_pool {
-                let info = gst_video::VideoInfo::from_caps(&caps)
+                let (pool, size) = shared
+                    .buffer_pool(&caps, 2)
                     .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
-                let size = u32::try_from(info.size())
-                    .map_err(|_| gst::loggable_error!(CAT, "frame too large"))?;
-                let pool = shared
-                    .buffer_pool()
-                    .ok_or_else(|| gst::loggable_error!(CAT, "no CUDA buffer pool"))?;
-                let mut config = pool.config();
-                config.set_params(Some(&caps), size, 2, 0);
-                config.add_option(gst_video::BUFFER_POOL_OPTION_VIDEO_META.as_ref());
-                pool.set_config(config)
-                    .map_err(|e| gst::loggable_error!(CAT, "CUDA buffer pool: {e}"))?;
                 if first.is_some() {
                     query.set_nth_allocation_pool(0, Some(&pool), size, 2, 0);
                 } else {
