@@ -75,7 +75,7 @@ def conv_floor_bytes(module: torch.jit.ScriptModule, h: int, w: int, half: bool)
     output activations (fp16 or fp32), plus the uint8 frame in and out."""
     elem = 2 if half else 4
     total = 0
-    for name, p in module.named_parameters():
+    for _, p in module.named_parameters():
         if p.dim() == 4:
             cout, cin_per_group = p.shape[0], p.shape[1]
             total += h * w * (cin_per_group + cout) * elem
