@@ -23,8 +23,15 @@ if [ $# -eq 0 ]; then
     | grep -E "lightsrscale0.GstPad:src: caps|Execution ended|ERROR|WARNING"
 else
   in=$1 out=${2:-restored.mp4}
+  # data-centre GPUs (A100, H100, H200) have a decoder but no encoder: x264 encodes there
+  if gst-inspect-1.0 nvh264enc >/dev/null 2>&1; then
+    encode="video/x-raw(memory:CUDAMemory) ! nvh264enc"
+  else
+    echo "no nvh264enc (this GPU has no NVENC): encoding with x264enc" >&2
+    encode="cudadownload ! videoconvert ! x264enc"
+  fi
   gst-launch-1.0 filesrc location="$in" ! qtdemux ! h264parse ! nvh264dec \
-    ! lightsrscale scale="$scale" device=cuda ! nvh264enc ! h264parse ! mp4mux \
-    ! filesink location="$out"
+    ! "video/x-raw(memory:CUDAMemory)" ! lightsrscale scale="$scale" device=cuda \
+    ! $encode ! h264parse ! mp4mux ! filesink location="$out"
   echo "wrote $out"
 fi

@@ -14,7 +14,7 @@ mod lightsrscale;
 pub mod policy;
 
 #[doc(hidden)]
-pub use lightsrscale::cuda_buffer_pool_for;
+pub use lightsrscale::{cuda_buffer_pool_for, is_shared_cuda_pool};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     lightsrscale::register(plugin)

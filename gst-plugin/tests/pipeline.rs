@@ -7,6 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use gst::glib::translate::from_glib_none;
 use gst::prelude::*;
 use gstlightsrscale::convert::PixelLayout;
 
@@ -458,27 +459,32 @@ fn frames_in_cuda_memory_stay_on_the_gpu_and_give_the_system_memory_picture() {
     let source =
         "videotestsrc num-buffers=4 pattern=smpte ! video/x-raw,format=RGBA,width=96,height=64";
     let rung = "lightsrscale name=sr scale=2 variant=light-pruned device=cuda";
-    let sink = "video/x-raw,format=RGBA ! appsink name=out sync=false";
+    let appsink = "video/x-raw,format=RGBA ! appsink name=out sync=false";
     // cudaupload passes system memory through when downstream takes it (seen on an H200 with
     // GStreamer 1.22): ask for CUDA memory, as with any element that takes both
     let cuda = "video/x-raw(memory:CUDAMemory)";
-    let (system, sys_in, _, sys_gpu) = frames_and_caps(&format!("{source} ! {rung} ! {sink}"));
+    let (system, sys_in, _, sys_gpu) = frames_and_caps(&format!("{source} ! {rung} ! {appsink}"));
     assert_eq!(system.len(), 4);
     assert!(!sys_in.contains("CUDAMemory"), "{sys_in}");
     assert_eq!(sys_gpu, 0);
     for (label, description) in [
         (
             "CUDA memory in and out",
-            format!("{source} ! cudaupload ! {cuda} ! {rung} ! cudadownload ! {sink}"),
+            format!("{source} ! cudaupload ! {cuda} ! {rung} ! {cuda} ! cudadownload ! {appsink}"),
         ),
         (
             "CUDA memory in, system memory out",
-            format!("{source} ! cudaupload ! {cuda} ! {rung} ! {sink}"),
+            format!("{source} ! cudaupload ! {cuda} ! {rung} ! {appsink}"),
         ),
     ] {
         let (frames, caps_in, caps_out, on_gpu) = frames_and_caps(&description);
         eprintln!("{label}: sink {caps_in}, src {caps_out}, {on_gpu} frames in place on the GPU");
         assert!(caps_in.contains("memory:CUDAMemory"), "{label}: {caps_in}");
+        assert_eq!(
+            caps_out.contains("memory:CUDAMemory"),
+            label.ends_with("and out"),
+            "{label}: {caps_out}"
+        );
         assert_eq!(frames.len(), system.len(), "{label}: every frame comes out");
         assert_eq!(
             on_gpu, 4,
@@ -490,6 +496,121 @@ fn frames_in_cuda_memory_stay_on_the_gpu_and_give_the_system_memory_picture() {
                 0,
                 "{label}: frame {i} differs from the system-memory run"
             );
+        }
+    }
+    // upstream is offered a CUDA pool of the shared context (propose_allocation), and
+    // cudaupload writes its frames into it: every buffer reaching the element comes from it
+    let p = pipeline(&format!(
+        "{source} ! cudaupload ! {cuda} ! {rung} ! {cuda} ! cudadownload ! {appsink}"
+    ));
+    let from_ours = Arc::new(Mutex::new(Vec::new()));
+    let seen = from_ours.clone();
+    let pad = p.by_name("sr").unwrap().static_pad("sink").unwrap();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            // SAFETY: GstBuffer's public `pool` field, read while the buffer is alive
+            let pool = unsafe { (*buffer.as_ptr()).pool };
+            let ours = !pool.is_null() && {
+                let pool: gst::BufferPool = unsafe { from_glib_none(pool) };
+                gstlightsrscale::is_shared_cuda_pool(0, &pool)
+            };
+            seen.lock().unwrap().push(ours);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    p.set_state(gst::State::Playing).unwrap();
+    let out = sink(&p, "out");
+    while out.try_pull_sample(TIMEOUT).is_some() {}
+    p.set_state(gst::State::Null).unwrap();
+    let from_ours = from_ours.lock().unwrap().clone();
+    eprintln!("buffers from the proposed CUDA pool: {from_ours:?}");
+    assert_eq!(from_ours, vec![true; 4]);
+}
+
+/// PSNR in dB of two 8-bit pictures of the same size.
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    10.0 * (255.0 * 255.0 / mse.max(1e-10)).log10()
+}
+
+#[test]
+fn nvh264dec_to_lightsrscale_in_cuda_memory_gives_the_system_memory_picture() {
+    init();
+    let needed = [
+        "cudaupload",
+        "cudadownload",
+        "nvh264dec",
+        "x264enc",
+        "h264parse",
+    ];
+    let missing: Vec<_> = needed
+        .into_iter()
+        .filter(|name| gst::ElementFactory::find(name).is_none())
+        .collect();
+    if !tch::Cuda::is_available() || !missing.is_empty() {
+        eprintln!("skipped: needs CUDA and GStreamer's nvcodec elements (missing: {missing:?})");
+        return;
+    }
+    // the decode side of pipelines/restore-on-gpu.sh: an H.264 stream decoded on the GPU is
+    // restored in place and written to CUDA memory; nvh264enc encodes it again where the GPU
+    // has an encoder (an H100 / H200 has none)
+    let cuda = "video/x-raw(memory:CUDAMemory)";
+    let frames = 8;
+    let stream = format!(
+        "videotestsrc num-buffers={frames} pattern=smpte \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=25/1 \
+         ! x264enc speed-preset=ultrafast qp-min=18 qp-max=18 ! h264parse ! nvh264dec"
+    );
+    let rung = "lightsrscale name=sr scale=2 variant=light-pruned device=cuda";
+    let gray = "videoconvert ! video/x-raw,format=GRAY8,width=640,height=480 \
+                ! appsink name=out sync=false";
+    let (system, sys_in, sys_out, _) = frames_and_caps(&format!(
+        "{stream} ! cudadownload ! video/x-raw ! {rung} ! video/x-raw ! {gray}"
+    ));
+    assert!(!sys_in.contains("CUDAMemory") && !sys_out.contains("CUDAMemory"));
+    let encode = if gst::ElementFactory::find("nvh264enc").is_some() {
+        "nvh264enc ! h264parse ! nvh264dec ! "
+    } else {
+        eprintln!("nvcodec: no nvh264enc on this GPU: the output is checked without it");
+        ""
+    };
+    let (restored, caps_in, caps_out, on_gpu) = frames_and_caps(&format!(
+        "{stream} ! {cuda} ! {rung} ! {cuda} ! {encode}cudadownload ! {gray}"
+    ));
+    eprintln!("nvcodec: sink {caps_in}, src {caps_out}, {on_gpu} frames in place on the GPU");
+    assert!(caps_in.contains("memory:CUDAMemory"), "{caps_in}");
+    assert!(caps_out.contains("memory:CUDAMemory"), "{caps_out}");
+    assert_eq!(restored.len(), frames, "every frame comes out");
+    assert_eq!(on_gpu, frames as u64, "every frame was restored in place");
+    let p = pipeline(
+        "videotestsrc num-buffers=1 pattern=smpte \
+         ! video/x-raw,format=GRAY8,width=640,height=480 ! appsink name=out sync=false",
+    );
+    p.set_state(gst::State::Playing).unwrap();
+    let sample = sink(&p, "out").try_pull_sample(TIMEOUT).unwrap();
+    let pattern = sample.buffer().unwrap().map_readable().unwrap().to_vec();
+    p.set_state(gst::State::Null).unwrap();
+    // the colour bars (the top two thirds): the -I / +Q bars below are out of the RGB gamut,
+    // and the RGB the network works in clips them
+    let bars = 640 * 320;
+    for (i, (frame, reference)) in restored.iter().zip(&system).enumerate() {
+        let db = psnr(&frame[..bars], &pattern[..bars]);
+        let diff = max_diff(frame, reference);
+        eprintln!(
+            "nvcodec: frame {i}: PSNR-Y {db:.2} dB against the pattern, max diff {diff} against system memory"
+        );
+        assert!(
+            db > 35.0,
+            "frame {i}: PSNR-Y {db:.2} dB: not the test pattern"
+        );
+        if encode.is_empty() {
+            assert_eq!(diff, 0, "frame {i} differs from the system-memory run");
         }
     }
 }

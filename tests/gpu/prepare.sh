@@ -39,7 +39,10 @@ for p in coreelements videotestsrc videoconvertscale app; do
 done
 # GStreamer's CUDA elements (cudaupload / cudadownload, nvh264dec / nvh264enc where the driver
 # has the codec libraries), for the CUDA memory tests: gst-plugins-bad, where installed
-[ -f "$PLUGINS/libgstnvcodec.so" ] && cp "$PLUGINS/libgstnvcodec.so" "$KIT/gst-plugins/"
+# and an H.264 encoder and parser to feed nvh264dec with (gst-plugins-ugly / -bad)
+for p in nvcodec x264 videoparsersbad; do
+  [ -f "$PLUGINS/libgst$p.so" ] && cp "$PLUGINS/libgst$p.so" "$KIT/gst-plugins/"
+done
 # every shared library they resolve, except those of the torch wheel (the GPU machine has
 # them) and the C runtime (it has its own)
 skip='^(libtorch|libc10|libcudart|libcupti|libgomp|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libutil\.so|ld-linux|libgcc_s|libstdc\+\+)'

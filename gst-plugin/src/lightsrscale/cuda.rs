@@ -295,6 +295,12 @@ pub fn buffer_pool_for(index: usize, caps: &gst::Caps) -> Result<gst::BufferPool
     Ok(pool)
 }
 
+/// Whether `pool` is a CUDA buffer pool of the context the element shares on device `index`
+/// (for tests: the pool `propose_allocation` offers upstream).
+pub fn is_shared_pool(index: usize, pool: &gst::BufferPool) -> bool {
+    shared(index).is_ok_and(|s| s.is_own_pool(pool))
+}
+
 /// A video frame mapped as CUDA device pointers (`GST_MAP_CUDA`), unmapped on drop.
 pub struct DeviceFrame {
     frame: gst_video::ffi::GstVideoFrame,

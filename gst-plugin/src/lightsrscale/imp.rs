@@ -1251,6 +1251,29 @@ impl BaseTransformImpl for LightSrScale {
         self.parent_decide_allocation(query)
     }
 
+    /// Upstream elements that write CUDA memory (`cudaupload`, `cudaconvert`, decoders) are
+    /// offered a CUDA buffer pool of the shared context, so that their frames can be read in
+    /// place; every upstream element is told that video meta (strides, offsets) is understood.
+    fn propose_allocation(
+        &self,
+        decide_query: Option<&gst::query::Allocation>,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        self.parent_propose_allocation(decide_query, query)?;
+        let (caps, need_pool) = query.get_owned();
+        if need_pool
+            && let Some(caps) = caps.filter(|c| in_cuda_memory(c, cuda::CAPS_FEATURE))
+            && let Some(shared) = self.cuda_shared()
+        {
+            let (pool, size) = shared
+                .buffer_pool(&caps, 2)
+                .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
+            query.add_allocation_pool(Some(&pool), size, 2, 0);
+        }
+        query.add_allocation_meta::<gst_video::VideoMeta>(None);
+        Ok(())
+    }
+
     /// On CUDA, output buffers come from a pool of pinned host memory (the GPU -> host copy of
     /// the result is 3-4x faster into it); elsewhere, and if pinning fails, the default ones.
     fn prepare_output_buffer(

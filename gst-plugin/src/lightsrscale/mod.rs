@@ -6,7 +6,7 @@ use gst::{glib, prelude::*};
 mod caps;
 mod cuda;
 #[doc(hidden)]
-pub use cuda::buffer_pool_for as cuda_buffer_pool_for;
+pub use cuda::{buffer_pool_for as cuda_buffer_pool_for, is_shared_pool as is_shared_cuda_pool};
 mod imp;
 mod pinned;
 mod report;
