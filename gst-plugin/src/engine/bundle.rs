@@ -179,6 +179,9 @@ impl Bundle {
     /// Reads the manifest and loads every variant of every ladder on `device`.
     pub fn load(source: &BundleSource, device: Device) -> Result<Bundle, EngineError> {
         let manifest = source.read_manifest()?;
+        if device == Device::Cpu {
+            super::allocator::tune_for_tensors();
+        }
         let mut ladders = Vec::with_capacity(manifest.ladders.len());
         for spec in &manifest.ladders {
             let variants = spec

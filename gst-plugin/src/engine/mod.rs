@@ -5,6 +5,7 @@
 //! every failure becomes an [`EngineError`] whose message names the file or device and what
 //! to do about it; nothing here panics on bad input.
 
+pub mod allocator;
 mod bundle;
 mod cache;
 mod device;
