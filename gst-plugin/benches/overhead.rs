@@ -37,8 +37,20 @@ fn scale() -> u32 {
         .unwrap_or(4)
 }
 
+/// What an [`ElementRun`] times.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// lightsrscale on frames in system memory
+    Element,
+    /// lightsrscale on frames in CUDA memory
+    CudaMemory,
+    /// GStreamer's own scaler
+    Videoscale,
+}
+
 struct ElementRun {
     label: String,
+    path: Path,
     format: &'static str,
     harness: gst_check::Harness,
     input: gst::Buffer,
@@ -58,7 +70,12 @@ impl ElementRun {
     fn new(format: &'static str, model: &str, device: &str, variant: &str) -> ElementRun {
         let element = Self::element(model, device, variant);
         let harness = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
-        Self::with_harness(format!("element, {format:<4}"), format, harness)
+        Self::with_harness(
+            format!("element, {format:<4}"),
+            Path::Element,
+            format,
+            harness,
+        )
     }
 
     /// With CUDA: RGBx frames already in CUDA memory (libtorch's context, GStreamer's CUDA
@@ -92,6 +109,7 @@ impl ElementRun {
         harness.set_src_caps(caps);
         Some(ElementRun {
             label: "element, RGBx in CUDA memory".into(),
+            path: Path::CudaMemory,
             format: "RGBx",
             harness,
             input,
@@ -107,6 +125,7 @@ impl ElementRun {
         ));
         Self::with_harness(
             format!("videoscale method=catrom, {format:<4}"),
+            Path::Videoscale,
             format,
             harness,
         )
@@ -114,6 +133,7 @@ impl ElementRun {
 
     fn with_harness(
         label: String,
+        path: Path,
         format: &'static str,
         mut harness: gst_check::Harness,
     ) -> ElementRun {
@@ -138,6 +158,7 @@ impl ElementRun {
             .for_each(|(i, b)| *b = (i * 7 % 251) as u8);
         ElementRun {
             label,
+            path,
             format,
             harness,
             input,
@@ -152,7 +173,7 @@ impl ElementRun {
             .push_and_pull(self.input.clone())
             .expect("an output frame");
         let elapsed = start.elapsed();
-        if !self.label.contains("CUDA memory") {
+        if self.path != Path::CudaMemory {
             assert_eq!(
                 out.size(),
                 (size().0 * size().1 * scale() * scale()) as usize
@@ -319,12 +340,12 @@ fn main() {
     for (run, ms) in runs.iter().zip(&medians) {
         let overhead = ms - forward_ms;
         print!("  {:<44}: {ms:8.2} ms/frame", run.label);
-        if run.label.starts_with("element") {
+        if run.path != Path::Videoscale {
             print!(
                 "  overhead {overhead:+6.2} ms = {:+5.1}% of the forward",
                 100.0 * overhead / forward_ms
             );
-            if run.label.contains("CUDA memory")
+            if run.path == Path::CudaMemory
                 && let Some(stats) = run
                     .harness
                     .element()
@@ -338,7 +359,7 @@ fn main() {
             if let Some(reference) = runs
                 .iter()
                 .zip(&medians)
-                .find(|(r, _)| r.label.starts_with("videoscale") && r.format == run.format)
+                .find(|(r, _)| r.path == Path::Videoscale && r.format == run.format)
             {
                 print!(", {:.2}x videoscale", ms / reference.1);
             }

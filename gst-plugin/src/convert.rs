@@ -98,22 +98,15 @@ pub struct PlaneMut<'a> {
     pub stride: usize,
 }
 
-/// One plane of a frame in GPU memory (a CUDA device pointer under unified addressing): the
-/// element maps `memory:CUDAMemory` buffers this way, and the frame never visits the host.
+/// One plane by address: host memory (from [`Plane`] / [`PlaneMut`]), or a CUDA device pointer
+/// under unified addressing (the element maps `memory:CUDAMemory` buffers this way, and such a
+/// frame never visits the host).
 #[derive(Debug, Clone, Copy)]
-pub struct DevicePlane {
+pub struct RawPlane {
     pub ptr: *mut u8,
     /// Bytes the plane spans from `ptr`.
     pub len: usize,
     pub stride: usize,
-}
-
-/// A plane as the conversions see it: an address, its extent, its stride.
-#[derive(Debug, Clone, Copy)]
-struct RawPlane {
-    ptr: *mut u8,
-    len: usize,
-    stride: usize,
 }
 
 impl From<&Plane<'_>> for RawPlane {
@@ -131,16 +124,6 @@ impl From<&mut PlaneMut<'_>> for RawPlane {
         RawPlane {
             ptr: p.data.as_mut_ptr(),
             len: p.data.len(),
-            stride: p.stride,
-        }
-    }
-}
-
-impl From<&DevicePlane> for RawPlane {
-    fn from(p: &DevicePlane) -> RawPlane {
-        RawPlane {
-            ptr: p.ptr,
-            len: p.len,
             stride: p.stride,
         }
     }
@@ -263,12 +246,11 @@ pub fn to_rgb<'a>(
 /// unchanged while the returned frame (and any view of it) lives.
 pub unsafe fn to_rgb_in_device_memory(
     format: &FrameFormat,
-    planes: &[DevicePlane],
+    planes: &[RawPlane],
     device: Device,
 ) -> Result<RgbFrame<'static>, ConvertError> {
-    let raw: Vec<RawPlane> = planes.iter().map(RawPlane::from).collect();
     // SAFETY: forwarded to the caller
-    unsafe { raw_to_rgb(format, &raw, device, device) }
+    unsafe { raw_to_rgb(format, planes, device, device) }
 }
 
 /// # Safety
@@ -523,12 +505,11 @@ pub unsafe fn write_rgb_to_device_memory(
     format: &FrameFormat,
     rgb: &Tensor,
     alpha: Option<&Tensor>,
-    planes: &[DevicePlane],
+    planes: &[RawPlane],
     device: Device,
 ) -> Result<(), ConvertError> {
-    let raw: Vec<RawPlane> = planes.iter().map(RawPlane::from).collect();
     // SAFETY: forwarded to the caller
-    unsafe { write_raw(format, rgb, alpha, &raw, device) }
+    unsafe { write_raw(format, rgb, alpha, planes, device) }
 }
 
 /// # Safety

@@ -426,9 +426,9 @@ fn device_plane_paths_read_and_write_as_the_slice_paths_do() {
         let (mut by_slice, mut by_pointer) = (pitched(()), pitched(()));
         let mut outs = outs(&mut by_slice);
         write_rgb(&f, &rgb, None, &mut outs).unwrap();
-        let device: Vec<DevicePlane> = by_pointer
+        let device: Vec<RawPlane> = by_pointer
             .iter_mut()
-            .map(|(d, s)| DevicePlane {
+            .map(|(d, s)| RawPlane {
                 ptr: d.as_mut_ptr(),
                 len: d.len(),
                 stride: *s,

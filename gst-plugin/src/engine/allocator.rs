@@ -6,13 +6,14 @@
 //! frees of mapped blocks), so every frame maps them fresh and the kernel zero-fills every page
 //! on first touch: measured on a 2-core EPYC, the x2 rung took 32.6 ms a frame that way and
 //! 16.4 ms once the blocks were reused from the heap, x4 38.9 against 27.7 ms. So, once per
-//! process, before the first CPU rung loads, the mmap threshold is raised to 256 MiB (32 MiB where
-//! glibc refuses more) and the trim threshold to twice that: the heap then keeps the freed
-//! activations for the next frame, up to a frame's working set. This is process-wide; set
+//! process, before the first CPU rung loads, the mmap threshold is raised to 256 MiB (glibc
+//! 2.36 takes it: a 100 MB `malloc` then comes from the heap; 32 MiB where a glibc refuses
+//! more) and the trim threshold to twice that: the heap then keeps the freed activations for
+//! the next frame, up to a frame's working set. This is process-wide; set
 //! `LIGHTSRSCALE_KEEP_MALLOC=1` to leave the host application's allocator settings alone.
 use std::sync::OnceLock;
 
-/// What [`tune_for_tensors`] did, for the debug log.
+/// What [`tune_for_tensors`] did (the element logs it at DEBUG).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tuning {
     /// Both thresholds set: mmap threshold in bytes.

@@ -5,6 +5,8 @@
 
 use gst::{glib, prelude::*};
 
+use super::cuda::CAPS_FEATURE;
+
 /// Which way caps are being transformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Way {
@@ -164,20 +166,21 @@ fn keep_nearest(s: &mut gst::StructureRef, fixed: &gst::StructureRef) {
 /// system memory is followed by the same in `memory:CUDAMemory` and the reverse (the element
 /// reads and writes either; the same memory on both sides is preferred); without it, structures
 /// in CUDA memory are dropped.
-pub fn memory_alternatives(caps: &gst::CapsRef, cuda: bool, cuda_feature: &str) -> gst::Caps {
+pub fn memory_alternatives(caps: &gst::CapsRef, cuda: bool) -> gst::Caps {
     if caps.is_any() {
         return caps.to_owned();
     }
     let system = gst::CapsFeatures::new_empty();
-    let device = gst::CapsFeatures::new([cuda_feature]);
+    let device = gst::CapsFeatures::new([CAPS_FEATURE]);
     let mut out = gst::Caps::new_empty();
     for (structure, features) in caps.iter_with_features() {
-        let on_device = features.contains(cuda_feature);
+        let on_device = features.contains(CAPS_FEATURE);
         if on_device && !cuda {
             continue;
         }
         out.merge_structure_full(structure.to_owned(), Some(features.to_owned()));
-        let on_system = features.is_empty() || features.contains("memory:SystemMemory");
+        let on_system =
+            features.is_empty() || features.contains(gst::CAPS_FEATURE_MEMORY_SYSTEM_MEMORY);
         if cuda && (on_device || on_system) {
             let other = if on_device { &system } else { &device };
             out.merge_structure_full(structure.to_owned(), Some(other.clone()));
@@ -187,8 +190,8 @@ pub fn memory_alternatives(caps: &gst::CapsRef, cuda: bool, cuda_feature: &str) 
 }
 
 /// Whether fixed `caps` are in CUDA memory.
-pub fn in_cuda_memory(caps: &gst::CapsRef, cuda_feature: &str) -> bool {
-    caps.features(0).is_some_and(|f| f.contains(cuda_feature))
+pub fn in_cuda_memory(caps: &gst::CapsRef) -> bool {
+    caps.features(0).is_some_and(|f| f.contains(CAPS_FEATURE))
 }
 
 #[cfg(test)]
@@ -287,12 +290,12 @@ mod tests {
     #[test]
     fn memory_alternatives_follow_each_structure_or_drop_cuda() {
         gst::init().unwrap();
-        let feature = "memory:CUDAMemory";
+        let feature = CAPS_FEATURE;
         let caps: gst::Caps =
             "video/x-raw, format=RGBA; video/x-raw(memory:CUDAMemory), format=NV12"
                 .parse()
                 .unwrap();
-        let both = memory_alternatives(&caps, true, feature);
+        let both = memory_alternatives(&caps, true);
         let listed: Vec<(String, bool)> = both
             .iter_with_features()
             .map(|(s, f)| (s.get::<String>("format").unwrap(), f.contains(feature)))
@@ -306,13 +309,13 @@ mod tests {
                 ("NV12".into(), false)
             ]
         );
-        let system = memory_alternatives(&caps, false, feature);
+        let system = memory_alternatives(&caps, false);
         assert_eq!(system.size(), 1);
-        assert!(!in_cuda_memory(&system, feature));
+        assert!(!in_cuda_memory(&system));
         let fixed: gst::Caps = "video/x-raw(memory:CUDAMemory), format=NV12, width=2, height=2"
             .parse()
             .unwrap();
-        assert!(in_cuda_memory(&fixed, feature));
-        assert!(memory_alternatives(&gst::Caps::new_any(), false, feature).is_any());
+        assert!(in_cuda_memory(&fixed));
+        assert!(memory_alternatives(&gst::Caps::new_any(), false).is_any());
     }
 }

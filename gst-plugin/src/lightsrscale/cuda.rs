@@ -25,7 +25,7 @@ use gst::{
     prelude::*,
 };
 
-use crate::convert::DevicePlane;
+use crate::convert::RawPlane;
 
 /// `GST_MAP_CUDA` of gstcudamemory.h: `GST_MAP_FLAG_LAST << 1`.
 pub const MAP_CUDA: u32 = gst::ffi::GST_MAP_FLAG_LAST << 1;
@@ -152,7 +152,6 @@ pub fn shared(index: usize) -> Result<Arc<Shared>, String> {
 /// libtorch's context on one CUDA device, wrapped for GStreamer; see [`shared`].
 pub struct Shared {
     lib: &'static Library,
-    index: usize,
     handle: CuContext,
     context: *mut GstCudaContext,
 }
@@ -186,14 +185,9 @@ impl Shared {
         }
         Ok(Shared {
             lib,
-            index,
             handle,
             context,
         })
-    }
-
-    pub fn index(&self) -> usize {
-        self.index
     }
 
     /// Answers a context query for GStreamer's CUDA context with this one.
@@ -341,7 +335,7 @@ impl DeviceFrame {
     }
 
     /// Each plane's device pointer, extent and stride.
-    pub fn planes(&self) -> Vec<DevicePlane> {
+    pub fn planes(&self) -> Vec<RawPlane> {
         let info = &self.frame.info;
         let finfo = info.finfo;
         let n = if finfo.is_null() {
@@ -359,7 +353,7 @@ impl DeviceFrame {
                     let shift = (*finfo).h_sub[plane_component(finfo, i)];
                     ((h + (1 << shift) - 1) >> shift) as usize
                 };
-                DevicePlane {
+                RawPlane {
                     ptr: self.frame.data[i].cast(),
                     len: stride * rows,
                     stride,
@@ -391,6 +385,7 @@ impl Drop for DeviceFrame {
 mod tests {
     use gst_video::prelude::*;
 
+    use super::super::caps::in_cuda_memory;
     use super::*;
 
     #[test]
@@ -483,7 +478,7 @@ mod tests {
         let (want, want_caps, want_gpu) = upscale(&system_caps, in_memory);
         let (got, got_caps, got_gpu) = upscale(&cuda_caps, on_device);
         eprintln!("system memory: {want_caps}; CUDA memory: {got_caps}");
-        assert!(!in_cuda_memory_caps(&want_caps) && in_cuda_memory_caps(&got_caps));
+        assert!(!in_cuda_memory(&want_caps) && in_cuda_memory(&got_caps));
         assert_eq!(
             (want_gpu, got_gpu),
             (0, 1),
@@ -502,9 +497,5 @@ mod tests {
             "the CUDA memory output differs from the system memory one by {worst}"
         );
         pool.set_active(false).unwrap();
-    }
-
-    fn in_cuda_memory_caps(caps: &gst::Caps) -> bool {
-        super::super::caps::in_cuda_memory(caps, CAPS_FEATURE)
     }
 }

@@ -348,6 +348,14 @@ impl LightSrScale {
             .ok()
     }
 
+    /// The CUDA context negotiated for frames in CUDA memory (`set_info`), if either side is.
+    fn negotiated_cuda(&self) -> Option<Arc<cuda::Shared>> {
+        lock(&self.state)
+            .as_ref()
+            .and_then(|s| s.negotiated.as_ref())
+            .and_then(|n| n.cuda.clone())
+    }
+
     /// Loads (or shares) the bundle on the device the settings ask for.
     fn load_bundle(&self, settings: &Settings) -> Result<Arc<Bundle>, gst::ErrorMessage> {
         let source =
@@ -369,6 +377,10 @@ impl LightSrScale {
             bundle.device,
             bundle.scales()
         );
+        if bundle.device == tch::Device::Cpu {
+            let tuning = engine::allocator::tune_for_tensors();
+            gst::debug!(CAT, imp = self, "C allocator for CPU tensors: {tuning:?}");
+        }
         Ok(bundle)
     }
 
@@ -1186,7 +1198,7 @@ impl BaseTransformImpl for LightSrScale {
         *kept = Some(bundle.clone());
         drop(kept);
         if let tch::Device::Cuda(index) = bundle.device
-            && let Some(shared) = self.cuda_shared().filter(|s| s.index() == index)
+            && let Ok(shared) = cuda::shared(index)
         {
             let element = self.obj();
             let _ = element.post_message(shared.have_context_message(element.upcast_ref()));
@@ -1229,8 +1241,8 @@ impl BaseTransformImpl for LightSrScale {
         query: &mut gst::query::Allocation,
     ) -> Result<(), gst::LoggableError> {
         let (caps, _) = query.get_owned();
-        if let Some(caps) = caps.filter(|c| in_cuda_memory(c, cuda::CAPS_FEATURE))
-            && let Some(shared) = self.cuda_shared()
+        if let Some(caps) = caps.filter(|c| in_cuda_memory(c))
+            && let Some(shared) = self.negotiated_cuda()
         {
             let first = query.allocation_pools().next();
             let has_cuda_pool = first
@@ -1262,8 +1274,8 @@ impl BaseTransformImpl for LightSrScale {
         self.parent_propose_allocation(decide_query, query)?;
         let (caps, need_pool) = query.get_owned();
         if need_pool
-            && let Some(caps) = caps.filter(|c| in_cuda_memory(c, cuda::CAPS_FEATURE))
-            && let Some(shared) = self.cuda_shared()
+            && let Some(caps) = caps.filter(|c| in_cuda_memory(c))
+            && let Some(shared) = self.negotiated_cuda()
         {
             let (pool, size) = shared
                 .buffer_pool(&caps, 2)
@@ -1281,25 +1293,28 @@ impl BaseTransformImpl for LightSrScale {
         inbuf: gst_base::subclass::base_transform::InputBuffer,
     ) -> Result<gst_base::subclass::base_transform::PrepareOutputBufferSuccess, gst::FlowError>
     {
-        let pinned = {
-            let mut state = lock(&self.state);
-            let pool = state
-                .as_mut()
-                .and_then(|s| s.negotiated.as_mut())
-                .and_then(|n| Some((n.pinned.as_ref()?.buffer(), n)));
-            match pool {
-                Some((Ok(buffer), _)) => Some(buffer),
-                Some((Err(message), n)) => {
-                    gst::warning!(
-                        CAT,
-                        imp = self,
-                        "{message}; output buffers stay in pageable memory"
-                    );
+        // the pool is cloned out of the state lock: a first allocation pins a whole frame
+        let pool = lock(&self.state)
+            .as_ref()
+            .and_then(|s| s.negotiated.as_ref())
+            .and_then(|n| n.pinned.clone());
+        let pinned = match pool.map(|p| p.buffer()) {
+            Some(Ok(buffer)) => Some(buffer),
+            Some(Err(message)) => {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "{message}; output buffers stay in pageable memory"
+                );
+                if let Some(n) = lock(&self.state)
+                    .as_mut()
+                    .and_then(|s| s.negotiated.as_mut())
+                {
                     n.pinned = None;
-                    None
                 }
-                None => None,
+                None
             }
+            None => None,
         };
         let Some(mut outbuf) = pinned else {
             return self.parent_prepare_output_buffer(inbuf);
@@ -1347,7 +1362,7 @@ impl BaseTransformImpl for LightSrScale {
                 && let gst::QueryViewMut::Caps(q) = query.view_mut()
                 && let Some(result) = q.result_owned()
             {
-                q.set_result(&memory_alternatives(&result, false, cuda::CAPS_FEATURE));
+                q.set_result(&memory_alternatives(&result, false));
             }
             return true;
         }
@@ -1415,7 +1430,6 @@ impl BaseTransformImpl for LightSrScale {
         let other = memory_alternatives(
             &scale_caps(caps, &scales, way),
             self.cuda_shared().is_some(),
-            cuda::CAPS_FEATURE,
         );
         if other.is_empty() && !caps.is_empty() {
             gst::debug!(
@@ -1501,10 +1515,7 @@ impl VideoFilterImpl for LightSrScale {
         }
         let input = frame_format(in_info).map_err(fail)?;
         let output = frame_format(out_info).map_err(fail)?;
-        let cuda_memory = (
-            in_cuda_memory(incaps, cuda::CAPS_FEATURE),
-            in_cuda_memory(outcaps, cuda::CAPS_FEATURE),
-        );
+        let cuda_memory = (in_cuda_memory(incaps), in_cuda_memory(outcaps));
         let settings = lock(&self.settings).clone();
         let bundle = lock(&self.state).as_ref().map(|s| s.bundle.clone());
         let bundle = bundle.ok_or_else(|| fail("caps before start".into()))?;

@@ -2,9 +2,9 @@
 //! Output buffers in page-locked (pinned) host memory, for rungs that run on CUDA with frames
 //! in system memory. The frame's copy from the GPU into a pageable GStreamer buffer goes
 //! through the driver's staging buffers: 1.6-2.1 ms for a 3840x2160 RGB frame on an H200,
-//! against 0.46 ms into pinned memory (`tests/gpu/levers.py`). Pinning costs a copy and a
-//! driver call per allocation, so the memory is kept: each buffer's memory returns to the pool
-//! when downstream releases the buffer, and the next frame reuses it.
+//! against 0.46 ms into pinned memory (`tests/gpu/levers.py`). Pinning costs a zero-fill and
+//! a copy of the frame per allocation, so the memory is kept: each buffer's memory returns to
+//! the pool when downstream releases the buffer, and the next frame reuses it.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +21,9 @@ pub fn pinned_bytes(len: usize, device: Device) -> Result<Tensor, TchError> {
     Tensor::f_zeros([len], (Kind::Uint8, Device::Cpu))?.f_pin_memory(device)
 }
 
-/// Frames of one size, in host memory that `allocate` makes (pinned for `device`).
+/// Frames of one size, in host memory that `allocate` makes (pinned for `device`); clones
+/// share the free list.
+#[derive(Clone)]
 pub struct PinnedPool {
     len: usize,
     device: Device,
