@@ -9,7 +9,9 @@
 //! ```text
 //! cargo bench --bench deadline                        # 500 frames (20 s) per configuration
 //! FRAMES=250 CONFIGS=adaptive,bicubic SCALE=2 FORMAT=RGB cargo bench --bench deadline
+//! FRAMES=250 CONFIGS=adaptive,adaptive-fixed-threads cargo bench --bench deadline
 //! ```
+//! `adaptive-fixed-threads` is `adaptive` with `adapt-threads=false`.
 //! Prints figures only; nothing is asserted. The pipeline goes straight to PLAYING, as
 //! `gst-launch-1.0` does: the element starts on its lightest rung and measures the others on
 //! a thread of its own meanwhile.
@@ -95,10 +97,11 @@ fn stream() -> (String, u32) {
 
 fn pipeline(config: &str, frames: u64) -> gst::Pipeline {
     let (format, scale) = stream();
-    let choice = if config == "adaptive" {
-        String::new()
-    } else {
-        format!("variant={config}")
+    let choice = match config {
+        "adaptive" => String::new(),
+        // the same without the thread governor, for a side-by-side comparison
+        "adaptive-fixed-threads" => "adapt-threads=false".to_string(),
+        rung => format!("variant={rung}"),
     };
     let description = format!(
         "videotestsrc is-live=true num-buffers={frames} pattern=ball \
@@ -207,7 +210,7 @@ fn print(run: &Run) {
     let total: u64 = run.halves.iter().map(|h| h.rendered).sum();
     let [first, second] = &run.halves;
     println!(
-        "{:<14} on time {:6.2}% ({} / {}) | unloaded {:6.2}% ({} / {}) | loaded {:6.2}% ({} / {})",
+        "{:<22} on time {:6.2}% ({} / {}) | unloaded {:6.2}% ({} / {}) | loaded {:6.2}% ({} / {})",
         run.config,
         percent(total, run.frames),
         total,

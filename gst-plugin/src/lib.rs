@@ -4,11 +4,13 @@
 //! * [`engine`]: bundle loading and TorchScript inference (no GStreamer types);
 //! * [`convert`]: video frames <-> RGB tensors (no GStreamer types);
 //! * [`policy`]: the deadline policy choosing a ladder rung per frame (no GStreamer types);
+//! * [`cpushare`]: what other processes take of the CPUs, and the thread count per frame;
 //! * the `lightsrscale` element: GStreamer glue around both.
 
 use gst::glib;
 
 pub mod convert;
+pub mod cpushare;
 pub mod engine;
 mod lightsrscale;
 pub mod policy;

@@ -295,6 +295,16 @@ impl CostModel {
         self.costs_mut()[variant].observe(cost, load);
     }
 
+    /// Sets the load estimate (and the typical load) to `load` for a reason known before any
+    /// frame shows it (the element changed its thread count): every rung's prediction follows
+    /// at once, and what frames measured before no longer counts.
+    pub fn set_load(&mut self, load: f64) {
+        if load.is_finite() && load > 0.0 {
+            self.load = load.clamp(LOAD_RANGE.0, LOAD_RANGE.1);
+            self.typical_load = self.load;
+        }
+    }
+
     /// Conservative predicted cost of `variant` at the current size and load.
     pub fn predicted(&self, variant: usize) -> Option<Duration> {
         self.predicted_nanos(variant).map(span)
@@ -746,6 +756,11 @@ impl DeadlinePolicy {
     /// Seeds a variant's cost at the current size with warm-up measurements.
     pub fn seed(&mut self, variant: usize, samples: &[Duration]) {
         self.costs.seed(variant, samples);
+    }
+
+    /// See [`CostModel::set_load`].
+    pub fn set_load(&mut self, load: f64) {
+        self.costs.set_load(load);
     }
 
     /// New negotiated size: costs are re-keyed, the variant is re-chosen on the next frame.

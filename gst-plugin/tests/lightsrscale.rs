@@ -250,6 +250,38 @@ fn variant_property_picks_the_rung_and_active_variant_reports_it() {
 }
 
 #[test]
+fn cpu_rungs_run_on_the_threads_asked_for_and_stats_report_them() {
+    let model = fixture("ladder");
+    let mut pictures = Vec::new();
+    for (threads, adapt) in [("1", "false"), ("1", "true")] {
+        let mut h = harness(&[
+            ("model", model.to_str().unwrap()),
+            ("device", "cpu"),
+            ("scale", "2"),
+            ("variant", "tinyconv"),
+            ("threads", threads),
+            ("adapt-threads", adapt),
+        ]);
+        let element = h.element().unwrap();
+        assert_eq!(element.property::<bool>("adapt-threads"), adapt == "true");
+        let input = gradient(10, 14);
+        for _ in 0..3 {
+            pictures.push(bytes(
+                &run_frame(&mut h, "RGB", PixelLayout::Rgb, &input, None).0,
+            ));
+        }
+        let stats = element.property::<gst::Structure>("stats");
+        // one thread asked for: no load can take it lower, none may add one
+        assert_eq!(stats.get::<u32>("threads").unwrap(), 1, "{stats}");
+    }
+    assert!(
+        pictures.iter().all(|p| *p == pictures[0]),
+        "the same picture every time"
+    );
+    assert_ne!(pictures[0], bytes(&nearest_reference(&gradient(10, 14), 2)));
+}
+
+#[test]
 fn scale_change_while_playing_renegotiates_the_output() {
     let mut h = harness(&[("scale", "4"), ("variant", "bicubic")]);
     let input = gradient(12, 20);

@@ -88,10 +88,23 @@ def build_clip_cache(root: Path, scale: int, split: str, clips_per_image: int, l
     return out
 
 
-def load_clip_frames(folder: Path, limit: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
-    """(HR frames, decoded LR frames, per-frame clip parameters) of a clip cache folder."""
+def clip_index(path: Path) -> int:
+    """The clip's index within its photograph (``<image id>-<index>.npz``)."""
+    return int(path.stem.rsplit("-", 1)[1])
+
+
+def load_clip_frames(folder: Path, limit: int | None = None, per_image: int | None = None
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
+    """(HR frames, decoded LR frames, per-frame clip parameters) of a clip cache folder.
+
+    `per_image` keeps the clips of index below it (a cache built with more clips per photograph
+    still gives a config the data it was trained on); `limit` then keeps the first N files.
+    """
     files = sorted(Path(folder).glob("*.npz"))
-    files = [f for f in files if not f.name.endswith(".tmp.npz")][:limit]
+    files = [f for f in files if not f.name.endswith(".tmp.npz")]
+    if per_image is not None:
+        files = [f for f in files if clip_index(f) < per_image]
+    files = files[:limit]
     if not files:
         raise DataError(f"no clips in {folder}: build them with `lightsr data clips --scales S --split SPLIT`")
     hrs, lrs, params = [], [], []

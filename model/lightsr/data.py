@@ -509,7 +509,8 @@ def build_dataset(opt: dict, scale: int, train: bool) -> PairedImageDataset:
     """Dataset from a config's `datasets.train` / `datasets.val` entry.
 
     Keys: `clips` (a `lightsr data clips` folder, e.g. data/clips_x4: decoded compressed frames and
-    their HR frames, split/ below it; `limit_clips` keeps the first N clips), `pack` (path of a
+    their HR frames, split/ below it; `clips_per_image` keeps the clips of index below N of each
+    photograph, `limit_clips` the first N clips), `pack` (path of a
     `lightsr data pack` file) or `root` (a `lightsr data` folder);
     `degradation` (e.g. 'jpeg:40', a pre-built LR variant); train: `gt_size`, `use_flip`,
     `use_rot`, `jpeg_prob`, `jpeg_quality`, `dataset_enlarge_ratio`; val: `crop` (HR centre
@@ -519,7 +520,8 @@ def build_dataset(opt: dict, scale: int, train: bool) -> PairedImageDataset:
     degradation = opt.get("degradation")
     if opt.get("clips"):
         from lightsr.clips import load_clip_frames  # noqa: PLC0415
-        hrs, lrs, _ = load_clip_frames(resolve_path(opt["clips"]) / split, opt.get("limit_clips"))
+        hrs, lrs, _ = load_clip_frames(resolve_path(opt["clips"]) / split, opt.get("limit_clips"),
+                                       opt.get("clips_per_image"))
     elif opt.get("pack"):
         hrs, lrs = load_pack(resolve_path(opt["pack"]), split, scale, degradation)
     elif opt.get("root"):

@@ -24,7 +24,7 @@
 
 use std::{
     sync::{
-        Arc, LazyLock, Mutex, MutexGuard,
+        Arc, LazyLock, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -40,11 +40,13 @@ use super::{
     pinned::{PinnedPool, pinned_bytes},
     report,
     scheduler::{
-        FrameClock, FramePlan, FrameTimes, LiveTiming, RungChoice, Scheduler, policy_config,
+        CpuConfig, FrameClock, FramePlan, FrameTimes, LiveTiming, RungChoice, Scheduler,
+        policy_config,
     },
 };
 use crate::{
     convert::{self, FrameFormat, PixelLayout, Plane, PlaneMut, YuvMatrix, YuvRange},
+    cpushare::OthersLoad,
     engine::{
         self, Bundle, BundleSource, DeviceRequest, EngineError, Ladder, Variant, manifest::AUTO,
     },
@@ -84,6 +86,7 @@ const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
 const DEFAULT_THREADS: u32 = 0;
 /// 0: tile only frames whose estimated working memory exceeds the budget ([`auto_tile`]).
 const DEFAULT_TILE_SIZE: u32 = 0;
+const DEFAULT_ADAPT_THREADS: bool = true;
 /// Working memory of a learned rung per input pixel, an upper estimate: 8 fp32 tensors of 64
 /// channels (the phase-form student keeps 3 or 4 of up to 48).
 const BYTES_PER_INPUT_PIXEL: u64 = 8 * 64 * 4;
@@ -101,6 +104,7 @@ struct Settings {
     max_variant: String,
     threads: u32,
     tile_size: u32,
+    adapt_threads: bool,
 }
 
 impl Settings {
@@ -136,6 +140,7 @@ impl Default for Settings {
             max_variant: DEFAULT_BOUND.into(),
             threads: DEFAULT_THREADS,
             tile_size: DEFAULT_TILE_SIZE,
+            adapt_threads: DEFAULT_ADAPT_THREADS,
         }
     }
 }
@@ -260,6 +265,43 @@ fn weight_free_scaler(
     config.set_threads(u32::try_from(threads).unwrap_or(1));
     gst_video::VideoConverter::new(in_info, out_info, Some(config))
         .map_err(|e| format!("cannot set up GStreamer's scaler for the bicubic rung: {e}"))
+}
+
+/// How CPU rungs choose their thread count: `threads` (0: libtorch's default, at most one per
+/// core), fewer under load when `adapt` and not more threads than cores were asked for;
+/// `None` on CUDA.
+fn cpu_config(device: tch::Device, threads: u32, adapt: bool) -> Option<CpuConfig> {
+    if device != tch::Device::Cpu {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = u32::try_from(cores).unwrap_or(u32::MAX);
+    let threads = match threads {
+        0 => libtorch_default_threads().clamp(1, cores),
+        n => n,
+    };
+    Some(CpuConfig {
+        cores,
+        threads,
+        adapt: adapt && threads <= cores,
+    })
+}
+
+/// libtorch's intra-op thread count before any element set one (the first call reads it).
+fn libtorch_default_threads() -> u32 {
+    static DEFAULT: OnceLock<u32> = OnceLock::new();
+    *DEFAULT.get_or_init(|| u32::try_from(tch::get_num_threads()).unwrap_or(1).max(1))
+}
+
+/// The thread count for CPU rungs outside the streaming thread (warm-ups; the next start):
+/// the `threads` property, or libtorch's default.
+fn full_threads(threads: u32) -> i32 {
+    let n = if threads > 0 {
+        threads
+    } else {
+        libtorch_default_threads()
+    };
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// The scales to offer, preferred first: the `scale` property if set, else all the bundle has.
@@ -440,11 +482,34 @@ impl LightSrScale {
     ) -> Result<(FramePlan, FrameClock, FrameJob), String> {
         let times = self.frame_times(buffer);
         let timing = *lock(&self.timing);
-        let (plan, clock) = {
+        let (plan, clock, threads) = {
             let mut scheduler = lock(&self.scheduler);
+            // CPU rungs: what other processes took of the cores since the last frames
+            let (others, threads) = match scheduler.threads() {
+                Some(_) => scheduler.cpu_threads(OthersLoad::read_sample(times.monotonic_now)),
+                None => (None, None),
+            };
+            if let Some(others) = others {
+                gst::log!(
+                    CAT,
+                    imp = self,
+                    "other processes' CPU use: {:.2} cores lately, {:.2} settled",
+                    others.recent,
+                    others.settled
+                );
+            }
             let clock = scheduler.clock(times, timing);
-            (scheduler.plan(&clock), clock)
+            (scheduler.plan(&clock), clock, threads)
         };
+        if let Some(threads) = threads {
+            // this (the streaming) thread's OpenMP team size, for the frames from this one on
+            tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
+            gst::debug!(
+                CAT,
+                imp = self,
+                "other processes' CPU use changed: {threads} libtorch thread(s) per frame"
+            );
+        }
         let state = lock(&self.state);
         let negotiated = state
             .as_ref()
@@ -542,8 +607,12 @@ impl LightSrScale {
     /// own, so the stream never waits (it runs the lightest allowed rung until the costs are
     /// in); otherwise here, before the frame (no viewer waits for a file).
     fn warm_up_pending(&self) -> Result<(), String> {
-        let Some(warm_up) = lock(&self.scheduler).take_warm_up() else {
-            return Ok(());
+        let (warm_up, threads) = {
+            let mut scheduler = lock(&self.scheduler);
+            let Some(warm_up) = scheduler.take_warm_up() else {
+                return Ok(());
+            };
+            (warm_up, scheduler.threads())
         };
         let work = {
             let state = lock(&self.state);
@@ -569,6 +638,10 @@ impl LightSrScale {
         // Hands the scheduler what was measured (always, so no warm-up stays pending), then
         // returns the failure if any and if it is still about the current ladder and size.
         let run = move || -> Result<(), String> {
+            if let Some(threads) = threads {
+                // measured with the thread count the frames run with now
+                tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
+            }
             let seeds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 measure_rungs(&variants, &warm_up.order, &infos, formats, scaler, tile)
             }))
@@ -674,6 +747,7 @@ impl LightSrScale {
             "gpu-memory-frames",
             self.gpu_memory_frames.load(Ordering::Relaxed),
         );
+        stats.set("threads", view.threads.unwrap_or(0));
         stats
     }
 }
@@ -1003,7 +1077,7 @@ impl ObjectImpl for LightSrScale {
                     .blurb(
                         "libtorch intra-op threads for CPU rungs, set when the element starts; \
                          process-wide (libtorch has one pool per process). 0 = libtorch's \
-                         default, one per core",
+                         default, one per core. See adapt-threads",
                     )
                     .minimum(0)
                     .maximum(256)
@@ -1023,12 +1097,24 @@ impl ObjectImpl for LightSrScale {
                     .default_value(DEFAULT_TILE_SIZE)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("adapt-threads")
+                    .nick("Adapt CPU threads")
+                    .blurb(
+                        "Run CPU rungs on fewer libtorch threads while other processes keep the \
+                         cores busy (read from /proc/stat before each frame), and on `threads` \
+                         again once the cores are free: a thread that shares its core stalls \
+                         the others at every layer",
+                    )
+                    .default_value(DEFAULT_ADAPT_THREADS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
                         "lightsrscale-stats: active-variant, processed, dropped, switches, probes, \
                          misses, load, qos-proportion, latency (ns), variants (per rung: name, \
-                         frames, mean-cost, p95-cost, predicted-cost in ns)",
+                         frames, mean-cost, p95-cost, predicted-cost in ns), gpu-memory-frames, \
+                         threads (libtorch threads of CPU rungs now; 0 on CUDA)",
                     )
                     .read_only()
                     .build(),
@@ -1082,6 +1168,9 @@ impl ObjectImpl for LightSrScale {
             }
             "threads" => settings.threads = value.get().unwrap_or(DEFAULT_THREADS),
             "tile-size" => settings.tile_size = value.get().unwrap_or(DEFAULT_TILE_SIZE),
+            "adapt-threads" => {
+                settings.adapt_threads = value.get().unwrap_or(DEFAULT_ADAPT_THREADS)
+            }
             "scale" => {
                 let scale = value.get().unwrap_or(DEFAULT_SCALE);
                 if scale != settings.scale {
@@ -1120,6 +1209,7 @@ impl ObjectImpl for LightSrScale {
             "max-variant" => settings.max_variant.to_value(),
             "threads" => settings.threads.to_value(),
             "tile-size" => settings.tile_size.to_value(),
+            "adapt-threads" => settings.adapt_threads.to_value(),
             "active-variant" => {
                 drop(settings);
                 lock(&self.scheduler).active_name().to_value()
@@ -1185,10 +1275,9 @@ impl BaseTransformImpl for LightSrScale {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        if settings.threads > 0 {
-            // libtorch's intra-op pool is one per process: the last element started sets it.
-            tch::set_num_threads(i32::try_from(settings.threads).unwrap_or(i32::MAX));
-        }
+        // libtorch's intra-op pool is one per process: the last element started sets it
+        // (libtorch's own count is read first, before any element changes it).
+        tch::set_num_threads(full_threads(settings.threads));
         let bundle = self.load_bundle(&settings)?;
         Self::check_settings(&bundle, &settings)?;
         let mut kept = lock(&self.kept_bundle);
@@ -1203,6 +1292,11 @@ impl BaseTransformImpl for LightSrScale {
             let element = self.obj();
             let _ = element.post_message(shared.have_context_message(element.upcast_ref()));
         }
+        lock(&self.scheduler).set_cpu(cpu_config(
+            bundle.device,
+            settings.threads,
+            settings.adapt_threads,
+        ));
         *lock(&self.state) = Some(State {
             bundle,
             negotiated: None,
@@ -1338,6 +1432,8 @@ impl BaseTransformImpl for LightSrScale {
         *lock(&self.answered_latency) = None;
         // the next start's running time starts at 0 again
         lock(&self.scheduler).restart_time();
+        // threads a busy machine took off the frames come back for whatever runs next
+        tch::set_num_threads(full_threads(lock(&self.settings).threads));
         Ok(())
     }
 

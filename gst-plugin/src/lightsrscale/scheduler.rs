@@ -11,9 +11,15 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use crate::cpushare::{CpuSample, Others, OthersLoad, ThreadGovernor};
 use crate::policy::{
     self, DeadlinePolicy, Decision, FrameBudget, FrameSize, PolicyConfig, PolicyStats,
 };
+
+/// How a CPU rung's cost scales with its thread count, as `(full / threads) ^ THREAD_SCALING`:
+/// the x4 rung at 320x180 took 77.0 ms on one thread and 38.9 ms on two (2-core EPYC, torch
+/// 2.11, without the element's allocator settings), a ratio of 1.98.
+const THREAD_SCALING: f64 = 1.0;
 
 /// The properties that choose rungs, as the scheduler needs them.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,6 +170,8 @@ pub struct StatsView {
     pub qos_proportion: f64,
     /// Predicted cost per rung at the current size and load.
     pub predicted: Vec<Option<Duration>>,
+    /// The thread count of CPU rungs now (`None` on CUDA).
+    pub threads: Option<u32>,
 }
 
 /// The element's scheduler; see the module documentation.
@@ -183,6 +191,29 @@ pub struct Scheduler {
     reported: String,
     /// Counters of the policies this one replaced.
     retired: Totals,
+    /// CPU rungs: the other processes' share of the CPUs and the thread count it leaves.
+    cpu: Option<CpuThreads>,
+}
+
+/// How CPU rungs choose their thread count ([`Scheduler::set_cpu`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuConfig {
+    /// Cores the process may run on.
+    pub cores: u32,
+    /// Intra-op threads when the cores are free.
+    pub threads: u32,
+    /// Fewer threads while other processes take the cores.
+    pub adapt: bool,
+}
+
+#[derive(Debug)]
+struct CpuThreads {
+    config: CpuConfig,
+    others: OthersLoad,
+    governor: ThreadGovernor,
+    /// The count last handed to the element to apply (the streaming thread may come from a
+    /// pool and carry another element's count: the first frame sets it).
+    applied: Option<u32>,
 }
 
 impl Default for Scheduler {
@@ -197,6 +228,7 @@ impl Default for Scheduler {
             generation: 0,
             reported: String::new(),
             retired: Totals::default(),
+            cpu: None,
         }
     }
 }
@@ -315,6 +347,53 @@ impl Scheduler {
         }
     }
 
+    /// CPU rungs with `threads` intra-op threads at most on `cores`, fewer while other
+    /// processes take the cores when `adapt` ([`Scheduler::cpu_threads`]). `None` (a CUDA
+    /// bundle): no thread count to choose.
+    pub fn set_cpu(&mut self, cpu: Option<CpuConfig>) {
+        if self.cpu.as_ref().map(|c| c.config) != cpu {
+            self.cpu = cpu.map(|config| CpuThreads {
+                config,
+                others: OthersLoad::default(),
+                governor: match config.adapt {
+                    true => ThreadGovernor::new(config.cores, config.threads),
+                    false => ThreadGovernor::fixed(config.threads),
+                },
+                applied: None,
+            });
+        }
+    }
+
+    /// The intra-op thread count for the next frame, from this instant's CPU counters (one
+    /// sample per frame): what the other processes took lately, and the count to apply when
+    /// it differs from the one applied last (on the first frame, the full count). A change of
+    /// the governor resets the load estimate to what the new count costs against the full
+    /// one, so the frame after it is planned at its new speed, whatever frames that shared a
+    /// core with another process measured before.
+    pub fn cpu_threads(&mut self, sample: Option<CpuSample>) -> (Option<Others>, Option<u32>) {
+        let Some(cpu) = self.cpu.as_mut() else {
+            return (None, None);
+        };
+        let others = sample.and_then(|s| cpu.others.push(s));
+        if let Some(others) = others {
+            let old = cpu.governor.threads();
+            let new = cpu.governor.update(others);
+            if new != old {
+                let slower = (f64::from(cpu.governor.max()) / f64::from(new)).powf(THREAD_SCALING);
+                self.policy.set_load(slower);
+            }
+        }
+        let threads = cpu.governor.threads();
+        let apply = (cpu.applied != Some(threads)).then_some(threads);
+        cpu.applied = Some(threads);
+        (others, apply)
+    }
+
+    /// The thread count CPU rungs run with now (`None` for a CUDA bundle).
+    pub fn threads(&self) -> Option<u32> {
+        self.cpu.as_ref().map(|c| c.governor.threads())
+    }
+
     /// Decides the next frame.
     pub fn plan(&mut self, clock: &FrameClock) -> FramePlan {
         let decision = self.policy.decide(clock.now, clock.budget);
@@ -425,6 +504,7 @@ impl Scheduler {
             predicted: (0..self.names.len())
                 .map(|v| self.policy.predicted_cost(v))
                 .collect(),
+            threads: self.threads(),
         }
     }
 }
@@ -434,6 +514,7 @@ mod tests {
     //! The element's deadline behaviour, driven frame by frame with an injected clock and
     //! injected costs: every decision is asserted exactly, nothing is timed.
     use super::*;
+    use crate::cpushare::CpuSample;
     use crate::policy::Reason;
 
     const MS: u64 = 1_000_000;
@@ -613,6 +694,89 @@ mod tests {
             stats.misses, 1,
             "one late frame (the one that showed the load)"
         );
+    }
+
+    /// Switches, frames per rung (last: dropped), misses, (frame, threads) changes.
+    type BusyCoreRun = (Vec<Switch>, Vec<u64>, u64, Vec<(u64, u32)>);
+
+    /// Another process keeps one of 2 cores busy from 2 s to 6 s of the clock. The learned
+    /// rung costs 20 ms on 2 threads, 70 ms on 2 threads that share a core with it, 40 ms on
+    /// one thread; bicubic 2 ms (3 ms while the core is busy). Returns the switches, the
+    /// frames per rung (last: dropped), the misses, and (frame, threads) of every change.
+    fn busy_core_run(governed: bool) -> BusyCoreRun {
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[20, 2]);
+        if governed {
+            live.scheduler.set_cpu(Some(CpuConfig {
+                cores: 2,
+                threads: 2,
+                adapt: true,
+            }));
+        }
+        let busy = |t: u64| (t.clamp(2000 * MS, 6000 * MS) - 2000 * MS) as f64;
+        let (mut threads, mut changes) = (2u32, Vec::new());
+        let mut switches = Vec::new();
+        let mut counts = vec![0u64; 3];
+        for k in 0..300u64 {
+            let start = live.now.max(k * PERIOD);
+            let sample = CpuSample {
+                at: start,
+                busy: busy(start) as u64,
+                own: 0,
+            };
+            if let (_, Some(n)) = live.scheduler.cpu_threads(Some(sample)) {
+                if k > 0 || n != 2 {
+                    changes.push((k, n));
+                }
+                threads = n;
+            }
+            let step = live.step(|v| {
+                let shared = (2000 * MS..6000 * MS).contains(&start);
+                match (v, threads, shared) {
+                    (0, 1, _) => 40,
+                    (0, _, true) => 70,
+                    (0, _, false) => 20,
+                    (_, _, true) => 3,
+                    _ => 2,
+                }
+            });
+            if let Some((from, to, reason)) = step.switch {
+                switches.push((k, from, to, reason));
+            }
+            counts[step.ran.unwrap_or(2)] += 1;
+        }
+        let misses = live.scheduler.stats().stats.misses;
+        (switches, counts, misses, changes)
+    }
+
+    #[test]
+    fn a_busy_core_takes_a_thread_off_the_frames_at_once_and_gives_it_back_when_free() {
+        let (switches, counts, misses, changes) = busy_core_run(true);
+        // Frame 50 starts as the other process does and shares its core (70 ms, late). The
+        // next frame sees the busy core (0.64 cores over the last 110 ms) and runs on one
+        // thread; 600 ms after the core is free again, the second thread comes back.
+        assert_eq!(changes, vec![(51, 1), (161, 2)]);
+        assert_eq!(
+            switches,
+            vec![
+                (0, None, 0, Reason::Initial),
+                (51, Some(0), 1, Reason::DeadlineMissed),
+                (205, Some(1), 0, Reason::Headroom),
+            ]
+        );
+        assert_eq!((counts, misses), (vec![153, 147, 0], 1), "one late frame");
+        // Without the governor the learned rung keeps sharing the core when it runs under
+        // the load: two more late frames.
+        let (switches, counts, misses, changes) = busy_core_run(false);
+        assert_eq!(changes, vec![]);
+        assert_eq!(
+            switches,
+            vec![
+                (0, None, 0, Reason::Initial),
+                (51, Some(0), 1, Reason::DeadlineMissed),
+                (205, Some(1), 0, Reason::Headroom),
+            ]
+        );
+        assert_eq!((counts, misses), (vec![150, 150, 0], 3));
     }
 
     #[test]
