@@ -9,9 +9,9 @@
 //! ```text
 //! cargo bench --bench deadline                        # 500 frames (20 s) per configuration
 //! FRAMES=250 CONFIGS=adaptive,bicubic SCALE=2 FORMAT=RGB cargo bench --bench deadline
-//! FRAMES=250 CONFIGS=adaptive,adaptive-fixed-threads cargo bench --bench deadline
+//! FRAMES=250 CONFIGS=adaptive,adaptive+fixed-threads cargo bench --bench deadline
 //! ```
-//! `adaptive-fixed-threads` is `adaptive` with `adapt-threads=false`.
+//! A configuration ending in `+fixed-threads` runs with `adapt-threads=false`.
 //! Prints figures only; nothing is asserted. The pipeline goes straight to PLAYING, as
 //! `gst-launch-1.0` does: the element starts on its lightest rung and measures the others on
 //! a thread of its own meanwhile.
@@ -97,12 +97,17 @@ fn stream() -> (String, u32) {
 
 fn pipeline(config: &str, frames: u64) -> gst::Pipeline {
     let (format, scale) = stream();
-    let choice = match config {
+    // `<config>+fixed-threads`: the same without the thread governor (`adapt-threads=false`),
+    // for a side-by-side comparison
+    let (config, threads) = match config.strip_suffix("+fixed-threads") {
+        Some(base) => (base, "adapt-threads=false"),
+        None => (config, ""),
+    };
+    let rung = match config {
         "adaptive" => String::new(),
-        // the same without the thread governor, for a side-by-side comparison
-        "adaptive-fixed-threads" => "adapt-threads=false".to_string(),
         rung => format!("variant={rung}"),
     };
+    let choice = format!("{rung} {threads}");
     let description = format!(
         "videotestsrc is-live=true num-buffers={frames} pattern=ball \
          ! video/x-raw,format={format},width=320,height=180,framerate={FPS}/1 \

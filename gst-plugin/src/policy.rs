@@ -788,19 +788,17 @@ impl DeadlinePolicy {
     }
 
     /// Upstream QoS event: `jitter_ns` > 0 means the buffer at running time `timestamp` was
-    /// that late at the sink. Frames up to the earliest time are dropped; the proportion is
-    /// smoothed into a long-term quality signal. As in `GstVideoDecoder`, a late report
-    /// pushes the earliest time one more jitter ahead, so the element catches up.
+    /// that late at the sink. Frames up to the earliest time (timestamp + jitter, as in
+    /// `GstBaseTransform`) are dropped; the proportion is smoothed into a long-term quality
+    /// signal. Not one more jitter ahead, as `GstVideoDecoder` skips: the frames behind a late
+    /// one catch up on a cheaper rung (`Reason::CatchUp`), and a frame past the sink's
+    /// lateness is dropped here anyway (`Reason::AlreadyLate`); a decoder's second jitter
+    /// dropped frames that would have been shown on time (8 after a 206 ms frame on 2 cores).
     pub fn on_qos(&mut self, proportion: f64, jitter_ns: i64, timestamp: u64) {
         if proportion.is_finite() && proportion > 0.0 {
             self.qos.proportion = ewma(self.qos.proportion, proportion, QOS_ALPHA);
         }
-        let jitter = jitter_ns.unsigned_abs();
-        self.qos.earliest = Some(if jitter_ns > 0 {
-            timestamp.saturating_add(jitter.saturating_mul(2))
-        } else {
-            timestamp.saturating_sub(jitter)
-        });
+        self.qos.earliest = Some(timestamp.saturating_add_signed(jitter_ns));
     }
 
     /// Forgets QoS state (part of [`DeadlinePolicy::restart_time`]).
@@ -1999,8 +1997,9 @@ mod tests {
     fn qos_late_frames_are_dropped_without_switching() {
         let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
         sim.run(10, loaded(1.0));
-        // The sink saw frame 9 (running time 360 ms) 20 ms late: earliest = 360 + 2 x 20.
-        sim.policy.on_qos(1.0, 20 * MS as i64, 360 * MS);
+        // The sink saw frame 9 (running time 360 ms) 50 ms late: earliest = 360 + 50, past
+        // frame 10 (400 ms), not frame 11 (440 ms).
+        sim.policy.on_qos(1.0, 50 * MS as i64, 360 * MS);
         sim.run(3, loaded(1.0));
         let late: Vec<Reason> = sim.from(10).iter().map(|f| f.decision.reason).collect();
         assert_eq!(late, [Reason::QosLate, Reason::Steady, Reason::Steady]);

@@ -844,12 +844,12 @@ mod tests {
         let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[25, 2]);
         live.run(5, |_, v| [25, 2][v]);
         assert_eq!(live.scheduler.active_name(), "learned");
-        // The sink reports it renders at 1/3 of real time, the last frame 100 ms late.
+        // The sink reports it renders at 1/3 of real time, the last frame 200 ms late.
         for _ in 0..5 {
-            live.scheduler.on_qos(3.0, 100 * MS as i64, 4 * PERIOD);
+            live.scheduler.on_qos(3.0, 200 * MS as i64, 4 * PERIOD);
         }
         // Frames 5..9 (running time 200..360 ms) are at or before the earliest time the sink
-        // can still show (4 x 40 + 2 x 100 ms): dropped. Then the proportion, which shrinks
+        // can still show (4 x 40 + 200 ms): dropped. Then the proportion, which shrinks
         // the budget 3x, takes the stream down to the bicubic rung.
         let (switches, counts) = live.run(10, |_, v| [25, 2][v]);
         assert_eq!(switches, vec![(10, Some(0), 1, Reason::QosProportion)]);
@@ -867,7 +867,7 @@ mod tests {
         // frames up to the time it allows are dropped, the rest run on bicubic.
         live.run(1500, |_, v| [25, 2][v]);
         for _ in 0..5 {
-            live.scheduler.on_qos(3.0, 100 * MS as i64, 1499 * PERIOD);
+            live.scheduler.on_qos(3.0, 200 * MS as i64, 1499 * PERIOD);
         }
         let (switches, counts) = live.run(10, |_, v| [25, 2][v]);
         assert_eq!(switches, vec![(1505, Some(0), 1, Reason::QosProportion)]);
