@@ -140,6 +140,17 @@ def test_clip_cache_is_deterministic_resumable_and_feeds_the_dataset(tiny_root, 
     assert item["lq"].shape == (3, 8, 8) and item["gt"].shape == (3, 32, 32)
     with pytest.raises(degradations.DataError, match="lightsr data clips"):
         clips.load_clip_frames(tmp_path)
+    # more clips per photograph later: the old clips stay as they were, and a config that asks
+    # for 2 per photograph still gets exactly them
+    clips.build_clip_cache(tiny_root, 4, "train", 3, lr_size=24, keep=2, workers=1)
+    assert len(list(out.glob("*.npz"))) == 2 * 3
+    assert {f.name: f.read_bytes() for f in sorted(out.glob("*.npz")) if f.name in first} == first
+    assert len(clips.load_clip_frames(out)[0]) == 12
+    old_hrs = clips.load_clip_frames(out, per_image=2)[0]
+    assert len(old_hrs) == 8 and all(np.array_equal(a, b) for a, b in zip(old_hrs, hrs))
+    ds = build_dataset({"clips": str(tiny_root / "clips_x4"), "clips_per_image": 2, "gt_size": 32,
+                        "num_worker_per_gpu": 0}, 4, True)
+    assert len(ds.hrs) == 8
 
 
 def test_temporal_error_and_tof_are_zero_for_the_truth_and_grow_with_flicker(moving_clip):
