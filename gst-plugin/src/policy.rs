@@ -107,7 +107,8 @@ struct VariantCost {
     /// EWMA of load-normalised costs, ns; `None` until measured or extrapolated.
     mean: Option<f64>,
     /// Reference cost (at load 1) the load estimate is measured by: the warm-up median, or
-    /// the first sample. Fixed afterwards: a network's cost depends on the frame size, not on
+    /// the first sample; it follows the rung's frames only while the machine is known to be
+    /// quiet ([`CostModel::set_quiet`]). Otherwise fixed: a network's cost depends on the frame size, not on
     /// the content, so what changes later is the machine, and that is the load estimate's job
     /// (letting both move would let them trade against each other and drift).
     base: f64,
@@ -192,6 +193,11 @@ pub struct CostModel {
     /// The load without the jump a miss makes (a plain EWMA): what a frame is expected to
     /// cost, as opposed to the conservative prediction that chooses the rung.
     typical_load: f64,
+    /// The load of an otherwise idle machine: 1, or what the element's thread count costs
+    /// ([`CostModel::set_load`]).
+    baseline: f64,
+    /// The element knows that no other process uses the CPUs ([`CostModel::set_quiet`]).
+    quiet: bool,
 }
 
 impl CostModel {
@@ -204,6 +210,8 @@ impl CostModel {
             table,
             load: 1.0,
             typical_load: 1.0,
+            baseline: 1.0,
+            quiet: false,
         }
     }
 
@@ -277,7 +285,19 @@ impl CostModel {
         let Some(entry) = self.costs().get(variant) else {
             return;
         };
-        if entry.mean.is_some() && !entry.extrapolated && entry.base > 0.0 {
+        if self.quiet
+            && evidence == Evidence::Routine
+            && entry.mean.is_some()
+            && !entry.extrapolated
+            && entry.base > 0.0
+        {
+            // Nothing else runs: the machine is at its baseline, so what this frame cost is
+            // the rung's own cost. The base follows it and the load returns to the baseline.
+            let base = ewma(entry.base, cost / self.baseline, LOAD_ALPHA);
+            self.costs_mut()[variant].base = base;
+            self.load = ewma(self.load, self.baseline, LOAD_ALPHA);
+            self.typical_load = ewma(self.typical_load, self.baseline, LOAD_ALPHA);
+        } else if entry.mean.is_some() && !entry.extrapolated && entry.base > 0.0 {
             let ratio = cost / entry.base;
             let next = match evidence {
                 Evidence::Routine => ewma(load, ratio, LOAD_ALPHA),
@@ -295,14 +315,31 @@ impl CostModel {
         self.costs_mut()[variant].observe(cost, load);
     }
 
-    /// Sets the load estimate (and the typical load) to `load` for a reason known before any
-    /// frame shows it (the element changed its thread count): every rung's prediction follows
-    /// at once, and what frames measured before no longer counts.
+    /// Sets the load estimate (and the typical load, and the baseline) to `load` for a reason
+    /// known before any frame shows it (the element changed its thread count): every rung's
+    /// prediction follows at once, and what frames measured before no longer counts.
     pub fn set_load(&mut self, load: f64) {
         if load.is_finite() && load > 0.0 {
             self.load = load.clamp(LOAD_RANGE.0, LOAD_RANGE.1);
             self.typical_load = self.load;
+            self.baseline = self.load;
         }
+    }
+
+    /// Whether the element knows that no other process uses the CPUs (from `/proc/stat`; a
+    /// CUDA element cannot tell, and leaves it off). While quiet, a routine frame is taken as
+    /// the rung's own cost at the baseline load: its base follows it and the load estimate
+    /// returns to the baseline. Otherwise the base stays and the load follows the frames.
+    ///
+    /// Why: a base is a warm-up's median or a first frame. A warm-up runs a rung in a loop with
+    /// its buffers in cache, and the stream's frames cost more, by a different factor per rung
+    /// (on 2 cores: the weight-free rung 1.0-1.5 ms warm against 2.2-3.0 ms in the stream, the
+    /// x4 learned rung 23-28 against 24-29 ms), and one first frame is a poor reference for a
+    /// rung that varies by 2x. The cheap rung's frames then read as a load of 1.5-2 on a
+    /// quiet machine, every other rung was predicted that much slower, and a stream that fell
+    /// back once never climbed again.
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
     }
 
     /// Conservative predicted cost of `variant` at the current size and load.
@@ -761,6 +798,11 @@ impl DeadlinePolicy {
     /// See [`CostModel::set_load`].
     pub fn set_load(&mut self, load: f64) {
         self.costs.set_load(load);
+    }
+
+    /// See [`CostModel::set_quiet`].
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.costs.set_quiet(quiet);
     }
 
     /// New negotiated size: costs are re-keyed, the variant is re-chosen on the next frame.
