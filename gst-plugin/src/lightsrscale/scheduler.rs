@@ -624,6 +624,42 @@ mod tests {
             }
         }
 
+        /// `n` frames as [`Live::run`], each after a CPU sample in which the other processes
+        /// have used `others_ns(t)` ns of CPU by clock time `t`; frame `k` on `rung` with
+        /// `threads` costs `cost(k, rung, threads, t)` ms. Also returns (frame, count) of every
+        /// thread count handed out after the first frame's.
+        fn run_with_cpu(
+            &mut self,
+            n: u64,
+            others_ns: impl Fn(u64) -> u64,
+            cost: impl Fn(u64, usize, u32, u64) -> u64,
+        ) -> (Vec<Switch>, Vec<u64>, Vec<(u64, u32)>) {
+            let (mut threads, mut changes) = (0u32, Vec::new());
+            let mut switches = Vec::new();
+            let mut counts = vec![0u64; self.names.len() + 1];
+            for _ in 0..n {
+                let k = self.frame;
+                let start = self.now.max(k * PERIOD);
+                let sample = CpuSample {
+                    at: start,
+                    busy: others_ns(start),
+                    own: 0,
+                };
+                if let (_, Some(count)) = self.scheduler.cpu_threads(Some(sample)) {
+                    if threads != 0 {
+                        changes.push((k, count));
+                    }
+                    threads = count;
+                }
+                let step = self.step(|v| cost(k, v, threads, start));
+                if let Some((from, to, reason)) = step.switch {
+                    switches.push((k, from, to, reason));
+                }
+                counts[step.ran.unwrap_or(self.names.len())] += 1;
+            }
+            (switches, counts, changes)
+        }
+
         /// `n` frames; returns (frame index, from, to, reason) of every switch and the frames
         /// run per rung (index = rung, last = dropped).
         fn run(&mut self, n: u64, cost: impl Fn(u64, usize) -> u64) -> (Vec<Switch>, Vec<u64>) {
@@ -716,38 +752,17 @@ mod tests {
                 adapt: true,
             }));
         }
-        let busy = |t: u64| (t.clamp(2000 * MS, 6000 * MS) - 2000 * MS) as f64;
-        let (mut threads, mut changes) = (2u32, Vec::new());
-        let mut switches = Vec::new();
-        let mut counts = vec![0u64; 3];
-        for k in 0..300u64 {
-            let start = live.now.max(k * PERIOD);
-            let sample = CpuSample {
-                at: start,
-                busy: busy(start) as u64,
-                own: 0,
-            };
-            if let (_, Some(n)) = live.scheduler.cpu_threads(Some(sample)) {
-                if k > 0 || n != 2 {
-                    changes.push((k, n));
-                }
-                threads = n;
+        let busy = |t: u64| t.clamp(2000 * MS, 6000 * MS) - 2000 * MS;
+        let (switches, counts, changes) = live.run_with_cpu(300, busy, |_, v, threads, t| {
+            let shared = (2000 * MS..6000 * MS).contains(&t);
+            match (v, threads, shared) {
+                (0, 1, _) => 40,
+                (0, _, true) => 70,
+                (0, _, false) => 20,
+                (_, _, true) => 3,
+                _ => 2,
             }
-            let step = live.step(|v| {
-                let shared = (2000 * MS..6000 * MS).contains(&start);
-                match (v, threads, shared) {
-                    (0, 1, _) => 40,
-                    (0, _, true) => 70,
-                    (0, _, false) => 20,
-                    (_, _, true) => 3,
-                    _ => 2,
-                }
-            });
-            if let Some((from, to, reason)) = step.switch {
-                switches.push((k, from, to, reason));
-            }
-            counts[step.ran.unwrap_or(2)] += 1;
-        }
+        });
         let misses = live.scheduler.stats().stats.misses;
         (switches, counts, misses, changes)
     }
@@ -805,27 +820,17 @@ mod tests {
                 (1, vec![Duration::from_micros(1500); 5]),
             ],
         );
-        let (mut switches, mut counts) = (Vec::new(), vec![0u64; 3]);
-        for k in 0..250u64 {
-            let start = live.now.max(k * PERIOD);
-            // nothing but this process: busy time is its own
-            let sample = CpuSample {
-                at: start,
-                busy: start,
-                own: start,
-            };
-            live.scheduler.cpu_threads(Some(sample));
-            let step = live.step(|v| match (k, v) {
+        // no other process on the CPUs
+        let (switches, counts, _) = live.run_with_cpu(
+            250,
+            |_| 0,
+            |k, v, _, _| match (k, v) {
                 (20, 0) => 60,
                 (_, 0) => 26,
                 // 2.5 ms: the harness counts whole ms, so 2 and 3 in turn
                 _ => 2 + k % 2,
-            });
-            if let Some((from, to, reason)) = step.switch {
-                switches.push((k, from, to, reason));
-            }
-            counts[step.ran.unwrap_or(2)] += 1;
-        }
+            },
+        );
         (switches, counts)
     }
 
