@@ -10,7 +10,8 @@
 //! that is left is slower than two on a quiet machine but steady.
 //!
 //! So before each frame the element reads what the other processes used of the CPUs it may
-//! run on ([`OthersLoad`], from `/proc/stat` and the process's own CPU time) and
+//! run on ([`OthersLoad`], from `/proc/stat` and the process's own CPU time: a decoder or an
+//! encoder in the same process counts as the element's own) and
 //! [`ThreadGovernor`] chooses the thread count: down at once when the other processes
 //! take a core's worth that the threads would share, up again only when a longer window shows
 //! the cores free. Both take plain values, so tests drive them without a clock or a machine.
@@ -100,29 +101,36 @@ fn cpus_busy_ns() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ns_per_tick = 1_000_000_000 / u64::try_from(tick).ok().filter(|t| *t > 0)?;
-    let allowed = affinity();
+    busy_ticks(&stat, affinity().as_deref())?.checked_mul(ns_per_tick)
+}
+
+/// Busy ticks (user, nice, system, irq, softirq, steal; guest is inside user) summed over the
+/// `cpuN` lines of a `/proc/stat` text whose N is in `allowed` (all when `None`); `None` when
+/// there is no such line or one is malformed.
+fn busy_ticks(stat: &str, allowed: Option<&[usize]>) -> Option<u64> {
     let mut busy = 0u64;
     let mut seen = false;
     for line in stat.lines() {
         let Some(rest) = line.strip_prefix("cpu") else {
             break; // the cpu lines come first
         };
+        if !rest.starts_with(|c: char| c.is_ascii_digit()) {
+            continue; // the aggregate "cpu  ..." line
+        }
         let mut fields = rest.split_ascii_whitespace();
-        let Some(Ok(cpu)) = fields.next().map(str::parse::<usize>) else {
-            continue; // the aggregate "cpu" line
-        };
-        if allowed.as_ref().is_some_and(|set| !set.contains(&cpu)) {
+        let cpu: usize = fields.next()?.parse().ok()?;
+        if allowed.is_some_and(|set| !set.contains(&cpu)) {
             continue;
         }
-        let ticks: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
-        // user nice system idle iowait irq softirq steal (guest is inside user)
+        let ticks: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal
         if ticks.len() < 8 {
             return None;
         }
-        busy += ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7];
+        busy = busy.checked_add(ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7])?;
         seen = true;
     }
-    seen.then_some(busy * ns_per_tick)
+    seen.then_some(busy)
 }
 
 #[cfg(target_os = "linux")]
@@ -161,6 +169,14 @@ fn cpus_busy_ns() -> Option<u64> {
 
 #[cfg(not(target_os = "linux"))]
 fn process_cpu_ns() -> Option<u64> {
+    None
+}
+
+/// How many CPUs this process may run on (its affinity mask): the CPUs [`OthersLoad`] sums.
+pub fn affinity_cpus() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    return affinity().map(|set| set.len()).filter(|n| *n > 0);
+    #[cfg(not(target_os = "linux"))]
     None
 }
 
@@ -272,6 +288,23 @@ mod tests {
         assert!(busy[1].settled < 0.3, "the long window lags: {:?}", busy[1]);
         assert!((busy[19].settled - 1.0).abs() < 1e-9);
         assert!(load.samples.len() <= 17, "the window stays bounded");
+    }
+
+    #[test]
+    fn proc_stat_sums_the_allowed_cpus_and_skips_the_total_line() {
+        let stat = "cpu  900 0 300 5000 10 0 5 0 0 0\n\
+                    cpu0 400 0 100 2500 5 0 2 0 0 0\n\
+                    cpu1 500 0 200 2500 5 0 3 1 0 0\n\
+                    intr 12345\n";
+        assert_eq!(busy_ticks(stat, None), Some(502 + 704));
+        assert_eq!(busy_ticks(stat, Some(&[1])), Some(704));
+        assert_eq!(busy_ticks(stat, Some(&[7])), None, "no allowed CPU listed");
+        assert_eq!(busy_ticks("cpu0 1 2 3\n", None), None, "too few fields");
+        assert_eq!(
+            busy_ticks("cpu0 1 x 3 4 5 6 7 8\n", None),
+            None,
+            "not a number"
+        );
     }
 
     #[test]

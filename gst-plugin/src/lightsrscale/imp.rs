@@ -46,7 +46,7 @@ use super::{
 };
 use crate::{
     convert::{self, FrameFormat, PixelLayout, Plane, PlaneMut, YuvMatrix, YuvRange},
-    cpushare::OthersLoad,
+    cpushare::{self, OthersLoad},
     engine::{
         self, Bundle, BundleSource, DeviceRequest, EngineError, Ladder, Variant, manifest::AUTO,
     },
@@ -274,8 +274,11 @@ fn cpu_config(device: tch::Device, threads: u32, adapt: bool) -> Option<CpuConfi
     if device != tch::Device::Cpu {
         return None;
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cores = u32::try_from(cores).unwrap_or(u32::MAX);
+    let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // the governor compares other processes' use of the CPUs it sums (the affinity mask) with
+    // those CPUs: under a CPU quota below them (a container's --cpus) it cannot tell
+    let summed = cpushare::affinity_cpus().unwrap_or(usable);
+    let cores = u32::try_from(summed).unwrap_or(u32::MAX);
     let threads = match threads {
         0 => libtorch_default_threads().clamp(1, cores),
         n => n,
@@ -283,12 +286,13 @@ fn cpu_config(device: tch::Device, threads: u32, adapt: bool) -> Option<CpuConfi
     Some(CpuConfig {
         cores,
         threads,
-        adapt: adapt && threads <= cores,
+        adapt: adapt && threads <= cores && usable >= summed,
     })
 }
 
-/// libtorch's intra-op thread count before any element set one (the first call reads it).
-fn libtorch_default_threads() -> u32 {
+/// libtorch's intra-op thread count before any element set one: read at plugin load
+/// ([`super::register`]), or at the first call.
+pub(super) fn libtorch_default_threads() -> u32 {
     static DEFAULT: OnceLock<u32> = OnceLock::new();
     *DEFAULT.get_or_init(|| u32::try_from(tch::get_num_threads()).unwrap_or(1).max(1))
 }
@@ -501,13 +505,15 @@ impl LightSrScale {
             let clock = scheduler.clock(times, timing);
             (scheduler.plan(&clock), clock, threads)
         };
-        if let Some(threads) = threads {
+        if let Some(threads) = threads.and_then(|t| i32::try_from(t).ok())
+            && tch::get_num_threads() != threads
+        {
             // this (the streaming) thread's OpenMP team size, for the frames from this one on
-            tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
+            tch::set_num_threads(threads);
             gst::debug!(
                 CAT,
                 imp = self,
-                "other processes' CPU use changed: {threads} libtorch thread(s) per frame"
+                "{threads} libtorch thread(s) per frame (other processes' CPU use)"
             );
         }
         let state = lock(&self.state);

@@ -18,6 +18,8 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    // libtorch's own thread count, read before any element sets one
+    imp::libtorch_default_threads();
     gst::Element::register(
         Some(plugin),
         "lightsrscale",

@@ -208,12 +208,8 @@ pub struct CpuConfig {
 
 #[derive(Debug)]
 struct CpuThreads {
-    config: CpuConfig,
     others: OthersLoad,
     governor: ThreadGovernor,
-    /// The count last handed to the element to apply (the streaming thread may come from a
-    /// pool and carry another element's count: the first frame sets it).
-    applied: Option<u32>,
 }
 
 impl Default for Scheduler {
@@ -253,6 +249,7 @@ impl Scheduler {
                 .and_then(|v| names.get(v).cloned())
                 .unwrap_or_default();
             self.policy = DeadlinePolicy::new(names.len(), size, config.clone());
+            self.policy.set_load(self.thread_load());
             self.policy.set_measuring_elsewhere(self.warming);
             self.warmed = vec![false; names.len()];
             self.names = names;
@@ -351,46 +348,48 @@ impl Scheduler {
     /// processes take the cores when `adapt` ([`Scheduler::cpu_threads`]). `None` (a CUDA
     /// bundle): no thread count to choose.
     pub fn set_cpu(&mut self, cpu: Option<CpuConfig>) {
-        if self.cpu.as_ref().map(|c| c.config) != cpu {
-            self.cpu = cpu.map(|config| CpuThreads {
-                config,
-                others: OthersLoad::default(),
-                governor: match config.adapt {
-                    true => ThreadGovernor::new(config.cores, config.threads),
-                    false => ThreadGovernor::fixed(config.threads),
-                },
-                applied: None,
-            });
-        }
+        // afresh at every start: the samples and the count of a stopped stream are stale
+        self.cpu = cpu.map(|config| CpuThreads {
+            others: OthersLoad::default(),
+            governor: match config.adapt {
+                true => ThreadGovernor::new(config.cores, config.threads),
+                false => ThreadGovernor::fixed(config.threads),
+            },
+        });
+        self.policy.set_load(self.thread_load());
+    }
+
+    /// What the current thread count costs against the full one, as a load (1 on CUDA).
+    fn thread_load(&self) -> f64 {
+        self.cpu.as_ref().map_or(1.0, |c| {
+            (f64::from(c.governor.max()) / f64::from(c.governor.threads())).powf(THREAD_SCALING)
+        })
     }
 
     /// The intra-op thread count for the next frame, from this instant's CPU counters (one
-    /// sample per frame): what the other processes took lately, and the count to apply when
-    /// it differs from the one applied last (on the first frame, the full count). A change of
-    /// the governor resets the load estimate to what the new count costs against the full
-    /// one, so the frame after it is planned at its new speed, whatever frames that shared a
-    /// core with another process measured before.
+    /// sample per frame), and what the other processes took lately. The element applies the
+    /// count on its streaming thread where that thread's differs (a pooled thread may carry
+    /// another element's). A change of the governor resets the load estimate to what the new
+    /// count costs against the full one, so the frame after it is planned at its new speed,
+    /// whatever frames that shared a core with another process measured before.
     pub fn cpu_threads(&mut self, sample: Option<CpuSample>) -> (Option<Others>, Option<u32>) {
         let Some(cpu) = self.cpu.as_mut() else {
             return (None, None);
         };
         let others = sample.and_then(|s| cpu.others.push(s));
-        if let Some(others) = others {
+        let changed = others.is_some_and(|o| {
             let old = cpu.governor.threads();
-            let new = cpu.governor.update(others);
-            if new != old {
-                let slower = (f64::from(cpu.governor.max()) / f64::from(new)).powf(THREAD_SCALING);
-                self.policy.set_load(slower);
-            }
-        }
+            cpu.governor.update(o) != old
+        });
         // other processes' CPU use as background noise, lately and over the long window
         let quiet = others.is_some_and(|o| o.recent.max(o.settled) <= ThreadGovernor::UP_AT)
             && cpu.governor.threads() == cpu.governor.max();
-        self.policy.set_quiet(quiet);
         let threads = cpu.governor.threads();
-        let apply = (cpu.applied != Some(threads)).then_some(threads);
-        cpu.applied = Some(threads);
-        (others, apply)
+        if changed {
+            self.policy.set_load(self.thread_load());
+        }
+        self.policy.set_quiet(quiet);
+        (others, Some(threads))
     }
 
     /// The thread count CPU rungs run with now (`None` for a CUDA bundle).
@@ -646,7 +645,7 @@ mod tests {
                     own: 0,
                 };
                 if let (_, Some(count)) = self.scheduler.cpu_threads(Some(sample)) {
-                    if threads != 0 {
+                    if threads != 0 && count != threads {
                         changes.push((k, count));
                     }
                     threads = count;
