@@ -185,6 +185,8 @@ pub struct Scheduler {
     warmed: Vec<bool>,
     /// A warm-up is running: no second one starts.
     warming: bool,
+    /// The load estimate when the running warm-up started: its samples were measured at it.
+    warm_up_load: f64,
     generation: u64,
     /// What `active-variant` reports: the policy's active rung (before the first frame, a
     /// fixed variant's name, else empty).
@@ -221,6 +223,7 @@ impl Default for Scheduler {
             frame_duration: None,
             warmed: Vec::new(),
             warming: false,
+            warm_up_load: 1.0,
             generation: 0,
             reported: String::new(),
             retired: Totals::default(),
@@ -451,6 +454,7 @@ impl Scheduler {
             self.warmed[v] = true;
         }
         self.warming = true;
+        self.warm_up_load = self.policy.cost_model().load();
         self.policy.set_measuring_elsewhere(true);
         Some(WarmUp {
             order,
@@ -468,10 +472,13 @@ impl Scheduler {
         if generation != self.generation {
             return false;
         }
+        // measured at the load of the warm-up's start (its thread count): as seen from now
+        let factor = self.policy.cost_model().load() / self.warm_up_load;
         for (variant, samples) in seeds {
             // a rung the stream ran meanwhile keeps its real frames' costs
             if *variant < self.names.len() && !self.policy.cost_model().is_measured(*variant) {
-                self.policy.seed(*variant, samples);
+                let samples: Vec<Duration> = samples.iter().map(|d| d.mul_f64(factor)).collect();
+                self.policy.seed(*variant, &samples);
             }
         }
         true
@@ -858,6 +865,35 @@ mod tests {
                 (21, Some(0), 1, Reason::DeadlineMissed),
             ]
         );
+    }
+
+    #[test]
+    fn a_warm_up_across_a_thread_change_is_seeded_at_the_load_it_was_measured_at() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice());
+        live.scheduler.set_cpu(Some(CpuConfig {
+            cores: 2,
+            threads: 2,
+            adapt: true,
+        }));
+        let warm_up = live.scheduler.take_warm_up().unwrap();
+        // another process takes a core while the warm-up (on 2 threads) runs: one thread
+        let busy = |t: u64| t;
+        for k in 0..20u64 {
+            let t = k * PERIOD;
+            live.scheduler.cpu_threads(Some(CpuSample {
+                at: t,
+                busy: busy(t),
+                own: 0,
+            }));
+        }
+        assert_eq!(live.scheduler.threads(), Some(1));
+        live.scheduler.finish_warm_up(
+            warm_up.generation,
+            &[(0, vec![ms(20); 5]), (1, vec![ms(2); 5])],
+        );
+        // 20 ms on 2 threads is 40 ms on one
+        assert_eq!(live.scheduler.policy.predicted_cost(0), Some(ms(40)));
+        assert_eq!(live.scheduler.policy.predicted_cost(1), Some(ms(4)));
     }
 
     #[test]
