@@ -101,13 +101,19 @@ fn cpus_busy_ns() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ns_per_tick = 1_000_000_000 / u64::try_from(tick).ok().filter(|t| *t > 0)?;
-    busy_ticks(&stat, affinity().as_deref())?.checked_mul(ns_per_tick)
+    let set = affinity();
+    // SAFETY: CPU_ISSET reads a bit of a valid set; out-of-range CPUs read as unset.
+    let allowed = |cpu: usize| {
+        set.as_ref()
+            .is_none_or(|s| unsafe { libc::CPU_ISSET(cpu, s) })
+    };
+    busy_ticks(&stat, allowed)?.checked_mul(ns_per_tick)
 }
 
 /// Busy ticks (user, nice, system, irq, softirq, steal; guest is inside user) summed over the
-/// `cpuN` lines of a `/proc/stat` text whose N is in `allowed` (all when `None`); `None` when
-/// there is no such line or one is malformed.
-fn busy_ticks(stat: &str, allowed: Option<&[usize]>) -> Option<u64> {
+/// `cpuN` lines of a `/proc/stat` text whose N is `allowed`; `None` when there is no such
+/// line or one is malformed.
+fn busy_ticks(stat: &str, allowed: impl Fn(usize) -> bool) -> Option<u64> {
     let mut busy = 0u64;
     let mut seen = false;
     for line in stat.lines() {
@@ -119,13 +125,13 @@ fn busy_ticks(stat: &str, allowed: Option<&[usize]>) -> Option<u64> {
         }
         let mut fields = rest.split_ascii_whitespace();
         let cpu: usize = fields.next()?.parse().ok()?;
-        if allowed.is_some_and(|set| !set.contains(&cpu)) {
+        if !allowed(cpu) {
             continue;
         }
-        let ticks: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
         // user nice system idle iowait irq softirq steal
-        if ticks.len() < 8 {
-            return None;
+        let mut ticks = [0u64; 8];
+        for tick in &mut ticks {
+            *tick = fields.next()?.parse().ok()?;
         }
         busy = busy.checked_add(ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7])?;
         seen = true;
@@ -134,18 +140,12 @@ fn busy_ticks(stat: &str, allowed: Option<&[usize]>) -> Option<u64> {
 }
 
 #[cfg(target_os = "linux")]
-fn affinity() -> Option<Vec<usize>> {
+fn affinity() -> Option<libc::cpu_set_t> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most its size.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return None;
-        }
-        Some(
-            (0..libc::CPU_SETSIZE as usize)
-                .filter(|&c| libc::CPU_ISSET(c, &set))
-                .collect(),
-        )
+        (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
+            .then_some(set)
     }
 }
 
@@ -175,7 +175,11 @@ fn process_cpu_ns() -> Option<u64> {
 /// How many CPUs this process may run on (its affinity mask): the CPUs [`OthersLoad`] sums.
 pub fn affinity_cpus() -> Option<usize> {
     #[cfg(target_os = "linux")]
-    return affinity().map(|set| set.len()).filter(|n| *n > 0);
+    // SAFETY: CPU_COUNT reads a valid set.
+    return affinity()
+        .map(|set| unsafe { libc::CPU_COUNT(&set) })
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0);
     #[cfg(not(target_os = "linux"))]
     None
 }
@@ -296,12 +300,13 @@ mod tests {
                     cpu0 400 0 100 2500 5 0 2 0 0 0\n\
                     cpu1 500 0 200 2500 5 0 3 1 0 0\n\
                     intr 12345\n";
-        assert_eq!(busy_ticks(stat, None), Some(502 + 704));
-        assert_eq!(busy_ticks(stat, Some(&[1])), Some(704));
-        assert_eq!(busy_ticks(stat, Some(&[7])), None, "no allowed CPU listed");
-        assert_eq!(busy_ticks("cpu0 1 2 3\n", None), None, "too few fields");
+        let all = |_| true;
+        assert_eq!(busy_ticks(stat, all), Some(502 + 704));
+        assert_eq!(busy_ticks(stat, |c| c == 1), Some(704));
+        assert_eq!(busy_ticks(stat, |c| c == 7), None, "no allowed CPU listed");
+        assert_eq!(busy_ticks("cpu0 1 2 3\n", all), None, "too few fields");
         assert_eq!(
-            busy_ticks("cpu0 1 x 3 4 5 6 7 8\n", None),
+            busy_ticks("cpu0 1 x 3 4 5 6 7 8\n", all),
             None,
             "not a number"
         );

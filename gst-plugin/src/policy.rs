@@ -108,9 +108,10 @@ struct VariantCost {
     mean: Option<f64>,
     /// Reference cost (at load 1) the load estimate is measured by: the warm-up median, or
     /// the first sample; it follows the rung's frames only while the machine is known to be
-    /// quiet ([`CostModel::set_quiet`]). Otherwise fixed: a network's cost depends on the frame size, not on
-    /// the content, so what changes later is the machine, and that is the load estimate's job
-    /// (letting both move would let them trade against each other and drift).
+    /// quiet ([`CostModel::set_quiet`]). Otherwise fixed: a network's cost depends on the
+    /// frame size, not on the content, so what changes later is the machine, and that is the
+    /// load estimate's job (letting both move would let them trade against each other and
+    /// drift).
     base: f64,
     /// Last load-normalised costs, ns.
     window: VecDeque<f64>,
@@ -285,19 +286,15 @@ impl CostModel {
         let Some(entry) = self.costs().get(variant) else {
             return;
         };
-        if self.quiet
-            && evidence == Evidence::Routine
-            && entry.mean.is_some()
-            && !entry.extrapolated
-            && entry.base > 0.0
-        {
+        let measured = entry.mean.is_some() && !entry.extrapolated && entry.base > 0.0;
+        if measured && self.quiet && evidence == Evidence::Routine {
             // Nothing else runs: the machine is at its baseline, so what this frame cost is
             // the rung's own cost. The base follows it and the load returns to the baseline.
             let base = ewma(entry.base, cost / self.baseline, LOAD_ALPHA);
             self.costs_mut()[variant].base = base;
             self.load = ewma(self.load, self.baseline, LOAD_ALPHA);
             self.typical_load = ewma(self.typical_load, self.baseline, LOAD_ALPHA);
-        } else if entry.mean.is_some() && !entry.extrapolated && entry.base > 0.0 {
+        } else if measured {
             let ratio = cost / entry.base;
             let next = match evidence {
                 Evidence::Routine => ewma(load, ratio, LOAD_ALPHA),

@@ -668,17 +668,10 @@ mod tests {
 
         /// `n` frames; returns (frame index, from, to, reason) of every switch and the frames
         /// run per rung (index = rung, last = dropped).
+        /// (A scheduler without [`Scheduler::set_cpu`] ignores the CPU samples of
+        /// [`Live::run_with_cpu`] that this runs with.)
         fn run(&mut self, n: u64, cost: impl Fn(u64, usize) -> u64) -> (Vec<Switch>, Vec<u64>) {
-            let mut switches = Vec::new();
-            let mut counts = vec![0u64; self.names.len() + 1];
-            for _ in 0..n {
-                let k = self.frame;
-                let step = self.step(|v| cost(k, v));
-                if let Some((from, to, reason)) = step.switch {
-                    switches.push((k, from, to, reason));
-                }
-                counts[step.ran.unwrap_or(self.names.len())] += 1;
-            }
+            let (switches, counts, _) = self.run_with_cpu(n, |_| 0, |k, v, _, _| cost(k, v));
             (switches, counts)
         }
     }
