@@ -2,12 +2,16 @@
 //! Video frames <-> the RGB tensors of the bundle contract, as libtorch operations.
 //!
 //! No GStreamer types here: a frame is a [`FrameFormat`] plus its planes (bytes + stride).
-//! Input planes are wrapped without copying (`from_blob` with the frame's strides) and every
-//! conversion (channel order, YUV <-> RGB with the frame's matrix and range, chroma
-//! resampling, alpha) runs as tensor operations on the engine's device, never as a per-pixel
-//! Rust loop. Chroma is upsampled by replication and downsampled by 2x2 averaging.
+//! Input planes are wrapped without copying (`from_blob` with the frame's strides). Conversions
+//! (channel order, YUV <-> RGB with the frame's matrix and range, chroma resampling, alpha) run
+//! as tensor operations on the engine's device, except YUV <-> RGB between host frames and CPU
+//! tensors, which runs as one threaded pass over rows ([`host`]: the tensor path's float copies
+//! cost a quarter of a CPU frame). Chroma is upsampled by replication and downsampled by 2x2
+//! averaging.
 
 use std::{fmt, marker::PhantomData};
+
+mod host;
 
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -299,6 +303,10 @@ fn yuv_planes_to_rgb(
 ) -> Result<Tensor, ConvertError> {
     let (h, w) = (format.height as i64, format.width as i64);
     let (ch, cw) = format.chroma_size();
+    if memory == Device::Cpu && device == Device::Cpu {
+        // SAFETY: raw_to_rgb checked each plane's rows and stride; the planes are host memory
+        return unsafe { yuv_planes_to_rgb_on_host(format, planes) };
+    }
     let sy = planes[0].stride as i64;
     // SAFETY (every `blob` here): raw_to_rgb checked each plane's rows and stride.
     let luma = unsafe { blob(planes[0].ptr, &[h, w], &[sy, 1], memory)? };
@@ -317,6 +325,41 @@ fn yuv_planes_to_rgb(
         format.matrix,
         format.range,
     )
+}
+
+/// [`yuv_planes_to_rgb`] of host planes into a CPU tensor, in one pass ([`host`]).
+///
+/// # Safety
+/// Each plane addresses `len` readable bytes of host memory, checked by `check_planes`.
+unsafe fn yuv_planes_to_rgb_on_host(
+    format: &FrameFormat,
+    planes: &[RawPlane],
+) -> Result<Tensor, ConvertError> {
+    let (h, w) = (format.height, format.width);
+    let c = YuvCoefficients::new(format.matrix, format.range).host();
+    // SAFETY: forwarded to the caller
+    let plane = |p: &RawPlane| unsafe { std::slice::from_raw_parts(p.ptr.cast_const(), p.len) };
+    let chroma = match format.layout {
+        PixelLayout::I420 => host::Chroma::Planar(
+            (plane(&planes[1]), planes[1].stride),
+            (plane(&planes[2]), planes[2].stride),
+        ),
+        _ => host::Chroma::Interleaved(plane(&planes[1]), planes[1].stride),
+    };
+    let rgb = Tensor::f_empty([1, h as i64, w as i64, 3], (Kind::Uint8, Device::Cpu))?;
+    // SAFETY: a fresh contiguous uint8 tensor of h * w * 3 bytes that nothing else sees
+    let out = unsafe { std::slice::from_raw_parts_mut(rgb.data_ptr().cast::<u8>(), h * w * 3) };
+    let luma = (plane(&planes[0]), planes[0].stride);
+    host::yuv420_to_rgb(out, w, h, &c, luma, chroma, host_threads());
+    Ok(rgb)
+}
+
+/// Threads for a host conversion: the calling thread's libtorch count (the element's, which
+/// the thread governor lowers under load).
+fn host_threads() -> usize {
+    usize::try_from(tch::get_num_threads())
+        .unwrap_or(1)
+        .clamp(1, 8)
 }
 
 /// Coefficients between RGB in 0..=255 and YUV codes.
@@ -348,6 +391,17 @@ impl YuvCoefficients {
 
     fn kg(&self) -> f64 {
         1.0 - self.kr - self.kb
+    }
+
+    /// The same constants for the host loops.
+    fn host(&self) -> host::Coefficients {
+        host::Coefficients {
+            luma: self.rgb_to_luma(),
+            luma_offset: self.luma_offset as f32,
+            luma_scale: self.luma_scale as f32,
+            to_chroma: self.rgb_to_chroma(),
+            from_chroma: self.chroma_to_rgb(),
+        }
     }
 
     /// (2, 3): RGB contribution of (Cb - 128, Cr - 128), rows Cb and Cr.
@@ -581,6 +635,10 @@ fn write_yuv(
 ) -> Result<(), ConvertError> {
     let (h, w) = (format.height as i64, format.width as i64);
     let (ch, cw) = format.chroma_size();
+    if memory == Device::Cpu && rgb.device() == Device::Cpu {
+        // SAFETY: write_raw checked each plane's rows and stride; the planes are host memory
+        return unsafe { write_yuv_on_host(format, rgb, planes) };
+    }
     let (luma, chroma) = rgb_to_yuv(rgb, format.matrix, format.range)?;
     let sy = planes[0].stride as i64;
     // SAFETY (every `blob` here): write_raw checked each plane's rows and stride.
@@ -595,6 +653,42 @@ fn write_yuv(
         let s = planes[1].stride as i64;
         unsafe { blob(planes[1].ptr, &[ch, cw, 2], &[s, 2, 1], memory)? }.f_copy_(&chroma)?;
     }
+    Ok(())
+}
+
+/// [`write_yuv`] of a CPU tensor into host planes, in one pass ([`host`]).
+///
+/// # Safety
+/// Each plane addresses `len` writable bytes of host memory that nothing else uses during the
+/// call, checked by `check_planes`.
+unsafe fn write_yuv_on_host(
+    format: &FrameFormat,
+    rgb: &Tensor,
+    planes: &[RawPlane],
+) -> Result<(), ConvertError> {
+    let (h, w) = (format.height, format.width);
+    let c = YuvCoefficients::new(format.matrix, format.range).host();
+    let rgb = rgb.f_contiguous()?;
+    if rgb.numel() != h * w * 3 {
+        return Err(ConvertError(format!(
+            "cannot write {:?} into a {w}x{h} frame",
+            rgb.size()
+        )));
+    }
+    // SAFETY: a contiguous uint8 tensor of h * w * 3 elements (checked above), alive and
+    // unchanged for the call
+    let pixels = unsafe { std::slice::from_raw_parts(rgb.data_ptr().cast::<u8>(), h * w * 3) };
+    // SAFETY: forwarded to the caller; the planes are distinct
+    let plane = |p: &RawPlane| unsafe { std::slice::from_raw_parts_mut(p.ptr, p.len) };
+    let chroma = match format.layout {
+        PixelLayout::I420 => host::Chroma::Planar(
+            (plane(&planes[1]), planes[1].stride),
+            (plane(&planes[2]), planes[2].stride),
+        ),
+        _ => host::Chroma::Interleaved(plane(&planes[1]), planes[1].stride),
+    };
+    let luma = (plane(&planes[0]), planes[0].stride);
+    host::rgb_to_yuv420(pixels, w, h, &c, luma, chroma, host_threads());
     Ok(())
 }
 

@@ -452,3 +452,88 @@ fn device_plane_paths_read_and_write_as_the_slice_paths_do() {
         assert!(err.0.contains("cannot hold"), "{layout:?}: {err}");
     }
 }
+
+/// Equal but for a few codes one apart (float against fixed-point rounding at near-ties).
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    assert_close(got, want, 1, what);
+    let differ = got.iter().zip(want).filter(|(a, b)| a != b).count();
+    assert!(
+        differ * 200 <= want.len().max(200),
+        "{what}: {differ} of {} codes differ",
+        want.len()
+    );
+}
+
+#[test]
+fn host_loops_match_the_tensor_path_at_any_thread_count() {
+    // Frames in host memory and CPU tensors are converted by `host`'s loops; CUDA tensors by
+    // `rgb_to_yuv` / `yuv_to_rgb`. The two must give the same codes (one code apart at exact
+    // rounding ties), whatever the size, layout, range and number of bands.
+    for portable in [false, true] {
+        host::PORTABLE.store(portable, std::sync::atomic::Ordering::Relaxed);
+        for (layout, w, h) in [
+            (PixelLayout::Nv12, 64, 36),
+            (PixelLayout::I420, 33, 17),
+            (PixelLayout::Nv12, 7, 5),
+            (PixelLayout::I420, 1, 1),
+            (PixelLayout::Nv12, 321, 181),
+        ] {
+            for (matrix, range) in [(Bt709, Limited), (Bt601, Full)] {
+                let c = YuvCoefficients::new(matrix, range).host();
+                let rgb = noise(w * h * 3, (w * 7 + h) as u32);
+                let pixels = Tensor::from_slice(&rgb).reshape([h as i64, w as i64, 3]);
+                let (luma_t, chroma_t) = rgb_to_yuv(&pixels, matrix, range).unwrap();
+                let (luma_t, chroma_t) = (bytes(&luma_t), bytes(&chroma_t));
+                let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+                for threads in [1, 2, 3, 8] {
+                    let what = format!(
+                        "{layout:?} {w}x{h} {matrix:?} {range:?}, {threads} threads, portable {portable}"
+                    );
+                    let (sy, sc) = (w + 3, 2 * cw + 5);
+                    let mut luma = vec![0xAB; sy * h];
+                    let (mut u, mut v) = (vec![0xAB; sc * ch], vec![0xAB; sc * ch]);
+                    let chroma = match layout {
+                        PixelLayout::I420 => {
+                            host::Chroma::Planar((&mut u[..], sc), (&mut v[..], sc))
+                        }
+                        _ => host::Chroma::Interleaved(&mut u[..], sc),
+                    };
+                    host::rgb_to_yuv420(&rgb, w, h, &c, (&mut luma, sy), chroma, threads);
+                    let rows = |plane: &[u8], stride: usize, n: usize, len: usize| -> Vec<u8> {
+                        (0..n)
+                            .flat_map(|r| plane[r * stride..r * stride + len].to_vec())
+                            .collect()
+                    };
+                    assert_same(&rows(&luma, sy, h, w), &luma_t, &format!("{what}: luma"));
+                    let chroma_host: Vec<u8> = match layout {
+                        PixelLayout::I420 => rows(&u, sc, ch, cw)
+                            .into_iter()
+                            .zip(rows(&v, sc, ch, cw))
+                            .flat_map(|(a, b)| [a, b])
+                            .collect(),
+                        _ => rows(&u, sc, ch, 2 * cw),
+                    };
+                    assert_same(&chroma_host, &chroma_t, &format!("{what}: chroma"));
+                    let padding_kept = luma
+                        .chunks(sy)
+                        .all(|row| row[w..].iter().all(|&b| b == 0xAB));
+                    assert!(padding_kept, "{what}: luma padding written");
+
+                    // and back: the host decode against the tensor decode of the same planes
+                    let luma_in =
+                        Tensor::from_slice(&rows(&luma, sy, h, w)).reshape([h as i64, w as i64]);
+                    let chroma_in =
+                        Tensor::from_slice(&chroma_host).reshape([ch as i64, cw as i64, 2]);
+                    let want = bytes(&yuv_to_rgb(&luma_in, &chroma_in, matrix, range).unwrap());
+                    let mut got = vec![0u8; w * h * 3];
+                    let chroma = match layout {
+                        PixelLayout::I420 => host::Chroma::Planar((&u[..], sc), (&v[..], sc)),
+                        _ => host::Chroma::Interleaved(&u[..], sc),
+                    };
+                    host::yuv420_to_rgb(&mut got, w, h, &c, (&luma, sy), chroma, threads);
+                    assert_same(&got, &want, &format!("{what}: decode"));
+                }
+            }
+        }
+    }
+}
