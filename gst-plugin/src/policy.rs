@@ -54,6 +54,12 @@ const QOS_PRESSURE: f64 = 1.05;
 const MAX_CLIMB_BACKOFF: u32 = 8;
 /// Bounds of the machine-load estimate (1 = as fast as when first measured).
 const LOAD_RANGE: (f64, f64) = (0.05, 50.0);
+/// On a quiet machine, a better rung predicted not to fit is re-measured after this long, then
+/// after twice as long each time it still does not fit, up to [`RECHECK_MAX`].
+const RECHECK_FIRST: Duration = Duration::from_secs(2);
+const RECHECK_MAX: Duration = Duration::from_secs(60);
+/// Rungs predicted above this multiple of the budget are not re-measured (hopeless).
+const RECHECK_REACH: f64 = 2.0;
 
 fn nanos(span: Duration) -> f64 {
     span.as_nanos() as f64
@@ -337,6 +343,26 @@ impl CostModel {
     /// back once never climbed again.
     pub fn set_quiet(&mut self, quiet: bool) {
         self.quiet = quiet;
+    }
+
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// A re-measurement of `variant` on a quiet machine, where nothing else ran it for a
+    /// while: its estimate becomes this sample (what it measured before may come from a slow
+    /// phase of the machine or a warm-up under contention, and on a quiet machine this frame
+    /// is its own cost). The load estimate is left alone.
+    pub fn recheck(&mut self, variant: usize, cost: Duration) {
+        let (cost, load, baseline) = (nanos(cost), self.load, self.baseline);
+        if let Some(slot) = self.costs_mut().get_mut(variant) {
+            *slot = VariantCost {
+                mean: Some(cost / load),
+                base: cost / baseline,
+                window: VecDeque::from([cost / load]),
+                extrapolated: false,
+            };
+        }
     }
 
     /// Conservative predicted cost of `variant` at the current size and load.
@@ -669,6 +695,8 @@ struct Pending {
     variant: usize,
     probe: bool,
     remeasure: bool,
+    /// A probe that re-measures a rung predicted not to fit ([`Choice::Recheck`]).
+    recheck: bool,
     /// Budget of a frame that is not behind, which a probe must fit with headroom.
     sustainable: Duration,
 }
@@ -683,6 +711,9 @@ struct Climb {
     last_probe: Option<u64>,
     last_climb: Option<u64>,
     backoff: u32,
+    /// When the rung above may be re-measured although predicted not to fit (quiet machine).
+    next_recheck: Option<u64>,
+    recheck_interval: Duration,
 }
 
 impl Default for Climb {
@@ -693,6 +724,8 @@ impl Default for Climb {
             last_probe: None,
             last_climb: None,
             backoff: 1,
+            next_recheck: None,
+            recheck_interval: RECHECK_FIRST,
         }
     }
 }
@@ -715,6 +748,8 @@ impl Default for Qos {
 enum Choice {
     Run(usize, Reason),
     Probe(usize),
+    /// A probe of a rung predicted not to fit, to re-measure it (quiet machine only).
+    Recheck(usize),
     Drop(usize, Reason),
     /// Keep (or make) `active` the active variant, but run `run` (drop when `None`).
     CatchUp {
@@ -879,7 +914,7 @@ impl DeadlinePolicy {
             Choice::Run(self.bounds().0, Reason::NoDeadline)
         } else {
             let choice = self.adaptive_choice(now, period, sustainable);
-            let choice = self.fit_to_frame(choice, budget);
+            let choice = self.fit_to_frame(choice, budget, sustainable);
             if frame.may_drop {
                 self.run_if_likely_on_time(choice, frame)
             } else {
@@ -903,7 +938,11 @@ impl DeadlinePolicy {
         } else {
             Evidence::Routine
         };
-        self.costs.observe(variant, cost, evidence);
+        if pending.is_some_and(|p| p.recheck) && self.costs.is_quiet() {
+            self.costs.recheck(variant, cost);
+        } else {
+            self.costs.observe(variant, cost, evidence);
+        }
         self.tally(variant, cost);
         self.consecutive_drops = 0;
         if !deadline_met {
@@ -915,7 +954,9 @@ impl DeadlinePolicy {
             // does not veto it, a rung measured slow does.
             let confirmed = deadline_met && self.fits_with_headroom(variant, budget);
             self.climb.probe_confirmed = confirmed;
-            if !confirmed {
+            if confirmed {
+                self.climb.recheck_interval = RECHECK_FIRST;
+            } else {
                 self.climb.fitting_since = None;
             }
         } else if !deadline_met && Some(variant) == self.active {
@@ -1128,6 +1169,9 @@ impl DeadlinePolicy {
             if probe_due && self.fits(up, budget, 1.0) {
                 return Choice::Probe(up);
             }
+            if self.recheck_due(now, up, budget) {
+                return Choice::Recheck(up);
+            }
             return Choice::Run(current, Reason::Steady);
         }
         let since = *self.climb.fitting_since.get_or_insert(now);
@@ -1139,6 +1183,26 @@ impl DeadlinePolicy {
         } else {
             Choice::Run(current, Reason::Steady)
         }
+    }
+
+    /// Whether to re-measure `up`, predicted not to fit `budget` (within [`RECHECK_REACH`]):
+    /// only on a quiet machine, whose frames show a rung's own cost, and at most every
+    /// `recheck_interval`, which doubles while rechecks find it too slow. Without it, a rung
+    /// measured slow once (a slow phase of a shared machine, a warm-up under contention) would
+    /// never run again: probes only re-measure rungs predicted to fit.
+    fn recheck_due(&mut self, now: u64, up: usize, budget: Duration) -> bool {
+        let reachable = self
+            .predicted(up)
+            .is_some_and(|p| p <= nanos(budget) * RECHECK_REACH);
+        if !self.costs.is_quiet() || self.measuring_elsewhere || !reachable {
+            return false;
+        }
+        let interval = self.climb.recheck_interval;
+        let due = *self
+            .climb
+            .next_recheck
+            .get_or_insert(now.saturating_add(interval.as_nanos() as u64));
+        now >= due
     }
 
     /// A frame no rung fits by the conservative prediction still runs the cheapest allowed
@@ -1190,7 +1254,7 @@ impl DeadlinePolicy {
     /// A frame behind the schedule (less than a frame duration left) that the active variant
     /// would make later still runs the best cheaper variant that fits, or is dropped: the
     /// queue drains in one frame instead of costing the stream a rung for a sustain period.
-    fn fit_to_frame(&self, choice: Choice, budget: Duration) -> Choice {
+    fn fit_to_frame(&self, choice: Choice, budget: Duration, sustainable: Duration) -> Choice {
         let (active, reason) = match choice {
             Choice::Run(v, r) if r != Reason::Remeasure => (v, r),
             Choice::Probe(v) if self.predicted(v).is_some_and(|p| p > nanos(budget)) => {
@@ -1199,6 +1263,12 @@ impl DeadlinePolicy {
                     None => return choice,
                 }
             }
+            // A recheck expects to miss the prediction; only a frame with its whole budget
+            // (not queued behind a slow one) takes that chance.
+            Choice::Recheck(_) if budget < sustainable => match self.active {
+                Some(active) => (active, Reason::Steady),
+                None => return choice,
+            },
             _ => return choice,
         };
         let Some(active_cost) = self.predicted(active) else {
@@ -1220,9 +1290,10 @@ impl DeadlinePolicy {
 
     fn apply(&mut self, now: u64, choice: Choice, budgets: (Duration, Duration)) -> Decision {
         let (budget, sustainable) = budgets;
+        let recheck = matches!(choice, Choice::Recheck(_));
         let (variant, drop, probe, reason, keep) = match choice {
             Choice::Run(v, r) => (v, false, false, r, Some((v, r))),
-            Choice::Probe(v) => (v, false, true, Reason::Probe, None),
+            Choice::Probe(v) | Choice::Recheck(v) => (v, false, true, Reason::Probe, None),
             Choice::Drop(v, r @ (Reason::QosLate | Reason::AlreadyLate)) => {
                 (v, true, false, r, None)
             }
@@ -1247,12 +1318,18 @@ impl DeadlinePolicy {
             self.climb.last_probe = Some(now);
             self.stats.probes += 1;
         }
+        if recheck {
+            let interval = (self.climb.recheck_interval * 2).min(RECHECK_MAX);
+            self.climb.recheck_interval = interval;
+            self.climb.next_recheck = Some(now.saturating_add(interval.as_nanos() as u64));
+        }
         let switch = keep.and_then(|(v, r)| self.switch_to(now, v, r, sustainable));
         if !drop {
             self.pending = Some(Pending {
                 variant,
                 probe,
                 remeasure: reason == Reason::Remeasure,
+                recheck,
                 sustainable,
             });
         }
@@ -2079,6 +2156,56 @@ mod tests {
         sim.run(300, |_, v| [24.0, 18.0, 6.0][v]);
         assert_eq!(sim.policy.active_variant(), Some(0));
         assert_eq!(misses(&sim.frames), 0);
+    }
+
+    #[test]
+    fn a_quiet_machine_rechecks_a_rung_measured_too_slow_and_climbs_when_it_is_fast_now() {
+        // The learned rung was measured at 60 ms (a slow phase of a shared machine): it does
+        // not fit the 38 ms budget at all, so no probe would ever run it again. It really
+        // takes 20 ms now. On a quiet machine it is re-measured after RECHECK_FIRST, and the
+        // stream climbs; without the quiet signal (CUDA, a loaded machine) it stays down.
+        for quiet in [true, false] {
+            let mut sim = Sim::new(&[Some(60.0), Some(3.0)], PolicyConfig::default());
+            sim.policy.set_quiet(quiet);
+            sim.run(500, |_, v| [20.0, 3.0][v]);
+            let probed = probes(&sim.frames);
+            assert_eq!(misses(&sim.frames), 0, "quiet {quiet}");
+            if quiet {
+                // first evaluated at frame 1 (frame 0 chose the rung)
+                assert_eq!(probed[0], 1 + frames_in(RECHECK_FIRST), "{probed:?}");
+                let ups = switches(&sim.frames);
+                assert_eq!(ups.len(), 1, "{ups:?}");
+                assert!(ups[0].0 < 200, "climbed at frame {}", ups[0].0);
+                assert_eq!(sim.policy.active_variant(), Some(0));
+            } else {
+                assert!(probed.is_empty(), "{probed:?}");
+                assert_eq!(sim.policy.active_variant(), Some(1));
+            }
+        }
+    }
+
+    #[test]
+    fn rechecks_of_a_rung_that_stays_too_slow_back_off_to_once_a_minute() {
+        // Really 60 ms: each recheck misses its frame, so they come 2, 4, 8, 16, 32, 60 and 60 s
+        // apart (the first 2 s after frame 1, the first that could climb); hopeless rungs
+        // (above twice the budget) are never rechecked.
+        let mut sim = Sim::new(&[Some(60.0), Some(3.0)], PolicyConfig::default());
+        sim.policy.set_quiet(true);
+        sim.run(frames_in(Duration::from_secs(240)), |_, v| [60.0, 3.0][v]);
+        let probed = probes(&sim.frames);
+        let gaps: Vec<usize> = std::iter::once(probed[0])
+            .chain(probed.windows(2).map(|w| w[1] - w[0]))
+            .collect();
+        let mut expected: Vec<usize> = [2, 4, 8, 16, 32, 60, 60].map(|s| s * 25).to_vec();
+        expected[0] += 1;
+        assert_eq!(gaps, expected);
+        assert_eq!(misses(&sim.frames), probed.len());
+        assert_eq!(sim.policy.active_variant(), Some(1));
+
+        let mut hopeless = Sim::new(&[Some(90.0), Some(3.0)], PolicyConfig::default());
+        hopeless.policy.set_quiet(true);
+        hopeless.run(1000, |_, v| [90.0, 3.0][v]);
+        assert!(probes(&hopeless.frames).is_empty());
     }
 
     #[test]
