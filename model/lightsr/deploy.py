@@ -92,6 +92,14 @@ def bicubic_phase_kernel(scale: int) -> Tensor:
     return kernel.reshape(3 * scale * scale, 3, 5, 5).float()
 
 
+def last_conv(m: nn.Module) -> nn.Conv2d:
+    """The last conv of a 3x3 conv of the generator (`conv3x3`): the pointwise conv of a SepConv, a
+    dense conv itself."""
+    while not isinstance(m, nn.Conv2d):
+        m = m[-1]
+    return m
+
+
 def supports_phases(net: nn.Module) -> bool:
     """Whether `PhaseDeploy` can run `net`: an F2SRGANGenerator without Fourier blocks whose tail is
     one conv to 3*s*s channels + PixelShuffle (upsampler 'light') and that adds the bicubic skip."""
@@ -184,7 +192,7 @@ class PhaseDeploy(nn.Module):
         self.initial = net.initial
         with torch.no_grad():
             for block in net.residual:
-                last = block.block2[-1][-1]
+                last = last_conv(block.block2)
                 last.weight.mul_(block.res_scale)
                 last.bias.mul_(block.res_scale)
         self.blocks1 = nn.ModuleList([b.block1 for b in net.residual])
@@ -194,7 +202,7 @@ class PhaseDeploy(nn.Module):
         # s * 3 bytes of one input pixel lie together, so the final shuffle copies runs of bytes
         s = self.scale
         order = phase_order(s)
-        last = self.tail[-1]
+        last = last_conv(self.tail)
         with torch.no_grad():
             last.weight.copy_(last.weight[order])
             last.bias.copy_(last.bias[order] + 0.5)
@@ -222,16 +230,17 @@ def phase_deploy_from_state(state: dict, scale: int) -> PhaseDeploy:
     """The eager `PhaseDeploy` whose state dict is `state` (e.g. a bundle rung's TorchScript
     `.state_dict()`): widths, pruned ones included, are read off the weights' shapes, so a rung can
     be re-formed (`pad_channels`) or compiled without its training checkpoint."""
-    from lightsr.archs.arch_util import SepConv  # noqa: PLC0415
-    from lightsr.archs.f2srgan_arch import F2SRGANGenerator  # noqa: PLC0415
+    from lightsr.archs.f2srgan_arch import F2SRGANGenerator, conv3x3  # noqa: PLC0415
     blocks = sorted({int(k.split(".")[1]) for k in state if k.startswith("blocks1.")})
-    width = state["initial.0.1.weight"].shape[0]
+    conv = "dense" if "initial.0.weight" in state else "sep"
+    pointwise = "" if conv == "dense" else ".1"  # a SepConv's last conv is its index 1
+    width = state[f"initial.0{pointwise}.weight"].shape[0]
     net = F2SRGANGenerator(scale=scale, num_blocks=len(blocks), fourier=False, width=width,
-                           upsampler="light", image_skip=True)
+                           upsampler="light", image_skip=True, conv=conv)
     for i, block in enumerate(net.residual):
-        mid = state[f"blocks1.{i}.0.1.weight"].shape[0]
-        block.block1 = nn.Sequential(SepConv(width, mid, 3), nn.PReLU(mid))
-        block.block2 = nn.Sequential(SepConv(mid, width, 3))
+        mid = state[f"blocks1.{i}.0{pointwise}.weight"].shape[0]
+        block.block1 = nn.Sequential(conv3x3(width, mid, conv), nn.PReLU(mid))
+        block.block2 = nn.Sequential(conv3x3(mid, width, conv))
         block.res_scale = 1.0  # already folded into the state's weights
     deploy = PhaseDeploy(net)
     deploy.load_state_dict(state)
@@ -269,6 +278,16 @@ def pad_channels(deploy: PhaseDeploy, multiple: int = 8) -> PhaseDeploy:
     (cuDNN's fp16 kernels want channel counts that are multiples of 8)."""
     out = copy.deepcopy(deploy)
     up = lambda c: -(-c // multiple) * multiple  # noqa: E731
+    if isinstance(out.initial[0], nn.Conv2d):  # dense convs
+        w8 = up(out.initial[0].out_channels)
+        out.initial[0] = _grown_conv(out.initial[0], 3, w8)
+        for block1, block2 in zip(out.blocks1, out.blocks2):
+            mid8 = up(block1[0].out_channels)
+            block1[0] = _grown_conv(block1[0], w8, mid8)
+            block1[1] = _grown_prelu(block1[1], mid8)
+            block2[0] = _grown_conv(block2[0], mid8, w8)
+        out.tail = _grown_conv(out.tail, w8, out.tail.out_channels)
+        return out.eval()
     width = out.initial[0][1].out_channels
     w8 = up(width)
     sep = out.initial[0]
@@ -285,6 +304,15 @@ def pad_channels(deploy: PhaseDeploy, multiple: int = 8) -> PhaseDeploy:
     tail[0] = _grown_conv(tail[0], w8, w8)
     tail[1] = _grown_conv(tail[1], w8, tail[1].out_channels)
     return out.eval()
+
+
+def gpu_phase_deploy(deploy: PhaseDeploy, multiple: int = 8) -> nn.Module:
+    """The CUDA form of a phase-form rung: `GpuPhaseDeploy` for SepConv rungs; for rungs of dense
+    convs (cuDNN's own kernels, no depthwise / pointwise pair to re-form) the rung itself with its
+    widths padded to a multiple of `multiple` (`pad_channels`)."""
+    if isinstance(deploy.initial[0], nn.Conv2d):
+        return pad_channels(deploy, multiple)
+    return GpuPhaseDeploy(deploy, multiple)
 
 
 class GpuPhaseDeploy(nn.Module):

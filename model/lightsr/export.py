@@ -47,7 +47,7 @@ from lightsr.archs.fourier_arch import FourierUnit
 from lightsr.bundle import (OBJECTIVES, BundleError, Variant, load_manifest, manifest_dict, validate_bundle,
                             write_manifest)
 from lightsr.complexity import count_macs, count_params
-from lightsr.deploy import (BicubicUpscale, GpuPhaseDeploy, PhaseDeploy, U8Deploy, bicubic_variant,
+from lightsr.deploy import (BicubicUpscale, PhaseDeploy, U8Deploy, bicubic_variant, gpu_phase_deploy,
                             phase_deploy_from_state, supports_phases)
 from lightsr.train import load_config
 
@@ -184,10 +184,10 @@ def cuda_file_for(file: str) -> str:
 
 
 def gpu_form(scripted: torch.jit.ScriptModule, scale: int) -> torch.jit.ScriptModule:
-    """The CUDA form (`GpuPhaseDeploy`) of a scripted `PhaseDeploy` rung, re-formed from its own
-    weights and checked against it on the CPU (within 1 grey level)."""
+    """The CUDA form (`deploy.gpu_phase_deploy`) of a scripted `PhaseDeploy` rung, re-formed from its
+    own weights and checked against it on the CPU (within 1 grey level)."""
     twin = phase_deploy_from_state({k: v.float() for k, v in scripted.state_dict().items()}, scale)
-    cuda_module = torch.jit.script(GpuPhaseDeploy(twin).eval())
+    cuda_module = torch.jit.script(gpu_phase_deploy(twin).eval())
     check_scripted(cuda_module, scripted, scale)
     return cuda_module
 
@@ -264,7 +264,10 @@ def default_objective(ck: dict) -> str:
 def default_arch(net: nn.Module, ck: dict) -> str:
     if "arch" in ck:
         return str(ck["arch"])
-    base = "f2srgan" if has_fourier(net) else "light-f2srgan"
+    if getattr(net, "conv", "sep") == "dense":
+        base = "f2srgan-dense"  # the generator with plain 3x3 convs, no Fourier blocks
+    else:
+        base = "f2srgan" if has_fourier(net) else "light-f2srgan"
     return base + "-pruned" if "module" in ck else base
 
 

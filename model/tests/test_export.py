@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from lightsr import export
 from lightsr.archs import build_network
 from lightsr.bundle import BundleError, manifest_problems, validate_bundle
-from lightsr.archs.arch_util import SepConv
-from lightsr.deploy import (BicubicUpscale, GpuPhaseDeploy, PhaseBicubic, PhaseDeploy, U8Deploy,
-                            bicubic_phase_kernel, pad_channels, phase_deploy_from_state,
+from lightsr.archs.f2srgan_arch import conv3x3
+from lightsr.deploy import (BicubicUpscale, PhaseBicubic, PhaseDeploy, U8Deploy,
+                            bicubic_phase_kernel, gpu_phase_deploy, pad_channels, phase_deploy_from_state,
                             bicubic_variant, supports_phases)
 from lightsr.evaluate import fixed_pattern_rms
 
@@ -181,19 +181,19 @@ def test_bicubic_phase_kernel_is_torch_bicubic(scale):
     assert (got - want).abs().max() < 2e-3
 
 
-def image_skip_generator(scale, blocks=2, width=8, seed=0):
+def image_skip_generator(scale, blocks=2, width=8, seed=0, conv="sep"):
     torch.manual_seed(seed)
     net = build_network({"type": "F2SRGANGenerator", "scale": scale, "num_blocks": blocks, "fourier": False,
-                         "width": width, "upsampler": "light", "image_skip": True}).eval()
+                         "width": width, "upsampler": "light", "image_skip": True, "conv": conv}).eval()
     with torch.no_grad():  # image_skip starts its last conv at zero: give it a correction to carry
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return net
 
 
-@pytest.mark.parametrize("scale", [2, 3, 4])
-def test_phase_deploy_equals_the_deploy_wrapper(scale):
-    net = image_skip_generator(scale)
+@pytest.mark.parametrize("scale,conv", [(2, "sep"), (3, "sep"), (4, "sep"), (4, "dense")])
+def test_phase_deploy_equals_the_deploy_wrapper(scale, conv):
+    net = image_skip_generator(scale, conv=conv)
     assert supports_phases(net)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     eager, phases = U8Deploy(net, scale).eval(), torch.jit.script(PhaseDeploy(net).eval())
@@ -223,30 +223,32 @@ def test_phase_forms_cover_what_they_can_and_export_prefers_them():
     assert (bic(x).int() - torch_bicubic_u8(x, 3).int()).abs().max() <= 1
 
 
-def pruned_shape_generator(scale, mids=(5, 11, 9), width=13, seed=1):
+def pruned_shape_generator(scale, mids=(5, 11, 9), width=13, seed=1, conv="sep"):
     """An image-skip generator with the odd, per-block widths that pruning leaves."""
-    net = image_skip_generator(scale, blocks=len(mids), width=width, seed=seed)
+    net = image_skip_generator(scale, blocks=len(mids), width=width, seed=seed, conv=conv)
     torch.manual_seed(seed)
     for block, mid in zip(net.residual, mids):
-        block.block1 = torch.nn.Sequential(SepConv(width, mid, 3), torch.nn.PReLU(mid))
-        block.block2 = torch.nn.Sequential(SepConv(mid, width, 3))
+        block.block1 = torch.nn.Sequential(conv3x3(width, mid, conv), torch.nn.PReLU(mid))
+        block.block2 = torch.nn.Sequential(conv3x3(mid, width, conv))
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return net.eval()
 
 
-@pytest.mark.parametrize("scale", [2, 4])
-def test_cuda_form_computes_the_phase_form(scale):
+@pytest.mark.parametrize("scale,conv", [(2, "sep"), (4, "sep"), (4, "dense")])
+def test_cuda_form_computes_the_phase_form(scale, conv):
     """Re-formed from a scripted rung's state: the twin is exact, padding to 8 adds zero channels
-    only, the CUDA form (folded biases, pointwise convs as linear) stays within a grey level."""
-    scripted = torch.jit.script(PhaseDeploy(pruned_shape_generator(scale)).eval())
+    only, the CUDA form (SepConv rungs: folded biases, pointwise convs as linear; dense rungs: the
+    padded twin) stays within a grey level."""
+    scripted = torch.jit.script(PhaseDeploy(pruned_shape_generator(scale, conv=conv)).eval())
     x = u8_frame(2, 19, 46, seed=scale)[:, :, ::2, :]
     twin = phase_deploy_from_state(scripted.state_dict(), scale)
     padded = pad_channels(twin)
     widths = [m.out_channels for m in padded.modules() if isinstance(m, torch.nn.Conv2d)]
     assert 13 not in widths and 5 not in widths and 16 in widths and 8 in widths
-    gpu = torch.jit.script(GpuPhaseDeploy(twin).eval())
+    gpu = torch.jit.script(gpu_phase_deploy(twin).eval())
+    assert gpu.original_name == ("PhaseDeploy" if conv == "dense" else "GpuPhaseDeploy")
     with torch.no_grad():
         want = scripted(x).int()
         assert torch.equal(twin(x).int(), want)

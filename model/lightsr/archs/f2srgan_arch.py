@@ -14,16 +14,25 @@ from lightsr.archs.fourier_arch import FFC
 from lightsr.archs.registry import register_arch
 
 UPSAMPLERS = ("published", "light")
+CONVS = ("sep", "dense")
+
+
+def conv3x3(in_channels: int, out_channels: int, conv: str = "sep") -> nn.Module:
+    """The generator's 3x3 convolution: a SepConv (depthwise + pointwise, as published) or, with
+    `conv='dense'`, a plain `nn.Conv2d`."""
+    if conv == "dense":
+        return nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    return SepConv(in_channels, out_channels, 3)
 
 
 class ResidualBlock(nn.Module):
-    """`x + res_scale * B2(PReLU(B1(x)))`, B1 an FFC (Fourier block) or a SepConv."""
+    """`x + res_scale * B2(PReLU(B1(x)))`, B1 an FFC (Fourier block) or a 3x3 conv (`conv3x3`)."""
 
-    def __init__(self, channels: int, fourier: bool, res_scale: float = 0.1):
+    def __init__(self, channels: int, fourier: bool, res_scale: float = 0.1, conv: str = "sep"):
         super().__init__()
-        first = FFC(channels) if fourier else SepConv(channels, channels, 3)
+        first = FFC(channels) if fourier else conv3x3(channels, channels, conv)
         self.block1 = nn.Sequential(first, nn.PReLU(channels))
-        self.block2 = nn.Sequential(SepConv(channels, channels, 3))
+        self.block2 = nn.Sequential(conv3x3(channels, channels, conv))
         self.res_scale = res_scale
 
     def forward(self, x: Tensor) -> Tensor:
@@ -62,27 +71,33 @@ class F2SRGANGenerator(nn.Module):
             network starts as exactly bicubic. Not in the published model; the project's
             compression-aware ladder uses it (a tiny network trained to restore coded frames from
             clean weights stayed below bicubic, model/REPORT.md).
+        conv: 'sep' (published: every 3x3 conv a SepConv) or 'dense' (plain 3x3 convs; the
+            project's heavier compression-aware rungs, model/REPORT.md). Fourier blocks need 'sep'.
     """
 
     def __init__(self, scale: int = 4, num_blocks: int = 16, fourier: bool = True,
                  width: int = 64, upsampler: str = "published", res_scale: float = 0.1,
-                 image_skip: bool = False):
+                 image_skip: bool = False, conv: str = "sep"):
         super().__init__()
         if upsampler not in UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got '{upsampler}'")
+        if conv not in CONVS or (conv == "dense" and (fourier or upsampler != "light")):
+            raise ValueError(f"conv must be one of {CONVS} ('dense' without Fourier blocks and with "
+                             f"upsampler='light'), got '{conv}'")
         if fourier and width % 16 != 0:
             raise ValueError(f"with fourier=True the width must be a multiple of 16, got {width}")
         self.scale = int(scale)
         self.fourier = bool(fourier)
         self.sub_mean = MeanShift(-1)
-        self.initial = nn.Sequential(SepConv(3, width, 3))
+        self.conv = conv
+        self.initial = nn.Sequential(conv3x3(3, width, conv))
         self.residual = nn.Sequential(*[
-            ResidualBlock(width, fourier and i % 2 == 0, res_scale) for i in range(num_blocks)])
+            ResidualBlock(width, fourier and i % 2 == 0, res_scale, conv) for i in range(num_blocks)])
         if upsampler == "published":
             self.upsampler = published_upsampler(width, self.scale)
             self.final_conv = SepConv(width, 3, 3)
         else:
-            self.upsampler = nn.Sequential(SepConv(width, 3 * self.scale ** 2, 3),
+            self.upsampler = nn.Sequential(conv3x3(width, 3 * self.scale ** 2, conv),
                                            nn.PixelShuffle(self.scale))
             self.final_conv = nn.Identity()
         self.add_mean = MeanShift(+1)
