@@ -15,6 +15,7 @@ re-encodes it and serves it over SRT and HLS; a client reads the SRT output. Che
 Run by tests/run-all.sh with the venv's Python (numpy, PyAV and the lightsr package: its decoder
 and PSNR-Y); the server runs on the system Python (PyGObject).
 """
+import json
 import os
 import re
 import socket
@@ -53,6 +54,12 @@ def fail(message: str) -> None:
     print(f"stream-server-test: FAILED: {message}", file=sys.stderr)
     sys.exit(1)
 
+
+
+def ladder_rungs(scale: int) -> list[str]:
+    """The embedded default ladder's rungs at `scale` (any of them may run adaptively)."""
+    manifest = json.loads((Path(__file__).resolve().parent.parent / "model/bundles/default/manifest.json").read_text())
+    return [v["name"] for ladder in manifest["ladders"] if ladder["scale"] == scale for v in ladder["variants"]]
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="lightsrscale-stream-"))
@@ -127,7 +134,7 @@ def main() -> int:
     # Offline: the same decoded input through lightsrscale, with each rung the server may run.
     inputs = [f for clip in sent for f in decode(clip)]
     references = {}
-    for variant in ("light-pruned", "bicubic"):
+    for variant in ladder_rungs(S):
         references[variant] = []
         for i, clip in enumerate(sent):
             raw = work / f"offline-{variant}-{i}.raw"

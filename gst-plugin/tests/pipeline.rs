@@ -458,7 +458,7 @@ fn frames_in_cuda_memory_stay_on_the_gpu_and_give_the_system_memory_picture() {
     }
     let source =
         "videotestsrc num-buffers=4 pattern=smpte ! video/x-raw,format=RGBA,width=96,height=64";
-    let rung = "lightsrscale name=sr scale=2 variant=light-pruned device=cuda";
+    let rung = "lightsrscale name=sr scale=2 variant=dense device=cuda";
     let appsink = "video/x-raw,format=RGBA ! appsink name=out sync=false";
     // cudaupload passes system memory through when downstream takes it (seen on an H200 with
     // GStreamer 1.22): ask for CUDA memory, as with any element that takes both
@@ -567,7 +567,7 @@ fn nvh264dec_to_lightsrscale_in_cuda_memory_gives_the_system_memory_picture() {
          ! video/x-raw,format=I420,width=320,height=240,framerate=25/1 \
          ! x264enc speed-preset=ultrafast qp-min=18 qp-max=18 ! h264parse ! nvh264dec"
     );
-    let rung = "lightsrscale name=sr scale=2 variant=light-pruned device=cuda";
+    let rung = "lightsrscale name=sr scale=2 variant=dense device=cuda";
     let gray = "videoconvert ! video/x-raw,format=GRAY8,width=640,height=480 \
                 ! appsink name=out sync=false";
     let (system, sys_in, sys_out, _) = frames_and_caps(&format!(

@@ -77,7 +77,7 @@ export LIGHTSRSCALE_BENCH_DEVICE="${BENCH_DEVICE:-cuda}" LIGHTSRSCALE_BENCH_MODE
 export FRAMES="${BENCH_FRAMES:-50}"
 for run in ${OVERHEAD_RUNS:-320x180:4 960x540:4 1920x1080:2}; do
   set -- ${run/:/ }
-  for variant in ${OVERHEAD_VARIANTS:-light-pruned bicubic}; do
+  for variant in ${OVERHEAD_VARIANTS:-dense-wide dense bicubic}; do
     LIGHTSRSCALE_BENCH_SIZE=$1 LIGHTSRSCALE_BENCH_SCALE=$2 LIGHTSRSCALE_BENCH_VARIANT=$variant \
       step "overhead-$1-x$2-$variant" 60 "$KIT/bin/bench-overhead"
   done
