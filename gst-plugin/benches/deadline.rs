@@ -44,8 +44,9 @@ struct Run {
     config: String,
     frames: u64,
     halves: [Half; 2],
-    /// Frames made by learned (not weight-free) rungs, per half.
-    learned: [u64; 2],
+    /// Frames made by learned (not weight-free) rungs, and by any rung, per half (the element's
+    /// counts: the sink's lag a frame behind them).
+    learned: [(u64, u64); 2],
     /// Seconds of running time per active variant, per half.
     time_on: [BTreeMap<String, f64>; 2],
     stats: gst::Structure,
@@ -57,18 +58,22 @@ fn sink_counts(sink: &gst::Element) -> (u64, u64) {
     (get("rendered"), get("dropped"))
 }
 
-/// Frames the element made with learned rungs so far (every rung but `bicubic`).
-fn learned_frames(sr: &gst::Element) -> u64 {
+/// Frames the element made so far with learned rungs (every rung but `bicubic`), and with any.
+fn learned_frames(sr: &gst::Element) -> (u64, u64) {
     let stats = sr.property::<gst::Structure>("stats");
     let Ok(variants) = stats.get::<gst::Array>("variants") else {
-        return 0;
+        return (0, 0);
     };
-    variants
+    let counts: Vec<(bool, u64)> = variants
         .iter()
         .filter_map(|v| v.get::<gst::Structure>().ok())
-        .filter(|v| v.get::<String>("name").is_ok_and(|n| n != "bicubic"))
-        .map(|v| v.get::<u64>("frames").unwrap_or(0))
-        .sum()
+        .map(|v| {
+            let learned = v.get::<String>("name").is_ok_and(|n| n != "bicubic");
+            (learned, v.get::<u64>("frames").unwrap_or(0))
+        })
+        .collect();
+    let learned = counts.iter().filter(|(l, _)| *l).map(|(_, f)| f).sum();
+    (learned, counts.iter().map(|(_, f)| f).sum())
 }
 
 fn element_counts(sr: &gst::Element) -> (u64, u64) {
@@ -142,7 +147,7 @@ fn run(config: &str, frames: u64) -> Run {
     let started = Instant::now();
     let half_time = FRAME * (frames / 2) as u32;
     let mut load: Option<Child> = None;
-    let mut at_half = (Half::default(), 0u64, 0u64);
+    let mut at_half = (Half::default(), 0u64, (0u64, 0u64));
     let mut switches: Vec<(u64, String)> = Vec::new();
     let deadline = FRAME * frames as u32 + Duration::from_secs(120);
     while started.elapsed() < deadline {
@@ -201,7 +206,10 @@ fn run(config: &str, frames: u64) -> Run {
         config: config.to_string(),
         frames,
         halves: [first, second],
-        learned: [learned_first, learned - learned_first],
+        learned: [
+            learned_first,
+            (learned.0 - learned_first.0, learned.1 - learned_first.1),
+        ],
         time_on: time_on(&switches, half_rt, end),
         stats,
     }
@@ -230,10 +238,10 @@ fn print(run: &Run) {
     for (h, name) in ["unloaded", "loaded"].iter().enumerate() {
         let half = &run.halves[h];
         println!(
-            "  {name:<9} learned rung on {:6.2}% of the frames ({} / {})",
-            percent(run.learned[h], half.due),
-            run.learned[h],
-            half.due
+            "  {name:<9} learned rung on {:6.2}% of the frames it made ({} / {})",
+            percent(run.learned[h].0, run.learned[h].1),
+            run.learned[h].0,
+            run.learned[h].1
         );
         let time: Vec<String> = run.time_on[h]
             .iter()
