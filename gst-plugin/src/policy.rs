@@ -1263,9 +1263,10 @@ impl DeadlinePolicy {
                     None => return choice,
                 }
             }
-            // A recheck expects to miss the prediction; only a frame with its whole budget
-            // (not queued behind a slow one) takes that chance.
-            Choice::Recheck(_) if budget < sustainable => match self.active {
+            // A recheck expects to miss the prediction; only a frame that is not queued behind a
+            // slow one takes that chance. Live, a frame has a little less than the period left
+            // when it arrives (39.4 of 40 ms), so "behind" is under 90% of it.
+            Choice::Recheck(_) if nanos(budget) < 0.9 * nanos(sustainable) => match self.active {
                 Some(active) => (active, Reason::Steady),
                 None => return choice,
             },
@@ -2182,6 +2183,29 @@ mod tests {
                 assert_eq!(sim.policy.active_variant(), Some(1));
             }
         }
+    }
+
+    #[test]
+    fn a_live_frame_arriving_a_little_after_its_timestamp_may_recheck() {
+        // Live, a frame reaches the element a little after its running time (here 0.6 ms), so
+        // its budget is a little under the period; it is not behind, and the recheck runs.
+        let mut policy = DeadlinePolicy::new(2, SMALL, PolicyConfig::default());
+        policy.seed(0, &[ms(60.0); 5]);
+        policy.seed(1, &[ms(3.0); 5]);
+        policy.set_quiet(true);
+        let latency = PERIOD;
+        let mut rechecked = None;
+        for i in 0..200u64 {
+            let rt = i * 40 * MS;
+            let now = rt + 600_000;
+            let d = policy.decide(now, FrameBudget::live(rt, latency, now, Some(PERIOD)));
+            if d.probe && d.variant == 0 {
+                rechecked = Some(i);
+                break;
+            }
+            policy.record(d.variant, ms(3.0), true);
+        }
+        assert_eq!(rechecked, Some(1 + frames_in(RECHECK_FIRST) as u64));
     }
 
     #[test]
