@@ -714,6 +714,9 @@ struct Climb {
     /// When the rung above may be re-measured although predicted not to fit (quiet machine).
     next_recheck: Option<u64>,
     recheck_interval: Duration,
+    /// The rung above was rechecked since the last switch: its estimate is a recheck's, which
+    /// may be one slow (cold) frame, so it is not judged hopeless by it.
+    rechecked: bool,
 }
 
 impl Default for Climb {
@@ -726,6 +729,7 @@ impl Default for Climb {
             backoff: 1,
             next_recheck: None,
             recheck_interval: RECHECK_FIRST,
+            rechecked: false,
         }
     }
 }
@@ -843,6 +847,7 @@ impl DeadlinePolicy {
             self.resized = true;
             self.climb = Climb {
                 backoff: self.climb.backoff,
+                recheck_interval: self.climb.recheck_interval,
                 ..Climb::default()
             };
         }
@@ -887,6 +892,7 @@ impl DeadlinePolicy {
         self.reset_qos();
         self.climb = Climb {
             backoff: self.climb.backoff,
+            recheck_interval: self.climb.recheck_interval,
             ..Climb::default()
         };
         self.pending = None;
@@ -1185,16 +1191,18 @@ impl DeadlinePolicy {
         }
     }
 
-    /// Whether to re-measure `up`, predicted not to fit `budget` (within [`RECHECK_REACH`]):
-    /// only on a quiet machine, whose frames show a rung's own cost, and at most every
+    /// Whether to re-measure `up`, predicted not to fit `budget` (within [`RECHECK_REACH`] until
+    /// its first recheck: one cold frame must not rule it out for good): only on a quiet machine, whose frames show a rung's own cost, and at most every
     /// `recheck_interval`, which doubles while rechecks find it too slow. Without it, a rung
     /// measured slow once (a slow phase of a shared machine, a warm-up under contention) would
     /// never run again: probes only re-measure rungs predicted to fit.
     fn recheck_due(&mut self, now: u64, up: usize, budget: Duration) -> bool {
-        let reachable = self
-            .predicted(up)
-            .is_some_and(|p| p <= nanos(budget) * RECHECK_REACH);
-        if !self.costs.is_quiet() || self.measuring_elsewhere || !reachable {
+        let reachable = self.climb.rechecked
+            || self
+                .predicted(up)
+                .is_some_and(|p| p <= nanos(budget) * RECHECK_REACH);
+        let fits = self.fits(up, budget, 1.0); // probed as it is, not rechecked
+        if !self.costs.is_quiet() || self.measuring_elsewhere || !reachable || fits {
             return false;
         }
         let interval = self.climb.recheck_interval;
@@ -1320,6 +1328,7 @@ impl DeadlinePolicy {
             self.stats.probes += 1;
         }
         if recheck {
+            self.climb.rechecked = true;
             let interval = (self.climb.recheck_interval * 2).min(RECHECK_MAX);
             self.climb.recheck_interval = interval;
             self.climb.next_recheck = Some(now.saturating_add(interval.as_nanos() as u64));
@@ -1369,6 +1378,9 @@ impl DeadlinePolicy {
         self.active = Some(variant);
         self.climb.fitting_since = None;
         self.climb.probe_confirmed = false;
+        // the rung above is another one, or was just left: its rechecks start a new wait
+        self.climb.next_recheck = None;
+        self.climb.rechecked = false;
         let fell_back = matches!(
             reason,
             Reason::DeadlineMissed | Reason::PredictedMiss | Reason::QosProportion
@@ -2206,6 +2218,33 @@ mod tests {
             policy.record(d.variant, ms(3.0), true);
         }
         assert_eq!(rechecked, Some(1 + frames_in(RECHECK_FIRST) as u64));
+    }
+
+    #[test]
+    fn a_cold_recheck_does_not_rule_a_rung_out() {
+        // The first recheck runs cold (90 ms, over twice the budget); later frames take 20 ms.
+        // The rung is rechecked again (4 s later) and climbed to; a restart keeps the back-off.
+        let mut sim = Sim::new(&[Some(60.0), Some(3.0)], PolicyConfig::default());
+        sim.policy.set_quiet(true);
+        let mut first = true;
+        sim.run(400, |_, v| match v {
+            0 if first => {
+                first = false;
+                90.0
+            }
+            0 => 20.0,
+            _ => 3.0,
+        });
+        let probed = probes(&sim.frames);
+        assert_eq!(&probed[..2], &[51, 151], "{probed:?}");
+        assert_eq!(sim.policy.active_variant(), Some(0));
+
+        let mut slow = Sim::new(&[Some(60.0), Some(3.0)], PolicyConfig::default());
+        slow.policy.set_quiet(true);
+        slow.run(200, |_, v| [60.0, 3.0][v]); // rechecks at frames 51 and 151: the wait is 8 s now
+        slow.policy.restart_time();
+        slow.run(300, |_, v| [60.0, 3.0][v]);
+        assert_eq!(probes(&slow.frames)[2], 200 + 8 * 25); // not 2 s after the restart
     }
 
     #[test]
