@@ -15,7 +15,6 @@ re-encodes it and serves it over SRT and HLS; a client reads the SRT output. Che
 Run by tests/run-all.sh with the venv's Python (numpy, PyAV and the lightsr package: its decoder
 and PSNR-Y); the server runs on the system Python (PyGObject).
 """
-import json
 import os
 import re
 import socket
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from lightsr.bundle import load_manifest
 from lightsr.degradations import decode_bitstream as decode
 from lightsr.iqa import psnr_y as psnr
 
@@ -58,7 +58,7 @@ def fail(message: str) -> None:
 
 def ladder_rungs(scale: int) -> list[str]:
     """The embedded default ladder's rungs at `scale` (any of them may run adaptively)."""
-    manifest = json.loads((Path(__file__).resolve().parent.parent / "model/bundles/default/manifest.json").read_text())
+    _, manifest = load_manifest(Path(__file__).resolve().parent.parent / "model/bundles/default")
     return [v["name"] for ladder in manifest["ladders"] if ladder["scale"] == scale for v in ladder["variants"]]
 
 def main() -> int:

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Video frames <-> the RGB tensors of the bundle contract, as libtorch operations.
+//! Video frames <-> the RGB tensors of the bundle contract.
 //!
 //! No GStreamer types here: a frame is a [`FrameFormat`] plus its planes (bytes + stride).
 //! Input planes are wrapped without copying (`from_blob` with the frame's strides). Conversions
@@ -339,19 +339,28 @@ unsafe fn yuv_planes_to_rgb_on_host(
     let c = YuvCoefficients::new(format.matrix, format.range).host();
     // SAFETY: forwarded to the caller
     let plane = |p: &RawPlane| unsafe { std::slice::from_raw_parts(p.ptr.cast_const(), p.len) };
-    let chroma = match format.layout {
-        PixelLayout::I420 => host::Chroma::Planar(
-            (plane(&planes[1]), planes[1].stride),
-            (plane(&planes[2]), planes[2].stride),
-        ),
-        _ => host::Chroma::Interleaved(plane(&planes[1]), planes[1].stride),
-    };
+    let chroma = host_chroma(format, planes, plane);
     let rgb = Tensor::f_empty([1, h as i64, w as i64, 3], (Kind::Uint8, Device::Cpu))?;
     // SAFETY: a fresh contiguous uint8 tensor of h * w * 3 bytes that nothing else sees
     let out = unsafe { std::slice::from_raw_parts_mut(rgb.data_ptr().cast::<u8>(), h * w * 3) };
     let luma = (plane(&planes[0]), planes[0].stride);
     host::yuv420_to_rgb(out, w, h, &c, luma, chroma, host_threads());
     Ok(rgb)
+}
+
+/// The chroma plane(s) of a host frame for [`host`]'s loops, each as `plane` makes it.
+fn host_chroma<'a, T>(
+    format: &FrameFormat,
+    planes: &'a [RawPlane],
+    plane: impl Fn(&'a RawPlane) -> T,
+) -> host::Chroma<T> {
+    match format.layout {
+        PixelLayout::I420 => host::Chroma::Planar(
+            (plane(&planes[1]), planes[1].stride),
+            (plane(&planes[2]), planes[2].stride),
+        ),
+        _ => host::Chroma::Interleaved(plane(&planes[1]), planes[1].stride),
+    }
 }
 
 /// Threads for a host conversion: the calling thread's libtorch count (the element's, which
@@ -669,24 +678,12 @@ unsafe fn write_yuv_on_host(
     let (h, w) = (format.height, format.width);
     let c = YuvCoefficients::new(format.matrix, format.range).host();
     let rgb = rgb.f_contiguous()?;
-    if rgb.numel() != h * w * 3 {
-        return Err(ConvertError(format!(
-            "cannot write {:?} into a {w}x{h} frame",
-            rgb.size()
-        )));
-    }
-    // SAFETY: a contiguous uint8 tensor of h * w * 3 elements (checked above), alive and
-    // unchanged for the call
+    // SAFETY: write_raw checked a uint8 (H, W, 3) tensor of this frame's size; contiguous now,
+    // alive and unchanged for the call
     let pixels = unsafe { std::slice::from_raw_parts(rgb.data_ptr().cast::<u8>(), h * w * 3) };
     // SAFETY: forwarded to the caller; the planes are distinct
     let plane = |p: &RawPlane| unsafe { std::slice::from_raw_parts_mut(p.ptr, p.len) };
-    let chroma = match format.layout {
-        PixelLayout::I420 => host::Chroma::Planar(
-            (plane(&planes[1]), planes[1].stride),
-            (plane(&planes[2]), planes[2].stride),
-        ),
-        _ => host::Chroma::Interleaved(plane(&planes[1]), planes[1].stride),
-    };
+    let chroma = host_chroma(format, planes, plane);
     let luma = (plane(&planes[0]), planes[0].stride);
     host::rgb_to_yuv420(pixels, w, h, &c, luma, chroma, host_threads());
     Ok(())
