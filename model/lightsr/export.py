@@ -265,7 +265,7 @@ def default_arch(net: nn.Module, ck: dict) -> str:
     if "arch" in ck:
         return str(ck["arch"])
     if getattr(net, "conv", "sep") == "dense":
-        base = "f2srgan-dense"  # the generator with plain 3x3 convs, no Fourier blocks
+        base = "f2srgan-dense"  # plain 3x3 convs (the manifest's `fourier` says whether FFCs too)
     else:
         base = "f2srgan" if has_fourier(net) else "light-f2srgan"
     return base + "-pruned" if "module" in ck else base

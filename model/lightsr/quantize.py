@@ -197,8 +197,9 @@ def main(argv: list[str]) -> int:
     err16 = deployment_error(reference, deployment_form(net, torch.float16))
     print(f"deployment form (fp16 convs, fp32 Fourier units) vs float: max |diff| {err16:.3f} (0..255)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    arch = ("f2srgan" if any(isinstance(m, FourierUnit) for m in deployed.modules()) else "light-f2srgan") \
-        + ("-pruned" if "prune" in source else "") + "-qat"
+    fourier = any(isinstance(m, FourierUnit) for m in deployed.modules())
+    base = "f2srgan-dense" if getattr(reference, "conv", "sep") == "dense" else "f2srgan" if fourier else "light-f2srgan"
+    arch = base + ("-pruned" if "prune" in source else "") + "-qat"
     torch.save({"module": deployed, "opt": opt, "arch": arch,
                 "description": f"quantization-aware fine-tuned ({steps} steps, int8 per-channel weight "
                                "grid); CUDA: fp16 convolutions, Fourier units fp32",

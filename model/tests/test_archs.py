@@ -206,6 +206,22 @@ def test_deepen_from_preserves_the_student_function_and_then_trains():
     assert teacher.residual[0].block2[0][1].weight.grad.abs().sum() > 0
 
 
+def test_deepen_from_a_dense_rung_into_a_dense_fourier_one():
+    """Dense-conv rungs deepen too: the new blocks' last convs are the dense convs themselves."""
+    from lightsr.archs.f2srgan_arch import deepen_from
+    common = dict(scale=4, width=16, upsampler="light", image_skip=True, conv="dense", res_scale=1.0)
+    student = generator(num_blocks=2, fourier=False, **common)
+    with torch.no_grad():
+        for p in student.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    teacher = generator(num_blocks=4, fourier=True, **common)
+    assert deepen_from(teacher, student.state_dict()) == [1, 3]
+    x = frame(11, 14)
+    with torch.no_grad():
+        assert (teacher(x) - student(x)).abs().max() < 1e-3
+
+
 def test_deepen_from_names_the_mismatch():
     from lightsr.archs.f2srgan_arch import deepen_from
     student = generator(scale=2, num_blocks=4, fourier=False, width=32)
@@ -230,3 +246,31 @@ def test_image_skip_generator_starts_as_bicubic_and_learns_a_correction(upsample
     # no new parameters: the published checkpoints' state dicts still match the plain generator
     plain = F2SRGANGenerator(scale=4, num_blocks=2, fourier=True, width=16, upsampler=upsampler)
     assert net.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_dense_fourier_generator_keeps_published_ffcs_between_plain_convs():
+    """`conv: dense` with Fourier blocks (the ladders' top rungs): every even block starts with the
+    published FFC (SepConvs and Fourier units inside), every other 3x3 conv is a plain conv; the FFTs
+    stay fp32 in a half module, and the image skip still starts the network as bicubic."""
+    import torch.nn.functional as F
+    from lightsr.archs.arch_util import SepConv
+    from lightsr.archs.fourier_arch import FFC
+    net = generator(scale=4, num_blocks=4, fourier=True, width=16, upsampler="light", image_skip=True,
+                    conv="dense", res_scale=1.0)
+    firsts = [type(b.block1[0]) for b in net.residual]
+    assert firsts == [FFC, torch.nn.Conv2d, FFC, torch.nn.Conv2d]
+    assert all(type(b.block2[0]) is torch.nn.Conv2d for b in net.residual)
+    assert not any(isinstance(m, SepConv) for m in (net.initial[0], net.upsampler[0]))
+    x = frame(13, 18)
+    bicubic = F.interpolate(x, scale_factor=4.0, mode="bicubic", align_corners=False)
+    assert torch.equal(net(x), bicubic)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        want = net(x)
+        got = torch.jit.script(net).half()(x.half()).float()
+    assert (want - bicubic).abs().max() > 1, "the correction is not trivial"
+    assert (got - want).abs().max() < 2.0  # fp16 convs around fp32 FFTs
+    assert torch.isfinite(got).all()
+    with pytest.raises(ValueError, match="upsampler='light'"):
+        generator(scale=4, num_blocks=2, fourier=True, width=16, conv="dense")

@@ -223,6 +223,27 @@ def test_phase_forms_cover_what_they_can_and_export_prefers_them():
     assert (bic(x).int() - torch_bicubic_u8(x, 3).int()).abs().max() <= 1
 
 
+def test_dense_fourier_rung_exports_as_the_u8_wrapper_and_matches_eager():
+    """The ladders' top rungs (conv: dense with Fourier blocks) have no phase form: export scripts
+    the u8 wrapper, records `fourier`, and the module computes what the network does."""
+    torch.manual_seed(2)
+    net = build_network({"type": "F2SRGANGenerator", "scale": 2, "num_blocks": 2, "fourier": True,
+                         "width": 16, "upsampler": "light", "image_skip": True, "conv": "dense",
+                         "res_scale": 1.0}).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert not supports_phases(net)
+    ev = export.export_learned(net, 2, "fourier", "a dense rung with FFCs", "f2srgan-dense", timing=False)
+    assert ev.variant.fourier and ev.variant.extra["deploy_form"] != "phases" and ev.cuda_module is None
+    x = u8_frame(1, 21, 30, seed=5)
+    with torch.no_grad():
+        want = net(x.permute(0, 3, 1, 2).float()).clamp(0, 255).round()
+        got = ev.module(x).permute(0, 3, 1, 2).float()
+    assert (got - want).abs().max() <= 1
+    assert (want - torch_bicubic_u8(x, 2).permute(0, 3, 1, 2).float()).abs().max() > 2
+
+
 def pruned_shape_generator(scale, mids=(5, 11, 9), width=13, seed=1, conv="sep"):
     """An image-skip generator with the odd, per-block widths that pruning leaves."""
     net = image_skip_generator(scale, blocks=len(mids), width=width, seed=seed, conv=conv)

@@ -72,7 +72,8 @@ class F2SRGANGenerator(nn.Module):
             compression-aware ladder uses it (a tiny network trained to restore coded frames from
             clean weights stayed below bicubic, model/REPORT.md).
         conv: 'sep' (published: every 3x3 conv a SepConv) or 'dense' (plain 3x3 convs; the
-            project's heavier compression-aware rungs, model/REPORT.md). Fourier blocks need 'sep'.
+            project's heavier compression-aware rungs, model/REPORT.md). The FFCs of Fourier
+            blocks stay as published either way.
     """
 
     def __init__(self, scale: int = 4, num_blocks: int = 16, fourier: bool = True,
@@ -81,9 +82,8 @@ class F2SRGANGenerator(nn.Module):
         super().__init__()
         if upsampler not in UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got '{upsampler}'")
-        if conv not in CONVS or (conv == "dense" and (fourier or upsampler != "light")):
-            raise ValueError(f"conv must be one of {CONVS} ('dense' without Fourier blocks and with "
-                             f"upsampler='light'), got '{conv}'")
+        if conv not in CONVS or (conv == "dense" and upsampler != "light"):
+            raise ValueError(f"conv must be one of {CONVS} ('dense' with upsampler='light'), got '{conv}'")
         if fourier and width % 16 != 0:
             raise ValueError(f"with fourier=True the width must be a multiple of 16, got {width}")
         self.scale = int(scale)
@@ -147,7 +147,7 @@ def deepen_from(teacher: F2SRGANGenerator, student_state: Dict[str, Tensor]) -> 
     (Net2DeeperNet, Chen et al. 2016): head, upsampler and final conv are copied; student
     block i goes to the teacher block at the same relative depth (`pair_layers`: 8 -> 16 gives
     1, 3, ..., 15, the plain blocks between the Fourier ones); every other teacher block starts
-    as the identity (its last pointwise conv zeroed, so `x + 0.1 * 0`). The teacher then computes
+    as the identity (its last conv zeroed, so `x + res_scale * 0`). The teacher then computes
     exactly what the student does and training adds what its extra blocks can learn.
 
     Returns the teacher block indices that received student blocks. Raises ValueError when the
@@ -177,8 +177,9 @@ def deepen_from(teacher: F2SRGANGenerator, student_state: Dict[str, Tensor]) -> 
             own[key].copy_(value)
         for i, block in enumerate(teacher.residual):
             if i not in targets:
-                pointwise = block.block2[0][1]
-                pointwise.weight.zero_()
-                if pointwise.bias is not None:
-                    pointwise.bias.zero_()
+                last = block.block2[0]  # a dense conv, or a SepConv whose pointwise conv is last
+                last = last if isinstance(last, nn.Conv2d) else last[1]
+                last.weight.zero_()
+                if last.bias is not None:
+                    last.bias.zero_()
     return targets
