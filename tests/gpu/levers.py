@@ -151,6 +151,8 @@ def main() -> int:
                 if spec.get("kind") == "learned":
                     full = torch.jit.load(str(args.bundle / spec["file"]), map_location="cuda").eval()
                     lever("fp32", lambda: full(frame))
+                if spec.get("kind") == "learned" and spec.get("deploy_form") == "phases":
+                    # re-formed from the rung's own weights (the u8-wrapper rungs, Fourier ones, have none)
                     twin = phase_deploy_from_state(
                         {k: v.float().cpu() for k, v in full.state_dict().items()}, scale)
                     padded = torch.jit.script(pad_channels(twin)).cuda().eval()
