@@ -389,7 +389,12 @@ fn tiles_give_the_untiled_picture_of_a_convolutional_rung() {
     for scale in [4i64, 2] {
         let specs = &manifest.ladder(scale as u32).unwrap().variants;
         let name = &specs.iter().find(|v| !v.fourier).unwrap().name;
-        let variant = bundle.ladder(scale as u32).unwrap().variant(name).unwrap().clone();
+        let variant = bundle
+            .ladder(scale as u32)
+            .unwrap()
+            .variant(name)
+            .unwrap()
+            .clone();
         let input = hr.narrow(1, 0, 128 / scale * 2).narrow(2, 0, 192);
         let whole = variant.upscale(&input).unwrap();
         for tile in [16, 40, 64] {

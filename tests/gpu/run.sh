@@ -75,9 +75,15 @@ fi
 
 export LIGHTSRSCALE_BENCH_DEVICE="${BENCH_DEVICE:-cuda}" LIGHTSRSCALE_BENCH_MODEL="$ROOT/model/bundles/default"
 export FRAMES="${BENCH_FRAMES:-50}"
+in_ladder() {  # in_ladder SCALE VARIANT: whether the default bundle's ladder of SCALE has VARIANT
+  "$PYTHON" -c 'import json, sys; m = json.load(open(sys.argv[1]))
+sys.exit(0 if any(l["scale"] == int(sys.argv[2]) and any(v["name"] == sys.argv[3] for v in l["variants"])
+                  for l in m["ladders"]) else 1)' "$LIGHTSRSCALE_BENCH_MODEL/manifest.json" "$1" "$2"
+}
 for run in ${OVERHEAD_RUNS:-320x180:4 960x540:4 1920x1080:2}; do
   set -- ${run/:/ }
-  for variant in ${OVERHEAD_VARIANTS:-dense-wide dense bicubic}; do
+  for variant in ${OVERHEAD_VARIANTS:-fourier dense-wide dense bicubic}; do
+    in_ladder "$2" "$variant" || continue
     LIGHTSRSCALE_BENCH_SIZE=$1 LIGHTSRSCALE_BENCH_SCALE=$2 LIGHTSRSCALE_BENCH_VARIANT=$variant \
       step "overhead-$1-x$2-$variant" 60 "$KIT/bin/bench-overhead"
   done

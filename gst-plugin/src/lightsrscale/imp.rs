@@ -82,6 +82,11 @@ const WARM_UP_DISCARDED: usize = 2;
 const WARM_UP_TIMED: usize = 5;
 /// Total warm-up time after which the remaining rungs are left to be measured by probes.
 const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
+/// A live warm-up stops at a rung whose first timed run takes this many frame durations: the
+/// policy never climbs that far (it does not even recheck a rung over twice the budget), so the
+/// heavier rungs after it are left unmeasured rather than holding the cores the stream needs
+/// (on 2 CPU cores the x4 `fourier` rung takes 0.35 s a 320x180 frame: 7 runs of it were 2.5 s).
+const WARM_UP_HOPELESS: u32 = 4;
 /// 0: libtorch's own choice (one intra-op thread per core).
 const DEFAULT_THREADS: u32 = 0;
 /// 0: tile only frames whose estimated working memory exceeds the budget ([`auto_tile`]).
@@ -637,6 +642,7 @@ impl LightSrScale {
             return Ok(());
         };
         let live = lock(&self.timing).live;
+        let hopeless = warm_up.frame.filter(|_| live).map(|f| f * WARM_UP_HOPELESS);
         let generation = warm_up.generation;
         let element = self.obj().downgrade();
         // Only a rung in the order needs GStreamer's scaler built for the warm-up.
@@ -649,7 +655,8 @@ impl LightSrScale {
                 tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
             }
             let seeds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                measure_rungs(&variants, &warm_up.order, &infos, formats, scaler, tile)
+                let job = (formats, scaler, tile);
+                measure_rungs(&variants, &warm_up.order, &infos, job, hopeless)
             }))
             .unwrap_or_else(|_| Err("the warm-up panicked".to_string()));
             let Some(element) = element.upgrade() else {
@@ -763,18 +770,20 @@ fn running_time_of(segment: &gst::Segment, pts: Option<gst::ClockTime>) -> Optio
     segment.to_running_time(pts?).map(|t| t.nseconds())
 }
 
-/// Runs each rung in `order` on a blank frame of the negotiated formats (compiling runs
-/// untimed, then timed ones): the scheduler's first cost estimates. Bounded by
-/// [`WARM_UP_LIMIT`]; rungs not reached are left to probes. The weight-free rung gets a
-/// scaler of its own (a converter is not for two threads at once).
+/// Runs each rung in `order` (lightest first) on a blank frame of the negotiated formats
+/// (compiling runs untimed, then timed ones): the scheduler's first cost estimates. Bounded by
+/// [`WARM_UP_LIMIT`], and it stops after a rung whose first timed run took longer than
+/// `hopeless` (one sample for it); rungs not reached are left to probes. `job`: the formats,
+/// whether the weight-free rung gets a scaler of its own (a converter is not for two threads at
+/// once), the tile size.
 fn measure_rungs(
     variants: &[Arc<Variant>],
     order: &[usize],
     infos: &(gst_video::VideoInfo, gst_video::VideoInfo),
-    formats: (FrameFormat, FrameFormat),
-    scaler: bool,
-    tile: i64,
+    job: ((FrameFormat, FrameFormat), bool, i64),
+    hopeless: Option<Duration>,
 ) -> Result<Vec<(usize, Vec<Duration>)>, String> {
+    let (formats, scaler, tile) = job;
     let blank = |info: &gst_video::VideoInfo| gst::Buffer::from_mut_slice(vec![0u8; info.size()]);
     let inframe = gst_video::VideoFrame::from_buffer_readable(blank(&infos.0), &infos.0)
         .map_err(|_| "cannot map a warm-up input frame")?;
@@ -815,10 +824,22 @@ fn measure_rungs(
             if started.elapsed() > WARM_UP_LIMIT && !samples.is_empty() {
                 break;
             }
+            if far_over(&samples, hopeless) {
+                break;
+            }
         }
+        let stop = far_over(&samples, hopeless);
         seeds.push((v, samples));
+        if stop {
+            break;
+        }
     }
     Ok(seeds)
+}
+
+/// Whether a rung's first timed warm-up run took longer than `hopeless`.
+fn far_over(samples: &[Duration], hopeless: Option<Duration>) -> bool {
+    matches!((samples.first(), hopeless), (Some(&first), Some(limit)) if first > limit)
 }
 
 /// Runs one frame: GStreamer's scaler for the weight-free rung on the CPU, else the rung's
@@ -1768,5 +1789,25 @@ mod tests {
         assert_eq!(auto_tile(3840, 2160, cuda), 1440);
         assert_eq!(auto_tile(320, 180, tch::Device::Cpu), 0);
         assert!(available_memory().is_some_and(|m| m > 0));
+    }
+
+    #[test]
+    fn a_live_warm_up_stops_at_the_first_timed_run_far_over_the_frame() {
+        let ms = Duration::from_millis;
+        let limit = Some(ms(40) * WARM_UP_HOPELESS); // 25 fps
+        assert!(!far_over(&[], limit), "compiling runs are not judged");
+        assert!(!far_over(&[ms(150)], limit), "3.75 frames: measured on");
+        assert!(
+            far_over(&[ms(350)], limit),
+            "the x4 fourier rung on 2 cores"
+        );
+        assert!(
+            !far_over(&[ms(20), ms(350)], limit),
+            "only the first timed run counts"
+        );
+        assert!(
+            !far_over(&[ms(350)], None),
+            "not live: every rung is measured"
+        );
     }
 }

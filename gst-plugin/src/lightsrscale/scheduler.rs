@@ -150,6 +150,8 @@ pub struct WarmUp {
     pub order: Vec<usize>,
     /// Identifies the ladder and frame size the measurements are for.
     pub generation: u64,
+    /// The stream's frame duration when it was taken (none before caps give a frame rate).
+    pub frame: Option<Duration>,
 }
 
 /// Counters kept over the element's life (across caps, scale and state changes).
@@ -459,6 +461,7 @@ impl Scheduler {
         Some(WarmUp {
             order,
             generation: self.generation,
+            frame: self.frame_duration,
         })
     }
 
