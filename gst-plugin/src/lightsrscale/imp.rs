@@ -641,7 +641,7 @@ impl LightSrScale {
             lock(&self.scheduler).finish_warm_up(warm_up.generation, &[]);
             return Ok(());
         };
-        let live = lock(&self.timing).live;
+        let live = self.upstream_live();
         let hopeless = warm_up.frame.filter(|_| live).map(|f| f * WARM_UP_HOPELESS);
         let generation = warm_up.generation;
         let element = self.obj().downgrade();
@@ -707,6 +707,28 @@ impl LightSrScale {
             lock(&self.scheduler).finish_warm_up(generation, &[]);
         }
         Ok(())
+    }
+
+    /// Whether upstream is live: as the pipeline's last LATENCY query through this element said,
+    /// else as upstream answers one now. A live source's first caps (and the warm-up they start)
+    /// come before the pipeline's query: without asking, that warm-up ran on the streaming thread
+    /// and held the first frames for up to [`WARM_UP_LIMIT`].
+    fn upstream_live(&self) -> bool {
+        if lock(&self.answered_latency).is_some() {
+            return lock(&self.timing).live;
+        }
+        let mut query = gst::query::Latency::new();
+        let asked = self
+            .obj()
+            .static_pad("sink")
+            .is_some_and(|pad| pad.peer_query(&mut query));
+        gst::debug!(
+            CAT,
+            imp = self,
+            "upstream latency query: answered {asked}, {:?}",
+            query.result()
+        );
+        asked && query.result().0
     }
 
     /// Posts a latency message when the processing latency changed materially since the last
