@@ -261,14 +261,17 @@ def default_objective(ck: dict) -> str:
     return "perceptual" if ck.get("phase") == "full" else "fidelity"
 
 
-def default_arch(net: nn.Module, ck: dict) -> str:
-    if "arch" in ck:
-        return str(ck["arch"])
+def arch_name(net: nn.Module, pruned: bool) -> str:
+    """The manifest's `arch` of a generator (`lightsr quantize` appends `-qat`)."""
     if getattr(net, "conv", "sep") == "dense":
         base = "f2srgan-dense"  # plain 3x3 convs (the manifest's `fourier` says whether FFCs too)
     else:
         base = "f2srgan" if has_fourier(net) else "light-f2srgan"
-    return base + "-pruned" if "module" in ck else base
+    return base + "-pruned" if pruned else base
+
+
+def default_arch(net: nn.Module, ck: dict) -> str:
+    return str(ck["arch"]) if "arch" in ck else arch_name(net, "module" in ck)
 
 
 def export_checkpoint(entry: dict, timing: bool) -> tuple[int, ExportedVariant]:

@@ -24,9 +24,9 @@ import torch
 
 from torch import Tensor, nn
 
-from lightsr.archs.fourier_arch import FourierUnit
 from lightsr.train import load_config
 from lightsr.prune import generator_from, read_checkpoint
+from lightsr.export import arch_name
 from lightsr.recovery import finetune_to_reference, finetune_with_config, random_lr_batch, training_images
 
 FP16_MAX = float(torch.finfo(torch.float16).max)
@@ -197,9 +197,7 @@ def main(argv: list[str]) -> int:
     err16 = deployment_error(reference, deployment_form(net, torch.float16))
     print(f"deployment form (fp16 convs, fp32 Fourier units) vs float: max |diff| {err16:.3f} (0..255)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fourier = any(isinstance(m, FourierUnit) for m in deployed.modules())
-    base = "f2srgan-dense" if getattr(reference, "conv", "sep") == "dense" else "f2srgan" if fourier else "light-f2srgan"
-    arch = base + ("-pruned" if "prune" in source else "") + "-qat"
+    arch = arch_name(reference, "prune" in source) + "-qat"
     torch.save({"module": deployed, "opt": opt, "arch": arch,
                 "description": f"quantization-aware fine-tuned ({steps} steps, int8 per-channel weight "
                                "grid); CUDA: fp16 convolutions, Fourier units fp32",
