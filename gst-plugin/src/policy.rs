@@ -538,6 +538,9 @@ pub enum Reason {
     SizeChanged,
     /// The policy settings changed (variant, bounds, adaptive, margin): chosen afresh.
     Settings,
+    /// A warm-up off the streaming thread measured the ladder: chosen afresh from its costs,
+    /// as the first frame of a stream that is not live is.
+    Measured,
     /// No frame rate and not live: nothing to keep up with, the best allowed variant runs.
     NoDeadline,
     /// The frame's deadline has already passed.
@@ -564,6 +567,7 @@ impl Reason {
             Reason::Remeasure => "remeasure",
             Reason::SizeChanged => "size-changed",
             Reason::Settings => "settings",
+            Reason::Measured => "measured",
             Reason::NoDeadline => "no-deadline",
             Reason::AlreadyLate => "already-late",
             Reason::QosLate => "qos-late",
@@ -773,6 +777,8 @@ pub struct DeadlinePolicy {
     miss_pending: bool,
     resized: bool,
     reconfigured: bool,
+    /// A warm-up seeded costs since the last choice: the next adaptive frame chooses afresh.
+    measured: bool,
     climb: Climb,
     qos: Qos,
     consecutive_drops: u32,
@@ -794,6 +800,7 @@ impl DeadlinePolicy {
             miss_pending: false,
             resized: false,
             reconfigured: false,
+            measured: false,
             climb: Climb::default(),
             qos: Qos::default(),
             consecutive_drops: 0,
@@ -826,9 +833,13 @@ impl DeadlinePolicy {
         &self.costs
     }
 
-    /// Seeds a variant's cost at the current size with warm-up measurements.
+    /// Seeds a variant's cost at the current size with warm-up measurements. The next adaptive
+    /// frame chooses its rung afresh from the costs known then ([`Reason::Measured`]): a live
+    /// stream waits on its lightest rung for the warm-up, and the warm-up's five timed runs per
+    /// rung are the evidence a climb would otherwise wait a sustain period and a probe for.
     pub fn seed(&mut self, variant: usize, samples: &[Duration]) {
         self.costs.seed(variant, samples);
+        self.measured |= !samples.is_empty() && variant < self.costs.variants();
     }
 
     /// See [`CostModel::set_load`].
@@ -1069,6 +1080,9 @@ impl DeadlinePolicy {
         if self.reconfigured {
             return self.choose_fresh(budget, Reason::Settings);
         }
+        if self.measured {
+            return self.choose_fresh(budget, Reason::Measured);
+        }
         if std::mem::take(&mut self.miss_pending) {
             return self.step_down(current, budget, Reason::DeadlineMissed);
         }
@@ -1094,6 +1108,7 @@ impl DeadlinePolicy {
     fn choose_fresh(&mut self, budget: Duration, reason: Reason) -> Choice {
         self.resized = false;
         self.reconfigured = false;
+        self.measured = false;
         self.miss_pending = false;
         let (best, lightest) = self.bounds();
         let allowed = best..=lightest;

@@ -23,6 +23,8 @@ pub struct Variant {
     weight_free: bool,
     /// Tile overlap in input pixels (the manifest's `receptive_field`).
     overlap: i64,
+    /// The manifest's `cpu_ms_320x180`: what a frame cost on the exporting machine's CPU.
+    reference_cpu_cost: Option<Duration>,
     device: Device,
     module: CModule,
 }
@@ -61,6 +63,10 @@ impl Variant {
             objective: spec.objective,
             weight_free: spec.kind == "bicubic",
             overlap: i64::from(spec.receptive_field),
+            reference_cpu_cost: spec
+                .cpu_ms_320x180
+                .filter(|ms| ms.is_finite() && *ms > 0.0)
+                .map(|ms| Duration::from_secs_f64(ms / 1e3)),
             device,
             module,
         })
@@ -95,6 +101,15 @@ impl Variant {
 
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// What one 320x180 frame cost on the exporting machine's CPU (the manifest's
+    /// `cpu_ms_320x180`), on the CPU only: the ratio of two rungs' figures says how their costs
+    /// compare on another CPU and at another size, roughly (within about 30% on the shipped
+    /// ladder).
+    pub fn reference_cpu_cost(&self) -> Option<Duration> {
+        self.reference_cpu_cost
+            .filter(|_| self.device == Device::Cpu)
     }
 
     /// uint8 (N, H, W, 3) RGB, on any device and possibly strided -> uint8

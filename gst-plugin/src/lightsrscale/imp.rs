@@ -82,11 +82,12 @@ const WARM_UP_DISCARDED: usize = 2;
 const WARM_UP_TIMED: usize = 5;
 /// Total warm-up time after which the remaining rungs are left to be measured by probes.
 const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
-/// A live warm-up stops at a rung whose first timed run takes this many frame durations: the
-/// policy never climbs that far (it does not even recheck a rung over twice the budget), so the
-/// heavier rungs after it are left unmeasured rather than holding the cores the stream needs
-/// (on 2 CPU cores the x4 `fourier` rung takes 0.35 s a 320x180 frame: 7 runs of it were 2.5 s).
-const WARM_UP_HOPELESS: u32 = 4;
+/// A live warm-up stops at a rung whose first timed run takes this many frame durations, or
+/// that it estimates that slow from a lighter rung's cost and the manifest's timings: the policy
+/// never climbs that far (it does not even recheck a rung over twice the budget), so the
+/// heavier rungs are left out rather than holding the cores the stream needs (on 2 CPU cores
+/// the x4 `fourier` rung takes 0.35 s a 320x180 frame: 7 runs of it were 2.5 s).
+const WARM_UP_HOPELESS: u32 = 2;
 /// 0: libtorch's own choice (one intra-op thread per core).
 const DEFAULT_THREADS: u32 = 0;
 /// 0: tile only frames whose estimated working memory exceeds the budget ([`auto_tile`]).
@@ -795,7 +796,8 @@ fn running_time_of(segment: &gst::Segment, pts: Option<gst::ClockTime>) -> Optio
 /// Runs each rung in `order` (lightest first) on a blank frame of the negotiated formats
 /// (compiling runs untimed, then timed ones): the scheduler's first cost estimates. Bounded by
 /// [`WARM_UP_LIMIT`], and it stops after a rung whose first timed run took longer than
-/// `hopeless` (one sample for it); rungs not reached are left to probes. `job`: the formats,
+/// `hopeless` (one sample for it), or at a rung [`estimated_cost`] puts over `hopeless` (its
+/// estimate as its one sample, and it is not run); rungs not reached are left to probes. `job`: the formats,
 /// whether the weight-free rung gets a scaler of its own (a converter is not for two threads at
 /// once), the tile size.
 fn measure_rungs(
@@ -818,8 +820,20 @@ fn measure_rungs(
     };
     let started = Instant::now();
     let mut seeds = Vec::new();
+    // The last learned rung measured: its median cost here and its manifest reference cost.
+    let mut last_learned: Option<(Duration, Duration)> = None;
     for &v in order {
         if started.elapsed() > WARM_UP_LIMIT {
+            break;
+        }
+        let reference = variants[v].reference_cpu_cost();
+        if let Some(estimate) = estimated_cost(last_learned, reference)
+            .filter(|e| hopeless.is_some_and(|limit| *e > limit))
+        {
+            // Predicted far over the frame from a lighter rung's cost here: seeded with the
+            // estimate (so the policy never probes it blind), not run (its compiling runs alone
+            // would take the cores for a second at the start of a live stream).
+            seeds.push((v, vec![estimate]));
             break;
         }
         let job = FrameJob {
@@ -851,12 +865,34 @@ fn measure_rungs(
             }
         }
         let stop = far_over(&samples, hopeless);
+        if let (Some(median), Some(reference)) = (median(&samples), reference) {
+            if !job.variant.is_weight_free() {
+                last_learned = Some((median, reference));
+            }
+        }
         seeds.push((v, samples));
         if stop {
             break;
         }
     }
     Ok(seeds)
+}
+
+/// A rung's cost here estimated from the last learned rung measured here (`last`: its median
+/// cost here and its manifest reference) and the rung's own manifest reference.
+fn estimated_cost(
+    last: Option<(Duration, Duration)>,
+    reference: Option<Duration>,
+) -> Option<Duration> {
+    let ((measured, last_reference), reference) = (last?, reference?);
+    (!last_reference.is_zero())
+        .then(|| measured.mul_f64(reference.as_secs_f64() / last_reference.as_secs_f64()))
+}
+
+fn median(samples: &[Duration]) -> Option<Duration> {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied()
 }
 
 /// Whether a rung's first timed warm-up run took longer than `hopeless`.
@@ -1818,7 +1854,8 @@ mod tests {
         let ms = Duration::from_millis;
         let limit = Some(ms(40) * WARM_UP_HOPELESS); // 25 fps
         assert!(!far_over(&[], limit), "compiling runs are not judged");
-        assert!(!far_over(&[ms(150)], limit), "3.75 frames: measured on");
+        assert!(!far_over(&[ms(75)], limit), "1.9 frames: measured on");
+        assert!(far_over(&[ms(100)], limit), "x4 dense-wide in a slow hour");
         assert!(
             far_over(&[ms(350)], limit),
             "the x4 fourier rung on 2 cores"
@@ -1831,5 +1868,28 @@ mod tests {
             !far_over(&[ms(350)], None),
             "not live: every rung is measured"
         );
+    }
+
+    #[test]
+    fn a_live_warm_up_does_not_run_a_rung_estimated_far_over_the_frame() {
+        let ms = Duration::from_millis;
+        // The shipped x4 ladder's manifest: dense-wide 87 ms, fourier 352 ms on the exporting
+        // CPU; dense-wide measured 78 ms here: fourier is estimated at 78 x 352 / 87 = 316 ms.
+        let fourier = estimated_cost(Some((ms(78), ms(87))), Some(ms(352))).unwrap();
+        assert!((315..=316).contains(&fourier.as_millis()), "{fourier:?}");
+        assert!(fourier > ms(40) * WARM_UP_HOPELESS, "left out at 25 fps");
+        assert_eq!(
+            estimated_cost(None, Some(ms(352))),
+            None,
+            "no learned rung measured yet: the first one is run"
+        );
+        assert_eq!(
+            estimated_cost(Some((ms(78), ms(87))), None),
+            None,
+            "a manifest without export timings: measured as before"
+        );
+        assert_eq!(estimated_cost(Some((ms(78), ms(0))), Some(ms(352))), None);
+        assert_eq!(median(&[ms(5), ms(1), ms(9), ms(3), ms(4)]), Some(ms(4)));
+        assert_eq!(median(&[]), None);
     }
 }

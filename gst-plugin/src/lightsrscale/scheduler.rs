@@ -693,16 +693,33 @@ mod tests {
         assert_eq!(switches, vec![(0, None, 1, Reason::Initial)]);
         assert_eq!(counts, vec![0, 10, 0]);
         assert_eq!(live.scheduler.active_name(), "bicubic");
-        // The measurements come in: the learned rung fits with headroom (25 x 1.25 <= 38 ms),
-        // so after 2 s of fitting and a confirming probe the stream climbs to it, and stays.
+        // The measurements come in: the learned rung fits with headroom (25 x 1.25 <= 38 ms).
+        // Its five timed runs are the evidence: the next frame climbs to it (no sustain period
+        // and no probe, which cost a live stream 2 s on its weight-free rung), and stays.
         live.scheduler.finish_warm_up(
             warm_up.generation,
             &[(1, vec![ms(2); 5]), (0, vec![ms(25); 5])],
         );
         let (switches, counts) = live.run(100, |_, v| [25, 2][v]);
-        assert_eq!(switches, vec![(60, Some(1), 0, Reason::Headroom)]);
-        assert_eq!(counts, vec![52, 48, 0], "two probe frames, then the climb");
+        assert_eq!(switches, vec![(10, Some(1), 0, Reason::Measured)]);
+        assert_eq!(counts, vec![100, 0, 0]);
         assert_eq!(live.scheduler.active_name(), "learned");
+    }
+
+    #[test]
+    fn a_warm_up_that_measures_every_rung_too_slow_keeps_the_stream_where_it_is() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice());
+        let warm_up = live.scheduler.take_warm_up().unwrap();
+        live.run(10, |_, v| [60, 2][v]);
+        // 60 ms against a 38 ms budget: the fresh choice is the weight-free rung again, and
+        // no frame runs the learned rung (it is beyond the probe's reach, and rechecks wait).
+        live.scheduler.finish_warm_up(
+            warm_up.generation,
+            &[(1, vec![ms(2); 5]), (0, vec![ms(60); 5])],
+        );
+        let (switches, counts) = live.run(40, |_, v| [60, 2][v]);
+        assert_eq!(switches, vec![]);
+        assert_eq!(counts, vec![0, 40, 0]);
     }
 
     #[test]
