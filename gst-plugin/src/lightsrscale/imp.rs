@@ -797,9 +797,9 @@ fn running_time_of(segment: &gst::Segment, pts: Option<gst::ClockTime>) -> Optio
 /// (compiling runs untimed, then timed ones): the scheduler's first cost estimates. Bounded by
 /// [`WARM_UP_LIMIT`], and it stops after a rung whose first timed run took longer than
 /// `hopeless` (one sample for it), or at a rung [`estimated_cost`] puts over `hopeless` (its
-/// estimate as its one sample, and it is not run); rungs not reached are left to probes. `job`: the formats,
-/// whether the weight-free rung gets a scaler of its own (a converter is not for two threads at
-/// once), the tile size.
+/// estimate as its one sample, and it is not run); rungs not reached are left to probes.
+/// `job`: the formats, whether the weight-free rung gets a scaler of its own (a converter is
+/// not for two threads at once), the tile size.
 fn measure_rungs(
     variants: &[Arc<Variant>],
     order: &[usize],
