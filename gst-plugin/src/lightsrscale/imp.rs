@@ -865,10 +865,10 @@ fn measure_rungs(
             }
         }
         let stop = far_over(&samples, hopeless);
-        if let (Some(median), Some(reference)) = (median(&samples), reference) {
-            if !job.variant.is_weight_free() {
-                last_learned = Some((median, reference));
-            }
+        if let (Some(median), Some(reference)) = (median(&samples), reference)
+            && !job.variant.is_weight_free()
+        {
+            last_learned = Some((median, reference));
         }
         seeds.push((v, samples));
         if stop {
