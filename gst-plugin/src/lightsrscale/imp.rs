@@ -228,6 +228,27 @@ pub struct LightSrScale {
     cuda_unavailable_logged: AtomicBool,
     /// Frames read or written in place in CUDA memory (`stats`: `gpu-memory-frames`).
     gpu_memory_frames: AtomicU64,
+    /// Live warm-ups still running: stopped and joined by `stop` and at the element's end, so
+    /// that none runs libtorch while the process exits (its exit handlers free oneDNN's
+    /// primitive cache under a running convolution: a crash at the end of a clean run).
+    warm_ups: Mutex<Vec<WarmUpThread>>,
+}
+
+/// A live warm-up's thread and the flag that stops it between two runs.
+struct WarmUpThread {
+    handle: std::thread::JoinHandle<()>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl WarmUpThread {
+    /// Stops it after the run in progress and waits for it (not from its own thread, where the
+    /// element's last reference can be dropped).
+    fn stop(self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        if self.handle.thread().id() != std::thread::current().id() {
+            let _ = self.handle.join();
+        }
+    }
 }
 
 impl Default for LightSrScale {
@@ -242,7 +263,14 @@ impl Default for LightSrScale {
             epoch: Instant::now(),
             cuda_unavailable_logged: AtomicBool::default(),
             gpu_memory_frames: AtomicU64::default(),
+            warm_ups: Mutex::default(),
         }
+    }
+}
+
+impl Drop for LightSrScale {
+    fn drop(&mut self) {
+        self.stop_warm_ups();
     }
 }
 
@@ -646,6 +674,8 @@ impl LightSrScale {
         let hopeless = warm_up.frame.filter(|_| live).map(|f| f * WARM_UP_HOPELESS);
         let generation = warm_up.generation;
         let element = self.obj().downgrade();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stopped = cancel.clone();
         // Only a rung in the order needs GStreamer's scaler built for the warm-up.
         let scaler = scaler && warm_up.order.iter().any(|&v| variants[v].is_weight_free());
         // Hands the scheduler what was measured (always, so no warm-up stays pending), then
@@ -657,7 +687,7 @@ impl LightSrScale {
             }
             let seeds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let job = (formats, scaler, tile);
-                measure_rungs(&variants, &warm_up.order, &infos, job, hopeless)
+                measure_rungs(&variants, &warm_up.order, &infos, job, hopeless, &stopped)
             }))
             .unwrap_or_else(|_| Err("the warm-up panicked".to_string()));
             let Some(element) = element.upgrade() else {
@@ -699,15 +729,35 @@ impl LightSrScale {
                     gst::element_imp_error!(element.imp(), gst::StreamError::Failed, ("{e}"));
                 }
             });
-        if let Err(e) = spawned {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "no warm-up thread ({e}): rungs are measured by probes"
-            );
-            lock(&self.scheduler).finish_warm_up(generation, &[]);
+        match spawned {
+            Ok(handle) => {
+                let mut warm_ups = lock(&self.warm_ups);
+                // One at a time: an older one measures a former size or ladder (its results
+                // are ignored by generation), so it stops after its run in progress.
+                warm_ups.retain(|w| !w.handle.is_finished());
+                for older in warm_ups.iter() {
+                    older.cancel.store(true, Ordering::Relaxed);
+                }
+                warm_ups.push(WarmUpThread { handle, cancel });
+            }
+            Err(e) => {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "no warm-up thread ({e}): rungs are measured by probes"
+                );
+                lock(&self.scheduler).finish_warm_up(generation, &[]);
+            }
         }
         Ok(())
+    }
+
+    /// Stops the live warm-ups after their runs in progress and waits for them.
+    fn stop_warm_ups(&self) {
+        let warm_ups = std::mem::take(&mut *lock(&self.warm_ups));
+        for warm_up in warm_ups {
+            warm_up.stop();
+        }
     }
 
     /// Whether upstream is live: as the pipeline's last LATENCY query through this element said,
@@ -799,13 +849,15 @@ fn running_time_of(segment: &gst::Segment, pts: Option<gst::ClockTime>) -> Optio
 /// `hopeless` (one sample for it), or at a rung [`estimated_cost`] puts over `hopeless` (its
 /// estimate as its one sample, and it is not run); rungs not reached are left to probes.
 /// `job`: the formats, whether the weight-free rung gets a scaler of its own (a converter is
-/// not for two threads at once), the tile size.
+/// not for two threads at once), the tile size. `cancel` stops it after the run in progress,
+/// the rung cut short left out.
 fn measure_rungs(
     variants: &[Arc<Variant>],
     order: &[usize],
     infos: &(gst_video::VideoInfo, gst_video::VideoInfo),
     job: ((FrameFormat, FrameFormat), bool, i64),
     hopeless: Option<Duration>,
+    cancel: &AtomicBool,
 ) -> Result<Vec<(usize, Vec<Duration>)>, String> {
     let (formats, scaler, tile) = job;
     let blank = |info: &gst_video::VideoInfo| gst::Buffer::from_mut_slice(vec![0u8; info.size()]);
@@ -822,8 +874,9 @@ fn measure_rungs(
     let mut seeds = Vec::new();
     // The last learned rung measured: its median cost here and its manifest reference cost.
     let mut last_learned: Option<(Duration, Duration)> = None;
+    let cancelled = || cancel.load(Ordering::Relaxed);
     for &v in order {
-        if started.elapsed() > WARM_UP_LIMIT {
+        if started.elapsed() > WARM_UP_LIMIT || cancelled() {
             break;
         }
         let reference = variants[v].reference_cpu_cost();
@@ -860,9 +913,13 @@ fn measure_rungs(
             if started.elapsed() > WARM_UP_LIMIT && !samples.is_empty() {
                 break;
             }
-            if far_over(&samples, hopeless) {
+            if far_over(&samples, hopeless) || cancelled() {
                 break;
             }
+        }
+        if cancelled() {
+            // a rung cut short is left out (no partial costs)
+            break;
         }
         let stop = far_over(&samples, hopeless);
         if let (Some(median), Some(reference)) = (median(&samples), reference)
@@ -1509,6 +1566,9 @@ impl BaseTransformImpl for LightSrScale {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        // Before the state goes: a warm-up still running stops after its run in progress and
+        // hands on only the rungs it measured in full.
+        self.stop_warm_ups();
         // The bundle stays loaded (`kept_bundle`) and the scheduler keeps its costs, so a
         // restart neither reloads nor re-measures; another bundle at the next start, or the
         // element's end, frees it (the process-wide cache holds bundles weakly).
