@@ -2,6 +2,7 @@
 """Bundles: bicubic variant, deploy contract, export round trip, manifest validation."""
 import copy
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -491,3 +492,32 @@ def test_default_ladder_restores_a_compressed_held_out_clip():
                 assert scores[name] > scores["bicubic"] + margin, f"x{s} CRF {crf}: {scores}"
             if len(learned) > 1:
                 assert scores[learned[0]] > scores[learned[-1]], f"x{s} CRF {crf}: {scores}"
+
+
+class _Sleeper(torch.nn.Module):
+    """A stand-in rung that takes `ms` milliseconds a frame."""
+
+    def __init__(self, ms: float):
+        super().__init__()
+        self.ms = ms
+
+    def forward(self, x):
+        time.sleep(self.ms / 1e3)
+        return x
+
+
+def test_retiming_measures_every_rung_side_by_side_in_its_order():
+    from lightsr.bundle import Variant
+    ladders = {}
+    for scale, costs in {4: (30.0, 12.0, 3.0), 2: (8.0,)}.items():
+        ladders[scale] = [export.ExportedVariant(
+            Variant(name=f"r{ms}", file=f"x{scale}-r{ms}.pt", kind="learned", arch="test", params=0,
+                    fourier=False, half=False, description="", extra={"cpu_ms_320x180": 999.0}),
+            _Sleeper(ms)) for ms in costs]
+    export.retime_ladders(ladders, rounds=3)
+    for variants in ladders.values():
+        for ev in variants:
+            ms = ev.variant.extra["cpu_ms_320x180"]
+            # measured afresh (was 999): a sleep is never shorter than asked, and a busy machine
+            # adds milliseconds, not tenths of a second
+            assert ev.module.ms <= ms < ev.module.ms + 100, (ev.variant.name, ms)
