@@ -506,7 +506,7 @@ class _Sleeper(torch.nn.Module):
         return x
 
 
-def test_retiming_measures_every_rung_side_by_side_in_its_order():
+def test_retiming_measures_every_rung_again_side_by_side():
     from lightsr.bundle import Variant
     ladders = {}
     for scale, costs in {4: (30.0, 12.0, 3.0), 2: (8.0,)}.items():
