@@ -174,6 +174,39 @@ fn ladder_variants_keep_manifest_order_and_run_their_own_module() {
 }
 
 #[test]
+fn a_variant_knows_which_threads_ran_it_at_which_size() {
+    // what the element's priming on CUDA asks (cuDNN's plans are per thread and per shape)
+    let bundle = load("ladder").unwrap();
+    let variant = bundle
+        .ladder(2)
+        .unwrap()
+        .variant("tinyconv")
+        .unwrap()
+        .clone();
+    assert!(!variant.has_run_here(5, 7));
+    let other = variant.clone();
+    std::thread::spawn(move || {
+        let out = other.upscale(&gradient(5, 7)).unwrap();
+        assert_eq!(out.size(), [1, 10, 14, 3]);
+        assert!(other.has_run_here(5, 7), "the thread that ran it");
+        assert!(!other.has_run_here(7, 5), "another size");
+    })
+    .join()
+    .unwrap();
+    assert!(!variant.has_run_here(5, 7), "not this thread");
+    let out = variant.upscale(&gradient(5, 7)).unwrap();
+    assert_eq!(out.size(), [1, 10, 14, 3]);
+    assert!(variant.has_run_here(5, 7));
+    // a failed forward is no run
+    assert!(
+        variant
+            .upscale(&Tensor::zeros([1, 4, 4], (Kind::Uint8, Device::Cpu)))
+            .is_err()
+    );
+    assert!(!variant.has_run_here(4, 4));
+}
+
+#[test]
 fn odd_tiny_and_wide_frames_and_strided_views_upscale() {
     let bundle = load("bicubic").unwrap();
     let x2 = &bundle.ladder(2).unwrap().variants[0];

@@ -3,10 +3,11 @@
 # Builds here what the GPU checks need on a machine that has a GPU and torch 2.11 but no Rust
 # toolchain and no GStreamer: target/gpu-kit/ with the release test and bench executables
 # (stripped), the plugin, the fixture bundles, and the GStreamer / GLib libraries and plugins
-# they load (not libtorch: the GPU machine's torch wheel provides it). tests/gpu/run.sh runs
-# them there. Carry `target/gpu-kit` (about 40 MB) with the `device` tool:
+# they load (not libtorch: the GPU machine's torch wheel provides it), packed as
+# target/gpu-kit.tar.xz (about 16 MB; unpacked it is over the device tool's 64 MiB). tests/gpu/run.sh
+# unpacks and runs them there. With the `device` tool:
 #   ./tests/gpu/prepare.sh            # here
-#   ./tests/gpu/run.sh                # there (carry: ["target/gpu-kit"]); report in $OUT
+#   ./tests/gpu/run.sh                # there (carry: ["target/gpu-kit.tar.xz"]); report in $OUT
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -27,10 +28,10 @@ for line in sys.stdin:
         print(kind + "-" + m["target"]["name"], m["executable"])'; }
 { list test --release; list bench; } | sort -u | while read -r name exe; do
   cp "$exe" "$KIT/bin/$name"
-  strip --strip-debug "$KIT/bin/$name"
+  strip --strip-all "$KIT/bin/$name"  # the kit travels under a 64 MiB limit
 done
 cp target/release/libgstlightsrscale.so "$KIT/plugin/"
-strip --strip-debug "$KIT/plugin/libgstlightsrscale.so"
+strip --strip-unneeded "$KIT/plugin/libgstlightsrscale.so"
 
 # GStreamer plugins the tests and benches use
 PLUGINS=$(pkg-config --variable=pluginsdir gstreamer-1.0)
@@ -57,3 +58,5 @@ done
 SCANNER=$(pkg-config --variable=pluginscannerdir gstreamer-1.0 2>/dev/null || true)
 [ -x "$SCANNER/gst-plugin-scanner" ] && cp "$SCANNER/gst-plugin-scanner" "$KIT/bin/"
 echo "gpu-kit: $(ls "$KIT/bin" | wc -l) executables, $(ls "$KIT/lib" | wc -l) libraries, $(du -sh "$KIT" | cut -f1) in $KIT"
+tar -C "$ROOT/target" -cf - gpu-kit | xz -T0 -6 > "$KIT.tar.xz"
+echo "gpu-kit: packed as $KIT.tar.xz ($(du -h "$KIT.tar.xz" | cut -f1)): carry that"

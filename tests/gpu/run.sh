@@ -2,13 +2,15 @@
 # SPDX-License-Identifier: MPL-2.0
 # The GPU checks, in one go, on a machine with an NVIDIA GPU and torch 2.11 but no Rust
 # toolchain and no GStreamer: run tests/gpu/prepare.sh on the build machine first and carry
-# target/gpu-kit. Runs the Rust unit, engine (CUDA vs CPU parity of every embedded rung),
-# element and pipeline tests with CUDA as the default device, the Python CUDA tests if pytest
-# is there, then the benchmarks: per-frame cost per rung at 320x180 -> x4, 960x540 -> x4 and
-# 1920x1080 -> x2 (frames in system memory, fps = 1000 / ms), and the live deadline run.
+# target/gpu-kit.tar.xz (unpacked here into target/gpu-kit). Runs the Rust unit, engine (CUDA vs
+# CPU parity of every embedded rung), element and pipeline tests with CUDA as the default
+# device, the Python CUDA tests if pytest is there, then the benchmarks: per-frame cost per
+# rung at 320x180 -> x4, 960x540 -> x4 and 1920x1080 -> x2 (frames in system memory, fps =
+# 1000 / ms), and the live deadline run; last the levers (tests/gpu/levers.py) and a rung's
+# first-frame cost per thread (tests/gpu/threads.py).
 # Writes everything to $OUT (default target/gpu-report) and a summary to stdout. Every step
 # has a time limit; a failed step is reported and the others still run.
-#   device run: command "./tests/gpu/run.sh", carry ["target/gpu-kit"], timeout_s 540
+#   device run: command "./tests/gpu/run.sh", carry ["target/gpu-kit.tar.xz"], timeout_s 540
 #   a dry run of the mechanics here: PYTHON=.venv/bin/python BENCH_DEVICE=cpu BENCH_FRAMES=3 \
 #     DEADLINE_FRAMES=50 OUT=/tmp/gpu-report ./tests/gpu/run.sh
 set -uo pipefail
@@ -17,7 +19,12 @@ KIT="$ROOT/target/gpu-kit"
 OUT="${OUT:-$ROOT/target/gpu-report}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
-[ -x "$KIT/bin/test-engine" ] || { echo "gpu: $KIT is missing: run tests/gpu/prepare.sh and carry target/gpu-kit" >&2; exit 2; }
+if [ -f "$KIT.tar.xz" ] && ! [ "$KIT/bin/test-engine" -nt "$KIT.tar.xz" ]; then
+  # python's tarfile rather than tar -J: the GPU machine's image may lack xz
+  "$PYTHON" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="tar")' \
+    "$KIT.tar.xz" "$ROOT/target" || { echo "gpu: cannot unpack $KIT.tar.xz" >&2; exit 2; }
+fi
+[ -x "$KIT/bin/test-engine" ] || { echo "gpu: $KIT is missing: run tests/gpu/prepare.sh and carry target/gpu-kit.tar.xz" >&2; exit 2; }
 
 TORCH_LIB=$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') \
   || { echo "gpu: $PYTHON cannot import torch (torch==2.11.0 is needed)" >&2; exit 2; }
@@ -57,11 +64,11 @@ step() {  # step NAME SECONDS COMMAND...
   else
     echo "gpu: $name FAILED (status $?, $((SECONDS - start)) s): $OUT/$name.txt"
     failed+=("$name")
+    tail -n 12 "$OUT/$name.txt" | cut -c1-300 | sed 's/^/    | /'
   fi
   grep -E "^test result|passed|failed|skipped|panicked" "$OUT/$name.txt" | head -5 | sed 's/^/    /'
 }
 
-step levers 150 "$PYTHON" "$ROOT/tests/gpu/levers.py" "$ROOT/model/bundles/default" --out "$OUT" ${LEVERS_ARGS:-}
 step engine 120 "$KIT/bin/test-engine" --test-threads 1
 step element 120 "$KIT/bin/test-lightsrscale" --test-threads 1
 step pipeline 90 "$KIT/bin/test-pipeline" --test-threads 1 --nocapture
@@ -89,13 +96,21 @@ for run in ${OVERHEAD_RUNS:-320x180:4 960x540:4 1920x1080:2}; do
   done
 done
 FRAMES="${DEADLINE_FRAMES:-250}" CONFIGS=adaptive step deadline-x4 60 "$KIT/bin/bench-deadline"
+# last: the levers are exploration (torch.compile can take minutes), the steps above are the checks
+step levers 150 "$PYTHON" "$ROOT/tests/gpu/levers.py" "$ROOT/model/bundles/default" --out "$OUT" ${LEVERS_ARGS:-}
+step threads 90 "$PYTHON" "$ROOT/tests/gpu/threads.py" "$ROOT/model/bundles/default" fourier dense
 
 echo
 echo "== benchmark figures"
 grep -h "^levers:" "$OUT/levers.txt" 2>/dev/null
+grep -h "^threads:" "$OUT/threads.txt" 2>/dev/null
 for f in "$OUT"/overhead-*.txt "$OUT"/deadline-x4.txt; do
-  [ -f "$f" ] && grep -E "overhead:|direct|compute floor|element,|no CUDA memory|deadline:|on time|learned|per variant" "$f"
+  [ -f "$f" ] && grep -E "overhead:|direct|compute floor|element,|no CUDA memory|deadline:|on time|learned|drops|per variant" "$f"
 done
+# the device tool brings back at most 8 files: the step logs travel as one archive
+rm -f "$OUT/registry.bin" "$OUT/logs.tar.gz"
+tar -C "$OUT" -czf "${TMPDIR:-/tmp}/gpu-logs.$$.tar.gz" . && mv "${TMPDIR:-/tmp}/gpu-logs.$$.tar.gz" "$OUT/logs.tar.gz" \
+  && find "$OUT" -maxdepth 1 -name "*.txt" ! -name device.txt -delete
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu: failed steps: ${failed[*]}"
   exit 1

@@ -2,7 +2,10 @@
 //! One rung of a ladder: a TorchScript module on a device, called under `no_grad`.
 
 use std::{
+    collections::HashSet,
     panic::{AssertUnwindSafe, catch_unwind},
+    sync::Mutex,
+    thread::ThreadId,
     time::{Duration, Instant},
 };
 
@@ -27,6 +30,8 @@ pub struct Variant {
     reference_cpu_cost: Option<Duration>,
     device: Device,
     module: CModule,
+    /// The threads that ran it, per input size (see [`Variant::has_run_here`]).
+    ran: Mutex<HashSet<(ThreadId, i64, i64)>>,
 }
 
 impl Variant {
@@ -69,6 +74,7 @@ impl Variant {
                 .map(|ms| Duration::from_secs_f64(ms / 1e3)),
             device,
             module,
+            ran: Mutex::default(),
         })
     }
 
@@ -125,6 +131,11 @@ impl Variant {
             .module
             .forward_ts(&[input])
             .map_err(|e| self.frame_error(&e, &frame))?;
+        let here = (std::thread::current().id(), frame[1], frame[2]);
+        self.ran
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(here);
         let (size, kind) = (
             output.size(),
             output.f_kind().map_err(|e| self.forward_error(&e))?,
@@ -184,6 +195,18 @@ impl Variant {
             }
         }
         Ok(out)
+    }
+
+    /// Whether this thread has run it on frames of this size. On CUDA a rung's first frame on
+    /// a thread is slow even after other threads ran it: libtorch keeps cuDNN's execution plans
+    /// per thread and per shape (on an H200, 230 ms for the x4 fourier rung's first 320x180
+    /// frame on a new thread, against 5 ms once there; `tests/gpu/threads.py`).
+    pub fn has_run_here(&self, height: i64, width: i64) -> bool {
+        let here = (std::thread::current().id(), height, width);
+        self.ran
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&here)
     }
 
     /// Runs one blank frame of the given size, so the first real frame does not pay for

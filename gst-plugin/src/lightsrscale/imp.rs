@@ -232,6 +232,10 @@ pub struct LightSrScale {
     /// that none runs libtorch while the process exits (its exit handlers free oneDNN's
     /// primitive cache under a running convolution: a crash at the end of a clean run).
     warm_ups: Mutex<Vec<WarmUpThread>>,
+    /// CUDA rungs to run once on the streaming thread before its next frame, untimed: the rung
+    /// a stream starts on, and those a live warm-up measured on its own thread (see
+    /// [`LightSrScale::prime_pending`]).
+    prime: Mutex<Vec<usize>>,
 }
 
 /// A live warm-up's thread and the flag that stops it between two runs.
@@ -264,6 +268,7 @@ impl Default for LightSrScale {
             cuda_unavailable_logged: AtomicBool::default(),
             gpu_memory_frames: AtomicU64::default(),
             warm_ups: Mutex::default(),
+            prime: Mutex::default(),
         }
     }
 }
@@ -710,6 +715,11 @@ impl LightSrScale {
             }
             let measured = seeds.as_deref().unwrap_or_default();
             let current = lock(&imp.scheduler).finish_warm_up(warm_up.generation, measured);
+            if current {
+                // measured elsewhere (live): the streaming thread runs them once before its next
+                // frame (in place, they ran there and are skipped)
+                lock(&imp.prime).extend(measured.iter().map(|(v, _)| *v));
+            }
             match seeds {
                 Err(e) if !current => {
                     gst::warning!(CAT, imp = imp, "warm-up of a former stream failed: {e}");
@@ -749,6 +759,73 @@ impl LightSrScale {
                 lock(&self.scheduler).finish_warm_up(generation, &[]);
             }
         }
+        Ok(())
+    }
+
+    /// Runs the CUDA rungs in `prime` once each on this (the streaming) thread, untimed, where
+    /// this thread has not run them at this size. libtorch keeps cuDNN's execution plans per
+    /// thread and per shape, so a rung's first frame here is slow even after a warm-up on
+    /// another thread (on an H200, 230 ms for the x4 fourier rung at 320x180, then 5 ms;
+    /// `tests/gpu/threads.py`). Timed as a frame, that first run read as a load of 30: every
+    /// rung was predicted far over the budget and the stream took seconds to climb back. Run
+    /// here, all at once after the warm-up, it costs the frames of one stall (dropped and
+    /// counted as late), and a fallback later never pays it.
+    fn prime_pending(&self) -> Result<(), String> {
+        let pending = std::mem::take(&mut *lock(&self.prime));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let work = {
+            let state = lock(&self.state);
+            state.as_ref().and_then(|s| s.negotiated.as_ref()).map(|n| {
+                (
+                    n.variants.clone(),
+                    n.infos.clone(),
+                    (n.input, n.output),
+                    n.tile,
+                )
+            })
+        };
+        let Some((variants, infos, formats, tile)) = work else {
+            return Ok(());
+        };
+        let (h, w) = (formats.0.height as i64, formats.0.width as i64);
+        let mut cold: Vec<usize> = pending
+            .into_iter()
+            .filter(|&v| {
+                variants
+                    .get(v)
+                    .is_some_and(|r| r.device().is_cuda() && !r.has_run_here(h, w))
+            })
+            .collect();
+        cold.sort_unstable();
+        cold.dedup();
+        if cold.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let (inframe, mut outframe) = blank_frames(&infos)?;
+        for &v in &cold {
+            let job = FrameJob {
+                input: formats.0,
+                output: formats.1,
+                variant: variants[v].clone(),
+                scaler: None,
+                tile,
+            };
+            let mut out = outframe.as_mut_video_frame_ref();
+            upscale_frame(&job, &inframe.as_video_frame_ref(), &mut out)?;
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "ran {} once on the streaming thread in {:?} (CUDA's per-thread plans), untimed",
+            cold.iter()
+                .map(|&v| variants[v].name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            started.elapsed()
+        );
         Ok(())
     }
 
@@ -860,11 +937,7 @@ fn measure_rungs(
     cancel: &AtomicBool,
 ) -> Result<Vec<(usize, Vec<Duration>)>, String> {
     let (formats, scaler, tile) = job;
-    let blank = |info: &gst_video::VideoInfo| gst::Buffer::from_mut_slice(vec![0u8; info.size()]);
-    let inframe = gst_video::VideoFrame::from_buffer_readable(blank(&infos.0), &infos.0)
-        .map_err(|_| "cannot map a warm-up input frame")?;
-    let mut outframe = gst_video::VideoFrame::from_buffer_writable(blank(&infos.1), &infos.1)
-        .map_err(|_| "cannot map a warm-up output frame")?;
+    let (inframe, mut outframe) = blank_frames(infos)?;
     let scaler = if scaler {
         Some(Arc::new(weight_free_scaler(&infos.0, &infos.1)?))
     } else {
@@ -933,6 +1006,24 @@ fn measure_rungs(
         }
     }
     Ok(seeds)
+}
+
+/// A black input frame and an output frame of the negotiated formats, in system memory.
+fn blank_frames(
+    infos: &(gst_video::VideoInfo, gst_video::VideoInfo),
+) -> Result<
+    (
+        gst_video::VideoFrame<gst_video::video_frame::Readable>,
+        gst_video::VideoFrame<gst_video::video_frame::Writable>,
+    ),
+    String,
+> {
+    let blank = |info: &gst_video::VideoInfo| gst::Buffer::from_mut_slice(vec![0u8; info.size()]);
+    let inframe = gst_video::VideoFrame::from_buffer_readable(blank(&infos.0), &infos.0)
+        .map_err(|_| "cannot map a blank input frame")?;
+    let outframe = gst_video::VideoFrame::from_buffer_writable(blank(&infos.1), &infos.1)
+        .map_err(|_| "cannot map a blank output frame")?;
+    Ok((inframe, outframe))
 }
 
 /// A rung's cost here estimated from the last learned rung measured here (`last`: its median
@@ -1849,6 +1940,11 @@ impl VideoFilterImpl for LightSrScale {
                 cuda,
             });
         }
+        // the rung the stream starts on pays for CUDA's first use before a frame is timed
+        *lock(&self.prime) = match bundle.device.is_cuda() {
+            true => lock(&self.scheduler).start_variant().into_iter().collect(),
+            false => Vec::new(),
+        };
         self.warm_up_pending().map_err(fail)?;
         self.check_latency();
         Ok(())
@@ -1877,6 +1973,7 @@ impl LightSrScale {
             gst::FlowError::Error
         };
         self.warm_up_pending().map_err(fail)?;
+        self.prime_pending().map_err(fail)?;
         let (plan, clock, job) = self.plan_frame(inbuf).map_err(fail)?;
         self.report(&plan, &clock);
         if plan.decision.drop {

@@ -18,7 +18,9 @@ pub type Allocate = fn(usize, Device) -> Result<Tensor, TchError>;
 
 pub fn pinned_bytes(len: usize, device: Device) -> Result<Tensor, TchError> {
     let len = i64::try_from(len).map_err(|_| TchError::Convert(format!("{len} bytes")))?;
-    Tensor::f_zeros([len], (Kind::Uint8, Device::Cpu))?.f_pin_memory(device)
+    // `_pin_memory`, the op behind `pin_memory`: that one warns on stderr, once per process, that
+    // its device argument is deprecated (torch 2.11), and tch always passes one.
+    Tensor::f_zeros([len], (Kind::Uint8, Device::Cpu))?.f_internal_pin_memory(device)
 }
 
 /// Frames of one size, in host memory that `allocate` makes (pinned for `device`); clones

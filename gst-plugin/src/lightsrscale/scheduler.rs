@@ -429,6 +429,26 @@ impl Scheduler {
         self.policy.record(variant, cost, met);
     }
 
+    /// The rung the next frame runs on unless the policy learns otherwise: the active one, else
+    /// where a stream starts (a fixed rung, the best allowed without adaptation, else the
+    /// lightest allowed). None before a ladder.
+    pub fn start_variant(&self) -> Option<usize> {
+        if self.names.is_empty() {
+            return None;
+        }
+        if let Some(active) = self.policy.active_variant() {
+            return Some(active);
+        }
+        let config = self.policy.config();
+        let last = self.names.len() - 1;
+        let lightest = config.lightest_variant.unwrap_or(last).min(last);
+        Some(match config.fixed_variant {
+            Some(fixed) => fixed.min(last),
+            None if !config.adaptive => config.best_variant.min(lightest),
+            None => lightest,
+        })
+    }
+
     /// The rungs the policy may run that are not measured at this size yet, lightest first (a
     /// fixed one, the best allowed without adaptation, else all within the bounds); marks them
     /// as taken. None while another warm-up runs or when nothing is left.
@@ -475,8 +495,12 @@ impl Scheduler {
         if generation != self.generation {
             return false;
         }
-        // measured at the load of the warm-up's start (its thread count): as seen from now
-        let factor = self.policy.cost_model().load() / self.warm_up_load;
+        // Measured at the load of the warm-up's start (its thread count): as seen from now, if
+        // the load rose since. Never scaled down: a load index read off the stream's lightest
+        // rung meanwhile says little about the others (on CUDA its first frames read 0.25, and
+        // the x4 fourier rung, measured at 7 ms, was predicted at 1.9), and a rung predicted
+        // too costly is rechecked, while one predicted too cheap costs missed frames.
+        let factor = (self.policy.cost_model().load() / self.warm_up_load).max(1.0);
         for (variant, samples) in seeds {
             // a rung the stream ran meanwhile keeps its real frames' costs
             if *variant < self.names.len() && !self.policy.cost_model().is_measured(*variant) {
@@ -707,6 +731,31 @@ mod tests {
     }
 
     #[test]
+    fn the_start_rung_is_the_one_the_first_frame_runs_then_the_active_one() {
+        // what the element runs once on the streaming thread on CUDA before the first frame
+        let mut live = Live::new(&["learned", "bicubic"], &choice());
+        assert_eq!(
+            live.scheduler.start_variant(),
+            Some(1),
+            "adaptive: the lightest"
+        );
+        let (switches, _) = live.run(1, |_, v| [25, 2][v]);
+        assert_eq!(switches, vec![(0, None, 1, Reason::Initial)]);
+        let fixed = RungChoice {
+            variant: "learned".into(),
+            ..choice()
+        };
+        let mut live = Live::new(&["learned", "bicubic"], &fixed);
+        assert_eq!(live.scheduler.start_variant(), Some(0), "a fixed rung");
+        let (switches, _) = live.run(1, |_, v| [25, 2][v]);
+        assert_eq!(switches[0].2, 0);
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[25, 2]);
+        live.run(3, |_, v| [25, 2][v]);
+        assert_eq!(live.scheduler.start_variant(), Some(0), "the active rung");
+        assert_eq!(Scheduler::default().start_variant(), None, "no ladder yet");
+    }
+
+    #[test]
     fn a_warm_up_that_measures_every_rung_too_slow_keeps_the_stream_where_it_is() {
         let mut live = Live::new(&["learned", "bicubic"], &choice());
         let warm_up = live.scheduler.take_warm_up().unwrap();
@@ -907,6 +956,21 @@ mod tests {
         // 20 ms on 2 threads is 40 ms on one
         assert_eq!(live.scheduler.policy.predicted_cost(0), Some(ms(40)));
         assert_eq!(live.scheduler.policy.predicted_cost(1), Some(ms(4)));
+    }
+
+    #[test]
+    fn a_warm_up_is_not_scaled_down_by_a_load_the_lightest_rung_read_meanwhile() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice());
+        let warm_up = live.scheduler.take_warm_up().unwrap();
+        // the stream's first frame on the weight-free rung costs 8 ms, the next ones 2 ms: read
+        // against the first, the load index falls to about 0.25 (seen on CUDA)
+        live.run(30, |k, _| if k == 0 { 8 } else { 2 });
+        assert!(live.scheduler.policy.cost_model().load() < 0.3);
+        live.scheduler.finish_warm_up(
+            warm_up.generation,
+            &[(0, vec![ms(20); 5]), (1, vec![ms(2); 5])],
+        );
+        assert_eq!(live.scheduler.policy.predicted_cost(0), Some(ms(20)));
     }
 
     #[test]
