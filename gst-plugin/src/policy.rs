@@ -23,7 +23,9 @@
 //! - **Up slowly.** Climb one (non-dominated) rung only after it has been predicted to fit with
 //!   `headroom` for `sustain`, and a probe frame run on it measured that headroom. Probes run at
 //!   most once per `probe_interval`. Falling back within one sustain period of a climb doubles
-//!   the sustain period (up to 8x), so a rung at the edge does not oscillate.
+//!   the sustain period (up to 8x), so a rung at the edge does not oscillate. The climb back to
+//!   a rung held for 10 s before one fall-back waits a quarter of the period: one spike of
+//!   another process should not cost seconds of a rung that fits.
 //! - **Catch up.** The active variant is chosen for the frame duration (what is sustainable);
 //!   a frame that is behind (queued after a slow one, less than a frame duration left) runs
 //!   the best cheaper variant that makes its own deadline, or is dropped, without a switch.
@@ -52,6 +54,10 @@ const QOS_ALPHA: f64 = 0.25;
 const QOS_PRESSURE: f64 = 1.05;
 /// Largest multiplier of the sustain period after failed climbs.
 const MAX_CLIMB_BACKOFF: u32 = 8;
+/// A rung that ran this long before a fall-back is returned to after a shorter sustain period.
+const QUICK_RETURN_HELD: Duration = Duration::from_secs(10);
+/// The sustain period of such a return, as a fraction of `sustain`.
+const QUICK_RETURN_SHARE: f64 = 0.25;
 /// Bounds of the machine-load estimate (1 = as fast as when first measured).
 const LOAD_RANGE: (f64, f64) = (0.05, 50.0);
 /// On a quiet machine, a better rung predicted not to fit is re-measured after this long, then
@@ -721,6 +727,12 @@ struct Climb {
     /// The rung above was rechecked since the last switch: its estimate is a recheck's, which
     /// may be one slow (cold) frame, so it is not judged hopeless by it.
     rechecked: bool,
+    /// When the active rung became active.
+    active_since: Option<u64>,
+    /// The rung the stream fell back from after holding it for [`QUICK_RETURN_HELD`]: one spike
+    /// took it out of a rung that fits, so the climb back to it waits a quarter of the sustain
+    /// period (a stream that falls back again soon after pays the usual backoff).
+    return_to: Option<usize>,
 }
 
 impl Default for Climb {
@@ -734,6 +746,8 @@ impl Default for Climb {
             next_recheck: None,
             recheck_interval: RECHECK_FIRST,
             rechecked: false,
+            active_since: None,
+            return_to: None,
         }
     }
 }
@@ -1196,7 +1210,10 @@ impl DeadlinePolicy {
             return Choice::Run(current, Reason::Steady);
         }
         let since = *self.climb.fitting_since.get_or_insert(now);
-        let sustain = nanos(self.config.sustain) as u64 * u64::from(self.climb.backoff);
+        let mut sustain = nanos(self.config.sustain) as u64 * u64::from(self.climb.backoff);
+        if self.climb.return_to == Some(up) && self.climb.backoff == 1 {
+            sustain = (sustain as f64 * QUICK_RETURN_SHARE) as u64;
+        }
         if self.climb.probe_confirmed && now.saturating_sub(since) >= sustain {
             Choice::Run(up, Reason::Headroom)
         } else if probe_due {
@@ -1400,6 +1417,17 @@ impl DeadlinePolicy {
             reason,
             Reason::DeadlineMissed | Reason::PredictedMiss | Reason::QosProportion
         );
+        let held = self
+            .climb
+            .active_since
+            .is_some_and(|t| now.saturating_sub(t) >= QUICK_RETURN_HELD.as_nanos() as u64);
+        self.climb.active_since = Some(now);
+        self.climb.return_to = match (fell_back, from) {
+            (true, Some(from)) if held => Some(from),
+            // still below the rung to return to (fell further, or climbed part of the way)
+            _ if self.climb.return_to.is_some_and(|r| r < variant) => self.climb.return_to,
+            _ => None,
+        };
         if reason == Reason::Headroom {
             self.climb.last_climb = Some(now);
         } else if fell_back && self.climb.last_climb.is_some() {

@@ -772,6 +772,34 @@ mod tests {
     }
 
     #[test]
+    fn one_spike_after_a_long_hold_costs_a_quarter_sustain_then_the_usual_backoff() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[18, 2]);
+        // 16 s on the learned rung, then one frame of it slowed to 60 ms (another process woke
+        // up), and another soon after the stream is back on it
+        let spikes = [400u64, 430];
+        let (switches, counts) = live.run(700, |k, v| match spikes.contains(&k) {
+            true => [60, 6][v],
+            false => [18, 2][v],
+        });
+        assert_eq!(
+            switches,
+            vec![
+                (0, None, 0, Reason::Initial),
+                (401, Some(0), 1, Reason::DeadlineMissed),
+                // back after 18 frames: the load settles (5 frames), a probe, then 0.5 s
+                // instead of the 2 s sustain period (without the quick return: back at frame
+                // 482, 3.2 s after the spike)
+                (419, Some(1), 0, Reason::Headroom),
+                // fell back within a sustain period of the climb: the rung is at the edge, so
+                // the next climb waits the doubled period (4 s), quick return or not
+                (431, Some(0), 1, Reason::DeadlineMissed),
+                (536, Some(1), 0, Reason::Headroom),
+            ]
+        );
+        assert_eq!(counts[2], 0, "nothing dropped");
+    }
+
+    #[test]
     fn falls_back_at_a_miss_and_climbs_back_when_the_load_is_gone() {
         let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[25, 2]);
         // Frames 30..90: another process slows the learned rung to 55 ms (the bicubic rung to
