@@ -10,6 +10,7 @@
 //! cargo bench --bench deadline                        # 500 frames (20 s) per configuration
 //! FRAMES=250 CONFIGS=adaptive,bicubic SCALE=2 FORMAT=RGB cargo bench --bench deadline
 //! FRAMES=250 CONFIGS=adaptive,adaptive+fixed-threads cargo bench --bench deadline
+//! SIZE=960x540 CONFIGS=adaptive cargo bench --bench deadline   # (with CUDA, the element runs there)
 //! ```
 //! A configuration ending in `+fixed-threads` runs with `adapt-threads=false`.
 //! Prints figures only; nothing is asserted. The pipeline goes straight to PLAYING, as
@@ -90,18 +91,25 @@ fn load_one_core() -> Child {
         .expect("spawn the load process")
 }
 
-/// `FORMAT` (default NV12) and `SCALE` (default 4).
-fn stream() -> (String, u32) {
+/// `FORMAT` (default NV12), `SCALE` (default 4) and `SIZE` (the input, default 320x180).
+fn stream() -> (String, u32, (u32, u32)) {
     let format = std::env::var("FORMAT").unwrap_or_else(|_| "NV12".into());
     let scale = std::env::var("SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
-    (format, scale)
+    let size = std::env::var("SIZE")
+        .ok()
+        .and_then(|s| {
+            let (w, h) = s.split_once('x')?;
+            Some((w.parse().ok()?, h.parse().ok()?))
+        })
+        .unwrap_or((320, 180));
+    (format, scale, size)
 }
 
 fn pipeline(config: &str, frames: u64) -> gst::Pipeline {
-    let (format, scale) = stream();
+    let (format, scale, (width, height)) = stream();
     // `<config>+fixed-threads`: the same without the thread governor (`adapt-threads=false`),
     // for a side-by-side comparison
     let (config, threads) = match config.strip_suffix("+fixed-threads") {
@@ -115,7 +123,7 @@ fn pipeline(config: &str, frames: u64) -> gst::Pipeline {
     let choice = format!("{rung} {threads}");
     let description = format!(
         "videotestsrc is-live=true num-buffers={frames} pattern=ball \
-         ! video/x-raw,format={format},width=320,height=180,framerate={FPS}/1 \
+         ! video/x-raw,format={format},width={width},height={height},framerate={FPS}/1 \
          ! lightsrscale name=sr scale={scale} {choice} \
          ! fakesink name=sink sync=true qos=true max-lateness=20000000"
     );
@@ -304,9 +312,9 @@ fn main() {
             .chain(rungs.iter().cloned())
             .collect(),
     };
-    let (format, scale) = stream();
+    let (format, scale, (width, height)) = stream();
     println!(
-        "deadline: live {FPS} fps 320x180 {format} -> x{scale} (embedded ladder: {}), fakesink \
+        "deadline: live {FPS} fps {width}x{height} {format} -> x{scale} (embedded ladder: {}), fakesink \
          sync=true, {frames} frames per configuration, one core loaded by a second process from \
          frame {}, {} libtorch threads",
         rungs.join(" > "),

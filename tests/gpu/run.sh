@@ -96,6 +96,9 @@ for run in ${OVERHEAD_RUNS:-320x180:4 960x540:4 1920x1080:2}; do
   done
 done
 FRAMES="${DEADLINE_FRAMES:-250}" CONFIGS=adaptive step deadline-x4 60 "$KIT/bin/bench-deadline"
+# the sizes a GPU serves live: 960x540 -> x4 (3840x2160) and -> x2 (1920x1080)
+FRAMES="${DEADLINE_FRAMES:-250}" CONFIGS=adaptive SIZE=960x540 step deadline-x4-540p 60 "$KIT/bin/bench-deadline"
+FRAMES="${DEADLINE_FRAMES:-250}" CONFIGS=adaptive SIZE=960x540 SCALE=2 step deadline-x2-540p 60 "$KIT/bin/bench-deadline"
 # last: the levers are exploration (torch.compile can take minutes), the steps above are the checks
 step levers 150 "$PYTHON" "$ROOT/tests/gpu/levers.py" "$ROOT/model/bundles/default" --out "$OUT" ${LEVERS_ARGS:-}
 step threads 90 "$PYTHON" "$ROOT/tests/gpu/threads.py" "$ROOT/model/bundles/default" fourier dense
@@ -104,7 +107,7 @@ echo
 echo "== benchmark figures"
 grep -h "^levers:" "$OUT/levers.txt" 2>/dev/null
 grep -h "^threads:" "$OUT/threads.txt" 2>/dev/null
-for f in "$OUT"/overhead-*.txt "$OUT"/deadline-x4.txt; do
+for f in "$OUT"/overhead-*.txt "$OUT"/deadline-x*.txt; do
   [ -f "$f" ] && grep -E "overhead:|direct|compute floor|element,|no CUDA memory|deadline:|on time|learned|drops|per variant" "$f"
 done
 # the device tool brings back at most 8 files: the step logs travel as one archive
