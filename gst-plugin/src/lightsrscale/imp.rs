@@ -170,6 +170,16 @@ struct Negotiated {
     cuda: Option<Arc<cuda::Shared>>,
 }
 
+/// The negotiated rungs, video infos and formats, whether the weight-free rung has GStreamer's
+/// scaler, the tile size: what runs a blank frame outside the stream (warm-ups, priming).
+type NegotiatedWork = (
+    Vec<Arc<Variant>>,
+    (gst_video::VideoInfo, gst_video::VideoInfo),
+    (FrameFormat, FrameFormat),
+    bool,
+    i64,
+);
+
 /// Exists between start() and stop().
 struct State {
     bundle: Arc<Bundle>,
@@ -648,6 +658,19 @@ impl LightSrScale {
         let _ = obj.post_message(message);
     }
 
+    /// What runs a blank frame outside the stream (see [`NegotiatedWork`]).
+    fn negotiated_work(&self) -> Option<NegotiatedWork> {
+        let state = lock(&self.state);
+        let n = state.as_ref()?.negotiated.as_ref()?;
+        Some((
+            n.variants.clone(),
+            n.infos.clone(),
+            (n.input, n.output),
+            n.scaler.is_some(),
+            n.tile,
+        ))
+    }
+
     /// Measures the rungs the scheduler has no cost for at this size. Live, on a thread of its
     /// own, so the stream never waits (it runs the lightest allowed rung until the costs are
     /// in); otherwise here, before the frame (no viewer waits for a file).
@@ -659,19 +682,7 @@ impl LightSrScale {
             };
             (warm_up, scheduler.threads())
         };
-        let work = {
-            let state = lock(&self.state);
-            state.as_ref().and_then(|s| s.negotiated.as_ref()).map(|n| {
-                (
-                    n.variants.clone(),
-                    n.infos.clone(),
-                    (n.input, n.output),
-                    n.scaler.is_some(),
-                    n.tile,
-                )
-            })
-        };
-        let Some((variants, infos, formats, scaler, tile)) = work else {
+        let Some((variants, infos, formats, scaler, tile)) = self.negotiated_work() else {
             lock(&self.scheduler).finish_warm_up(warm_up.generation, &[]);
             return Ok(());
         };
@@ -775,18 +786,7 @@ impl LightSrScale {
         if pending.is_empty() {
             return Ok(());
         }
-        let work = {
-            let state = lock(&self.state);
-            state.as_ref().and_then(|s| s.negotiated.as_ref()).map(|n| {
-                (
-                    n.variants.clone(),
-                    n.infos.clone(),
-                    (n.input, n.output),
-                    n.tile,
-                )
-            })
-        };
-        let Some((variants, infos, formats, tile)) = work else {
+        let Some((variants, infos, formats, _, tile)) = self.negotiated_work() else {
             return Ok(());
         };
         let (h, w) = (formats.0.height as i64, formats.0.width as i64);
