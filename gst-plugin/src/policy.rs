@@ -729,10 +729,11 @@ struct Climb {
     rechecked: bool,
     /// When the active rung became active.
     active_since: Option<u64>,
-    /// The rung the stream fell back from after holding it for [`QUICK_RETURN_HELD`]: one spike
-    /// took it out of a rung that fits, so the climb back to it waits a quarter of the sustain
-    /// period (a stream that falls back again soon after pays the usual backoff).
-    return_to: Option<usize>,
+    /// The rung the stream fell back from after holding it for [`QUICK_RETURN_HELD`], and when:
+    /// one spike took it out of a rung that fits, so the climb back to it within
+    /// [`QUICK_RETURN_HELD`] waits a quarter of the sustain period (a stream that falls back
+    /// again soon after pays the usual backoff).
+    return_to: Option<(usize, u64)>,
 }
 
 impl Default for Climb {
@@ -1211,7 +1212,10 @@ impl DeadlinePolicy {
         }
         let since = *self.climb.fitting_since.get_or_insert(now);
         let mut sustain = nanos(self.config.sustain) as u64 * u64::from(self.climb.backoff);
-        if self.climb.return_to == Some(up) && self.climb.backoff == 1 {
+        let returning = self.climb.return_to.is_some_and(|(rung, fell)| {
+            rung == up && now.saturating_sub(fell) <= QUICK_RETURN_HELD.as_nanos() as u64
+        });
+        if returning && self.climb.backoff == 1 {
             sustain = (sustain as f64 * QUICK_RETURN_SHARE) as u64;
         }
         if self.climb.probe_confirmed && now.saturating_sub(since) >= sustain {
@@ -1405,6 +1409,8 @@ impl DeadlinePolicy {
         self.relax_backoff(now);
         let from = self.active;
         if from == Some(variant) {
+            // kept across a restart or a resize, which reset the climb state
+            self.climb.active_since.get_or_insert(now);
             return None;
         }
         self.active = Some(variant);
@@ -1423,9 +1429,9 @@ impl DeadlinePolicy {
             .is_some_and(|t| now.saturating_sub(t) >= QUICK_RETURN_HELD.as_nanos() as u64);
         self.climb.active_since = Some(now);
         self.climb.return_to = match (fell_back, from) {
-            (true, Some(from)) if held => Some(from),
+            (true, Some(from)) if held => Some((from, now)),
             // still below the rung to return to (fell further, or climbed part of the way)
-            _ if self.climb.return_to.is_some_and(|r| r < variant) => self.climb.return_to,
+            _ if self.climb.return_to.is_some_and(|(r, _)| r < variant) => self.climb.return_to,
             _ => None,
         };
         if reason == Reason::Headroom {

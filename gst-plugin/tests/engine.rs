@@ -302,6 +302,10 @@ fn a_module_breaking_the_contract_fails_at_forward_not_later() {
         err.contains("wrong-scale/x4-bicubic.pt") && err.contains("[1, 32, 32, 3]"),
         "{err}"
     );
+    assert!(
+        !variant.has_run_here(8, 8),
+        "a forward that broke the contract is no run"
+    );
 }
 
 #[test]

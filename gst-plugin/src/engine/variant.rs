@@ -131,11 +131,6 @@ impl Variant {
             .module
             .forward_ts(&[input])
             .map_err(|e| self.frame_error(&e, &frame))?;
-        let here = (std::thread::current().id(), frame[1], frame[2]);
-        self.ran
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(here);
         let (size, kind) = (
             output.size(),
             output.f_kind().map_err(|e| self.forward_error(&e))?,
@@ -149,7 +144,16 @@ impl Variant {
                 ),
             });
         }
+        self.mark_run_here(frame[1], frame[2]);
         Ok(output)
+    }
+
+    fn mark_run_here(&self, height: i64, width: i64) {
+        let here = (std::thread::current().id(), height, width);
+        self.ran
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(here);
     }
 
     /// [`Variant::upscale`] in tiles of at most `tile` x `tile` input pixels, each read with
@@ -194,6 +198,7 @@ impl Variant {
                     .map_err(|e| self.frame_error(&e, &size))?;
             }
         }
+        self.mark_run_here(h, w); // asked by the whole frame's size
         Ok(out)
     }
 

@@ -242,10 +242,10 @@ pub struct LightSrScale {
     /// that none runs libtorch while the process exits (its exit handlers free oneDNN's
     /// primitive cache under a running convolution: a crash at the end of a clean run).
     warm_ups: Mutex<Vec<WarmUpThread>>,
-    /// CUDA rungs to run once on the streaming thread before its next frame, untimed: the rung
-    /// a stream starts on, and those a live warm-up measured on its own thread (see
+    /// CUDA rungs a live warm-up measured on its own thread, to run once on the streaming
+    /// thread before its next frame, untimed, with the scheduler's generation they are for (see
     /// [`LightSrScale::prime_pending`]).
-    prime: Mutex<Vec<usize>>,
+    prime: Mutex<(u64, Vec<usize>)>,
 }
 
 /// A live warm-up's thread and the flag that stops it between two runs.
@@ -727,9 +727,18 @@ impl LightSrScale {
             let measured = seeds.as_deref().unwrap_or_default();
             let current = lock(&imp.scheduler).finish_warm_up(warm_up.generation, measured);
             if current {
-                // measured elsewhere (live): the streaming thread runs them once before its next
-                // frame (in place, they ran there and are skipped)
-                lock(&imp.prime).extend(measured.iter().map(|(v, _)| *v));
+                // measured elsewhere (live): the streaming thread runs those that fit a frame
+                // once before its next frame (in place, they ran there and are skipped)
+                let fits = |samples: &[Duration]| {
+                    median(samples).is_some_and(|m| warm_up.frame.is_none_or(|f| m <= f))
+                };
+                let mut prime = lock(&imp.prime);
+                if prime.0 != warm_up.generation {
+                    *prime = (warm_up.generation, Vec::new());
+                }
+                prime
+                    .1
+                    .extend(measured.iter().filter(|(_, s)| fits(s)).map(|(v, _)| *v));
             }
             match seeds {
                 Err(e) if !current => {
@@ -780,52 +789,39 @@ impl LightSrScale {
     /// `tests/gpu/threads.py`). Timed as a frame, that first run read as a load of 30: every
     /// rung was predicted far over the budget and the stream took seconds to climb back. Run
     /// here, all at once after the warm-up, it costs the frames of one stall (dropped and
-    /// counted as late), and a fallback later never pays it.
+    /// counted as late), and a fallback later does not pay it. A rung that still reaches a frame
+    /// cold is primed there ([`LightSrScale::run_frame`]). A failure here is left to that frame.
     fn prime_pending(&self) -> Result<(), String> {
-        let pending = std::mem::take(&mut *lock(&self.prime));
-        if pending.is_empty() {
+        let (generation, pending) = std::mem::take(&mut *lock(&self.prime));
+        if pending.is_empty() || generation != lock(&self.scheduler).generation() {
             return Ok(());
         }
-        let Some((variants, infos, formats, _, tile)) = self.negotiated_work() else {
+        let Some(work) = self.negotiated_work() else {
             return Ok(());
         };
-        let (h, w) = (formats.0.height as i64, formats.0.width as i64);
         let mut cold: Vec<usize> = pending
             .into_iter()
-            .filter(|&v| {
-                variants
-                    .get(v)
-                    .is_some_and(|r| r.device().is_cuda() && !r.has_run_here(h, w))
-            })
+            .filter(|&v| work.0.get(v).is_some_and(|r| is_cold_here(r, &work.2.0)))
             .collect();
         cold.sort_unstable();
         cold.dedup();
-        if cold.is_empty() {
-            return Ok(());
-        }
         let started = Instant::now();
-        let (inframe, mut outframe) = blank_frames(&infos)?;
-        for &v in &cold {
-            let job = FrameJob {
-                input: formats.0,
-                output: formats.1,
-                variant: variants[v].clone(),
-                scaler: None,
-                tile,
-            };
-            let mut out = outframe.as_mut_video_frame_ref();
-            upscale_frame(&job, &inframe.as_video_frame_ref(), &mut out)?;
+        let mut primed = Vec::new();
+        for v in cold {
+            match prime_rung(&work, v) {
+                Ok(_) => primed.push(work.0[v].name()),
+                Err(e) => gst::warning!(CAT, imp = self, "priming {}: {e}", work.0[v].name()),
+            }
         }
-        gst::info!(
-            CAT,
-            imp = self,
-            "ran {} once on the streaming thread in {:?} (CUDA's per-thread plans), untimed",
-            cold.iter()
-                .map(|&v| variants[v].name())
-                .collect::<Vec<_>>()
-                .join(", "),
-            started.elapsed()
-        );
+        if !primed.is_empty() {
+            gst::info!(
+                CAT,
+                imp = self,
+                "ran {} once on the streaming thread in {:?} (CUDA's per-thread plans), untimed",
+                primed.join(", "),
+                started.elapsed()
+            );
+        }
         Ok(())
     }
 
@@ -1024,6 +1020,28 @@ fn blank_frames(
     let outframe = gst_video::VideoFrame::from_buffer_writable(blank(&infos.1), &infos.1)
         .map_err(|_| "cannot map a blank output frame")?;
     Ok((inframe, outframe))
+}
+
+/// Whether `rung` runs on CUDA and this thread has not run it on frames of `input`'s size.
+fn is_cold_here(rung: &Variant, input: &FrameFormat) -> bool {
+    rung.device().is_cuda() && !rung.has_run_here(input.height as i64, input.width as i64)
+}
+
+/// Runs rung `v` once on a blank frame of the negotiated formats; how long it took.
+fn prime_rung(work: &NegotiatedWork, v: usize) -> Result<Duration, String> {
+    let (variants, infos, formats, _, tile) = work;
+    let started = Instant::now();
+    let (inframe, mut outframe) = blank_frames(infos)?;
+    let job = FrameJob {
+        input: formats.0,
+        output: formats.1,
+        variant: variants[v].clone(),
+        scaler: None,
+        tile: *tile,
+    };
+    let mut out = outframe.as_mut_video_frame_ref();
+    upscale_frame(&job, &inframe.as_video_frame_ref(), &mut out)?;
+    Ok(started.elapsed())
 }
 
 /// A rung's cost here estimated from the last learned rung measured here (`last`: its median
@@ -1940,11 +1958,6 @@ impl VideoFilterImpl for LightSrScale {
                 cuda,
             });
         }
-        // the rung the stream starts on pays for CUDA's first use before a frame is timed
-        *lock(&self.prime) = match bundle.device.is_cuda() {
-            true => lock(&self.scheduler).start_variant().into_iter().collect(),
-            false => Vec::new(),
-        };
         self.warm_up_pending().map_err(fail)?;
         self.check_latency();
         Ok(())
@@ -1979,13 +1992,30 @@ impl LightSrScale {
         if plan.decision.drop {
             return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
         }
+        // A CUDA rung's first run on this thread at this size (the rung a stream starts on,
+        // one a probe or a fall-back reaches first here) runs once untimed before the frame,
+        // and the frame is judged as if that stall had not happened: it is not the rung's cost.
+        let mut stall = Duration::ZERO;
+        if is_cold_here(&job.variant, &job.input)
+            && let Some(work) = self.negotiated_work()
+            && let Some(v) = work.0.iter().position(|r| Arc::ptr_eq(r, &job.variant))
+        {
+            stall = prime_rung(&work, v).map_err(fail)?;
+            gst::info!(
+                CAT,
+                imp = self,
+                "ran {} once on the streaming thread in {stall:?} before its first frame here \
+                 (CUDA's per-thread plans), untimed",
+                job.variant.name()
+            );
+        }
         let started = Instant::now();
         work(&job).map_err(fail)?;
         let cost = started.elapsed();
         let clock_after = self
             .obj()
             .current_running_time()
-            .map(gst::ClockTime::nseconds);
+            .map(|t| t.nseconds().saturating_sub(stall.as_nanos() as u64));
         let met = clock.met(cost, clock_after);
         lock(&self.scheduler).record(plan.decision.variant, cost, met);
         Ok(gst::FlowSuccess::Ok)

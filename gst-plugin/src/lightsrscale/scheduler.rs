@@ -429,24 +429,9 @@ impl Scheduler {
         self.policy.record(variant, cost, met);
     }
 
-    /// The rung the next frame runs on unless the policy learns otherwise: the active one, else
-    /// where a stream starts (a fixed rung, the best allowed without adaptation, else the
-    /// lightest allowed). None before a ladder.
-    pub fn start_variant(&self) -> Option<usize> {
-        if self.names.is_empty() {
-            return None;
-        }
-        if let Some(active) = self.policy.active_variant() {
-            return Some(active);
-        }
-        let config = self.policy.config();
-        let last = self.names.len() - 1;
-        let lightest = config.lightest_variant.unwrap_or(last).min(last);
-        Some(match config.fixed_variant {
-            Some(fixed) => fixed.min(last),
-            None if !config.adaptive => config.best_variant.min(lightest),
-            None => lightest,
-        })
+    /// Changes with the ladder and the frame size: what a warm-up or a priming was for.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The rungs the policy may run that are not measured at this size yet, lightest first (a
@@ -731,31 +716,6 @@ mod tests {
     }
 
     #[test]
-    fn the_start_rung_is_the_one_the_first_frame_runs_then_the_active_one() {
-        // what the element runs once on the streaming thread on CUDA before the first frame
-        let mut live = Live::new(&["learned", "bicubic"], &choice());
-        assert_eq!(
-            live.scheduler.start_variant(),
-            Some(1),
-            "adaptive: the lightest"
-        );
-        let (switches, _) = live.run(1, |_, v| [25, 2][v]);
-        assert_eq!(switches, vec![(0, None, 1, Reason::Initial)]);
-        let fixed = RungChoice {
-            variant: "learned".into(),
-            ..choice()
-        };
-        let mut live = Live::new(&["learned", "bicubic"], &fixed);
-        assert_eq!(live.scheduler.start_variant(), Some(0), "a fixed rung");
-        let (switches, _) = live.run(1, |_, v| [25, 2][v]);
-        assert_eq!(switches[0].2, 0);
-        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[25, 2]);
-        live.run(3, |_, v| [25, 2][v]);
-        assert_eq!(live.scheduler.start_variant(), Some(0), "the active rung");
-        assert_eq!(Scheduler::default().start_variant(), None, "no ladder yet");
-    }
-
-    #[test]
     fn a_warm_up_that_measures_every_rung_too_slow_keeps_the_stream_where_it_is() {
         let mut live = Live::new(&["learned", "bicubic"], &choice());
         let warm_up = live.scheduler.take_warm_up().unwrap();
@@ -797,6 +757,38 @@ mod tests {
             ]
         );
         assert_eq!(counts[2], 0, "nothing dropped");
+    }
+
+    #[test]
+    fn the_quick_return_holds_across_a_restart_and_lapses_after_10_s() {
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[18, 2]);
+        live.run(10, |_, v| [18, 2][v]);
+        // stop and start on the same rung (the climb state is reset): 16 s on it, one spike
+        live.scheduler.restart_time();
+        (live.frame, live.now) = (0, 0);
+        let (switches, _) = live.run(480, |k, v| if k == 400 { [60, 6][v] } else { [18, 2][v] });
+        assert_eq!(
+            switches,
+            vec![
+                (401, Some(0), 1, Reason::DeadlineMissed),
+                (419, Some(1), 0, Reason::Headroom),
+            ]
+        );
+        // 16 s more, a spike, then another process slows the learned rung to 45 ms for 12 s:
+        // once it has gone, the climb waits the whole sustain period again
+        let (switches, _) = live.run(1200, |k, v| match k {
+            880 => [60, 6][v],
+            881..1181 => [45, 4][v],
+            _ => [18, 2][v],
+        });
+        assert_eq!(switches[0], (881, Some(0), 1, Reason::DeadlineMissed));
+        assert_eq!(switches.len(), 2, "{switches:?}");
+        let (at, _, to, reason) = switches[1];
+        assert_eq!((to, reason), (0, Reason::Headroom));
+        assert!(
+            at >= 1181 + 50,
+            "back at frame {at}: within the sustain period of the load's end"
+        );
     }
 
     #[test]
