@@ -23,9 +23,9 @@
 //! - **Up slowly.** Climb one (non-dominated) rung only after it has been predicted to fit with
 //!   `headroom` for `sustain`, and a probe frame run on it measured that headroom. Probes run at
 //!   most once per `probe_interval`. Falling back within one sustain period of a climb doubles
-//!   the sustain period (up to 8x), so a rung at the edge does not oscillate. The climb back to
-//!   a rung held for 10 s before one fall-back waits a quarter of the period: one spike of
-//!   another process should not cost seconds of a rung that fits.
+//!   the sustain period (up to 8x), so a rung at the edge does not oscillate. A rung held for
+//!   1.5 s that one frame took out, and that fits with headroom again within 1 s (a spike, not
+//!   a load), is climbed back to after a quarter of the period.
 //! - **Catch up.** The active variant is chosen for the frame duration (what is sustainable);
 //!   a frame that is behind (queued after a slow one, less than a frame duration left) runs
 //!   the best cheaper variant that makes its own deadline, or is dropped, without a switch.
@@ -54,8 +54,11 @@ const QOS_ALPHA: f64 = 0.25;
 const QOS_PRESSURE: f64 = 1.05;
 /// Largest multiplier of the sustain period after failed climbs.
 const MAX_CLIMB_BACKOFF: u32 = 8;
-/// A rung that ran this long before a fall-back is returned to after a shorter sustain period.
-const QUICK_RETURN_HELD: Duration = Duration::from_secs(10);
+/// A rung that ran this long before a fall-back is returned to after a shorter sustain period
+/// (a rung that fell back sooner after its climb is at the edge: see the backoff)...
+const QUICK_RETURN_HELD: Duration = Duration::from_millis(1500);
+/// ... when it fits with headroom again within this time of the fall-back (a spike, not a load).
+const QUICK_RETURN_SPIKE: Duration = Duration::from_secs(1);
 /// The sustain period of such a return, as a fraction of `sustain`.
 const QUICK_RETURN_SHARE: f64 = 0.25;
 /// Bounds of the machine-load estimate (1 = as fast as when first measured).
@@ -729,10 +732,10 @@ struct Climb {
     rechecked: bool,
     /// When the active rung became active.
     active_since: Option<u64>,
-    /// The rung the stream fell back from after holding it for [`QUICK_RETURN_HELD`], and when:
-    /// one spike took it out of a rung that fits, so the climb back to it within
-    /// [`QUICK_RETURN_HELD`] waits a quarter of the sustain period (a stream that falls back
-    /// again soon after pays the usual backoff).
+    /// The rung the stream fell back from after holding it for [`QUICK_RETURN_HELD`], and when.
+    /// If it fits with headroom again within [`QUICK_RETURN_SPIKE`], one spike took it out of a
+    /// rung that fits, and the climb back waits a quarter of the sustain period (a stream that
+    /// falls back again soon after pays the usual backoff).
     return_to: Option<(usize, u64)>,
 }
 
@@ -1213,7 +1216,7 @@ impl DeadlinePolicy {
         let since = *self.climb.fitting_since.get_or_insert(now);
         let mut sustain = nanos(self.config.sustain) as u64 * u64::from(self.climb.backoff);
         let returning = self.climb.return_to.is_some_and(|(rung, fell)| {
-            rung == up && now.saturating_sub(fell) <= QUICK_RETURN_HELD.as_nanos() as u64
+            rung == up && since.saturating_sub(fell) <= QUICK_RETURN_SPIKE.as_nanos() as u64
         });
         if returning && self.climb.backoff == 1 {
             sustain = (sustain as f64 * QUICK_RETURN_SHARE) as u64;
