@@ -24,8 +24,8 @@
 //!   `headroom` for `sustain`, and a probe frame run on it measured that headroom. Probes run at
 //!   most once per `probe_interval`. Falling back within one sustain period of a climb doubles
 //!   the sustain period (up to 8x), so a rung at the edge does not oscillate. A rung held for
-//!   1.5 s that one frame took out, and that fits with headroom again within 1 s (a spike, not
-//!   a load), is climbed back to after a quarter of the period.
+//!   1.5 s that one late frame took out (`deadline-missed`), and that fits with headroom again
+//!   within 1 s (a spike, not a load), is climbed back to after a quarter of the period.
 //! - **Catch up.** The active variant is chosen for the frame duration (what is sustainable);
 //!   a frame that is behind (queued after a slow one, less than a frame duration left) runs
 //!   the best cheaper variant that makes its own deadline, or is dropped, without a switch.
@@ -132,6 +132,9 @@ struct VariantCost {
     window: VecDeque<f64>,
     /// Guessed from another frame size, not measured at this one.
     extrapolated: bool,
+    /// `base` is the rung's first frame in the stream, a cold run (the streaming thread's first
+    /// use of GStreamer's scaler or of libtorch at this size): the next frame replaces it.
+    provisional: bool,
 }
 
 impl VariantCost {
@@ -151,6 +154,7 @@ impl VariantCost {
             None => {
                 self.mean = Some(normalised);
                 self.base = normalised;
+                self.provisional = true;
             }
             Some(mean) => {
                 self.mean = Some(ewma(mean, normalised, COST_ALPHA));
@@ -170,6 +174,7 @@ impl VariantCost {
             base: median,
             window: recent.map(|c| c / load).collect(),
             extrapolated: false,
+            provisional: false,
         }
     }
 
@@ -179,6 +184,7 @@ impl VariantCost {
             base: self.base * factor,
             window: self.window.iter().map(|c| c * factor).collect(),
             extrapolated: true,
+            provisional: false,
         }
     }
 }
@@ -302,7 +308,15 @@ impl CostModel {
             return;
         };
         let measured = entry.mean.is_some() && !entry.extrapolated && entry.base > 0.0;
-        if measured && self.quiet && evidence == Evidence::Routine {
+        if measured && entry.provisional {
+            // the reference was a cold first frame: this one is the reference, and says nothing
+            // about the load (against the cold one, every frame after it read as a load of
+            // 0.3-0.5, and a warm-up's costs, seen at that load, put a rung that takes 60 ms
+            // at 30)
+            let slot = &mut self.costs_mut()[variant];
+            slot.base = cost / load;
+            slot.provisional = false;
+        } else if measured && self.quiet && evidence == Evidence::Routine {
             // Nothing else runs: the machine is at its baseline, so what this frame cost is
             // the rung's own cost. The base follows it and the load returns to the baseline.
             let base = ewma(entry.base, cost / self.baseline, LOAD_ALPHA);
@@ -370,6 +384,7 @@ impl CostModel {
                 base: cost / baseline,
                 window: VecDeque::from([cost / load]),
                 extrapolated: false,
+                provisional: false,
             };
         }
     }
@@ -1431,7 +1446,8 @@ impl DeadlinePolicy {
             .active_since
             .is_some_and(|t| now.saturating_sub(t) >= QUICK_RETURN_HELD.as_nanos() as u64);
         self.climb.active_since = Some(now);
-        self.climb.return_to = match (fell_back, from) {
+        // only after one late frame (a spike): a rung predicted to miss saw a load building
+        self.climb.return_to = match (reason == Reason::DeadlineMissed, from) {
             (true, Some(from)) if held => Some((from, now)),
             // still below the rung to return to (fell further, or climbed part of the way)
             _ if self.climb.return_to.is_some_and(|(r, _)| r < variant) => self.climb.return_to,

@@ -801,7 +801,10 @@ impl LightSrScale {
         };
         let mut cold: Vec<usize> = pending
             .into_iter()
-            .filter(|&v| work.0.get(v).is_some_and(|r| is_cold_here(r, &work.2.0)))
+            .filter(|&v| {
+                let rung = work.0.get(v);
+                rung.is_some_and(|r| r.device().is_cuda() && is_cold_here(r, &work.2.0))
+            })
             .collect();
         cold.sort_unstable();
         cold.dedup();
@@ -1022,9 +1025,9 @@ fn blank_frames(
     Ok((inframe, outframe))
 }
 
-/// Whether `rung` runs on CUDA and this thread has not run it on frames of `input`'s size.
+/// Whether this thread has not run `rung` on frames of `input`'s size.
 fn is_cold_here(rung: &Variant, input: &FrameFormat) -> bool {
-    rung.device().is_cuda() && !rung.has_run_here(input.height as i64, input.width as i64)
+    !rung.has_run_here(input.height as i64, input.width as i64)
 }
 
 /// Runs rung `v` once on a blank frame of the negotiated formats; how long it took.
@@ -1992,11 +1995,17 @@ impl LightSrScale {
         if plan.decision.drop {
             return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
         }
-        // A CUDA rung's first run on this thread at this size (the rung a stream starts on,
-        // one a probe or a fall-back reaches first here) runs once untimed before the frame,
+        // A rung's first run on this thread at this size (the rung a stream starts on, one a
+        // climb, a probe or a fall-back reaches first here) runs once untimed before the frame,
         // and the frame is judged as if that stall had not happened: it is not the rung's cost.
+        // On CUDA that first run takes cuDNN's plans (up to 0.25 s); on the CPU it is 1.5-2x a
+        // frame (the thread's OpenMP team and caches: x2 `dense` 33-46 ms against 22 ms once
+        // warm), over the budget often enough that the climb after a warm-up fell straight back.
+        // GStreamer's scaler (the weight-free rung on the CPU) is not libtorch: never cold.
+        let by_scaler = job.scaler.is_some() && job.variant.is_weight_free();
         let mut stall = Duration::ZERO;
-        if is_cold_here(&job.variant, &job.input)
+        if !by_scaler
+            && is_cold_here(&job.variant, &job.input)
             && let Some(work) = self.negotiated_work()
             && let Some(v) = work.0.iter().position(|r| Arc::ptr_eq(r, &job.variant))
         {
@@ -2005,7 +2014,7 @@ impl LightSrScale {
                 CAT,
                 imp = self,
                 "ran {} once on the streaming thread in {stall:?} before its first frame here \
-                 (CUDA's per-thread plans), untimed",
+                 (per-thread state: cuDNN's plans, OpenMP's team), untimed",
                 job.variant.name()
             );
         }
