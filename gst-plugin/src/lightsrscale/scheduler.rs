@@ -772,6 +772,26 @@ mod tests {
     }
 
     #[test]
+    fn no_quick_return_after_a_predicted_miss() {
+        // 4 s on the learned rung, then its frames creep up (a load building up) until it is
+        // predicted to miss, then the load goes at once: the climb back waits the whole period
+        let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[18, 2]);
+        let (switches, _) = live.run(300, |k, v| match k {
+            100..110 => [30 + (k - 100), 2][v],
+            _ => [18, 2][v],
+        });
+        assert_eq!(
+            switches,
+            vec![
+                (0, None, 0, Reason::Initial),
+                (105, Some(0), 1, Reason::PredictedMiss),
+                // 54 frames: the sustain period and a probe (a quick return: back at frame 132)
+                (159, Some(1), 0, Reason::Headroom),
+            ]
+        );
+    }
+
+    #[test]
     fn the_quick_return_holds_across_a_restart_and_not_after_a_load() {
         let mut live = Live::new(&["learned", "bicubic"], &choice()).warmed(&[18, 2]);
         live.run(10, |_, v| [18, 2][v]);
