@@ -196,6 +196,15 @@ struct FrameJob {
     tile: i64,
 }
 
+impl FrameJob {
+    /// GStreamer's scaler, where it runs this job instead of libtorch (the weight-free rung).
+    fn by_scaler(&self) -> Option<&gst_video::VideoConverter> {
+        self.scaler
+            .as_deref()
+            .filter(|_| self.variant.is_weight_free())
+    }
+}
+
 /// The tile side for `tile-size=0`: whole frames while the estimated working memory
 /// ([`BYTES_PER_INPUT_PIXEL`]) fits half of the memory available now (CPU, `/proc/meminfo`) or
 /// 4 GiB (CUDA, where libtorch offers no free-memory query through tch); else the largest square
@@ -810,8 +819,16 @@ impl LightSrScale {
         cold.dedup();
         let started = Instant::now();
         let mut primed = Vec::new();
+        let (variants, infos, formats, _, tile) = &work;
         for v in cold {
-            match prime_rung(&work, v) {
+            let job = FrameJob {
+                input: formats.0,
+                output: formats.1,
+                variant: variants[v].clone(),
+                scaler: None,
+                tile: *tile,
+            };
+            match prime_rung(&job, infos) {
                 Ok(_) => primed.push(work.0[v].name()),
                 Err(e) => gst::warning!(CAT, imp = self, "priming {}: {e}", work.0[v].name()),
             }
@@ -968,7 +985,7 @@ fn measure_rungs(
             scaler: scaler.clone(),
             tile,
         };
-        if job.scaler.is_some() && job.variant.is_weight_free() {
+        if job.by_scaler().is_some() {
             // GStreamer's scaler runs it; the module still has to keep the bundle contract
             // (it runs on other devices, and a broken bundle should not pass unnoticed).
             let (h, w) = (formats.0.height as i64, formats.0.width as i64);
@@ -1030,20 +1047,15 @@ fn is_cold_here(rung: &Variant, input: &FrameFormat) -> bool {
     !rung.has_run_here(input.height as i64, input.width as i64)
 }
 
-/// Runs rung `v` once on a blank frame of the negotiated formats; how long it took.
-fn prime_rung(work: &NegotiatedWork, v: usize) -> Result<Duration, String> {
-    let (variants, infos, formats, _, tile) = work;
+/// Runs `job` once on a blank frame of the negotiated formats (`infos`); how long it took.
+fn prime_rung(
+    job: &FrameJob,
+    infos: &(gst_video::VideoInfo, gst_video::VideoInfo),
+) -> Result<Duration, String> {
     let started = Instant::now();
     let (inframe, mut outframe) = blank_frames(infos)?;
-    let job = FrameJob {
-        input: formats.0,
-        output: formats.1,
-        variant: variants[v].clone(),
-        scaler: None,
-        tile: *tile,
-    };
     let mut out = outframe.as_mut_video_frame_ref();
-    upscale_frame(&job, &inframe.as_video_frame_ref(), &mut out)?;
+    upscale_frame(job, &inframe.as_video_frame_ref(), &mut out)?;
     Ok(started.elapsed())
 }
 
@@ -1076,7 +1088,7 @@ fn upscale_frame(
     inframe: &gst_video::VideoFrameRef<&gst::BufferRef>,
     outframe: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
 ) -> Result<(), String> {
-    if let Some(scaler) = job.scaler.as_ref().filter(|_| job.variant.is_weight_free()) {
+    if let Some(scaler) = job.by_scaler() {
         scaler.frame_ref(inframe, outframe);
         return Ok(());
     }
@@ -2002,14 +2014,12 @@ impl LightSrScale {
         // frame (the thread's OpenMP team and caches: x2 `dense` 33-46 ms against 22 ms once
         // warm), over the budget often enough that the climb after a warm-up fell straight back.
         // GStreamer's scaler (the weight-free rung on the CPU) is not libtorch: never cold.
-        let by_scaler = job.scaler.is_some() && job.variant.is_weight_free();
         let mut stall = Duration::ZERO;
-        if !by_scaler
+        if job.by_scaler().is_none()
             && is_cold_here(&job.variant, &job.input)
-            && let Some(work) = self.negotiated_work()
-            && let Some(v) = work.0.iter().position(|r| Arc::ptr_eq(r, &job.variant))
+            && let Some((_, infos, ..)) = self.negotiated_work()
         {
-            stall = prime_rung(&work, v).map_err(fail)?;
+            stall = prime_rung(&job, &infos).map_err(fail)?;
             gst::info!(
                 CAT,
                 imp = self,
