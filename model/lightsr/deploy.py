@@ -92,6 +92,31 @@ def bicubic_phase_kernel(scale: int) -> Tensor:
     return kernel.reshape(3 * scale * scale, 3, 5, 5).float()
 
 
+def unshuffled_phase_kernel(scale: int) -> Tensor:
+    """(3 * (2s)^2, 12, 3, 3) weights of a conv whose output, pixel-shuffled by 2s, is torch's bicubic
+    upscale (align_corners=False) by s of an RGB input, read from `pixel_unshuffle(pad(x, 2), 2)`
+    (replicate padding by 2, then space-to-depth by 2: 12 channels, c * 4 + q * 2 + q' for row
+    parity q and column parity q'). Output channels are in the (I, J, c) order of
+    `phases_to_frames(p, 2 * s)`: output pixel (2h + a, 2w + b) of phase (i, j) of `phase_kernel(s)`
+    is phase (a * s + i, b * s + j) at half-resolution pixel (h, w). Padded row 2h + a + dy (a in 0..1,
+    dy in 0..4) is unshuffled row h + (a + dy) // 2, parity (a + dy) % 2: a 3x3 window."""
+    small = phase_kernel(scale)  # (s*s*3, 3, 5, 5), channels (i, j, c)
+    big = 2 * scale
+    kernel = torch.zeros(big * big * 3, 12, 3, 3)
+    for a in range(2):
+        for b in range(2):
+            for i in range(scale):
+                for j in range(scale):
+                    for c in range(3):
+                        src = (i * scale + j) * 3 + c
+                        dst = ((a * scale + i) * big + (b * scale + j)) * 3 + c
+                        for dy in range(5):
+                            for dx in range(5):
+                                ry, rx = a + dy, b + dx
+                                kernel[dst, c * 4 + (ry % 2) * 2 + (rx % 2), ry // 2, rx // 2] = small[src, c, dy, dx]
+    return kernel
+
+
 def last_conv(m: nn.Module) -> nn.Conv2d:
     """The last conv of a 3x3 conv of the generator (`conv3x3`): the pointwise conv of a SepConv, a
     dense conv itself."""
@@ -102,13 +127,15 @@ def last_conv(m: nn.Module) -> nn.Conv2d:
 
 def supports_phases(net: nn.Module) -> bool:
     """Whether `PhaseDeploy` can run `net`: an F2SRGANGenerator without Fourier blocks whose tail is
-    one conv to 3*s*s channels + PixelShuffle (upsampler 'light') and that adds the bicubic skip."""
+    one conv to 3*(u*s)^2 channels + PixelShuffle(u*s) (upsampler 'light'; u = `unshuffle`) and that
+    adds the bicubic skip."""
     from lightsr.archs.f2srgan_arch import F2SRGANGenerator  # noqa: PLC0415 (archs import deploy-free)
     if not isinstance(net, F2SRGANGenerator) or net.fourier or not getattr(net, "image_skip", False):
         return False
     up = net.upsampler
     return (isinstance(net.final_conv, nn.Identity) and len(up) == 2
-            and isinstance(up[1], nn.PixelShuffle) and up[1].upscale_factor == net.scale)
+            and isinstance(up[1], nn.PixelShuffle)
+            and up[1].upscale_factor == net.scale * getattr(net, "unshuffle", 1))
 
 
 def check_u8_frames(x: Tensor) -> None:
@@ -172,11 +199,15 @@ class PhaseDeploy(nn.Module):
     * the bicubic skip as a 5x5 conv (`bicubic_phase_kernel`) added to the tail conv's 3*s*s
       output, before the pixel shuffle (torch's bicubic interpolation at output size costs more
       than the whole network on a CPU);
-    * each residual block's `res_scale` folded into its last pointwise conv, and the rounding's
+    * each residual block's `res_scale` folded into its last pointwise conv (and undone in the first
+      layer of its channel attention, if any, which reads the block's mean), and the rounding's
       +0.5 into the tail conv's bias (clamp, then truncation to uint8 rounds);
     * the tail's 3*s*s output channels (and the skip's) reordered from PixelShuffle's (c, i, j) to
       (i, j, c), the clamp and the uint8 cast on them, then one uint8 copy that shuffles runs of
-      s*3 bytes into the NHWC output.
+      s*3 bytes into the NHWC output;
+    * with `unshuffle` 2 (head and body at half resolution) all of this at half resolution with
+      2s in place of s, the skip a 3x3 conv of the unshuffled input (`unshuffled_phase_kernel`);
+      odd frame sizes are replicate-padded to even, and the output cropped.
 
     The network is deep-copied: the original keeps its weights.
     """
@@ -186,8 +217,10 @@ class PhaseDeploy(nn.Module):
         if not supports_phases(net):
             raise ValueError("PhaseDeploy needs an F2SRGANGenerator with upsampler 'light', image_skip "
                              "and no Fourier blocks; use U8Deploy")
+        from lightsr.archs.f2srgan_arch import ChannelAttention  # noqa: PLC0415
         net = copy.deepcopy(net).float().eval()
         self.scale = int(net.scale)
+        self.unshuffle = int(getattr(net, "unshuffle", 1))
         self.sub_mean = net.sub_mean
         self.initial = net.initial
         with torch.no_grad():
@@ -195,30 +228,45 @@ class PhaseDeploy(nn.Module):
                 last = last_conv(block.block2)
                 last.weight.mul_(block.res_scale)
                 last.bias.mul_(block.res_scale)
+                if isinstance(block.attention, ChannelAttention):  # it reads the scaled mean: undo
+                    block.attention.fc1.weight.div_(block.res_scale)
         self.blocks1 = nn.ModuleList([b.block1 for b in net.residual])
         self.blocks2 = nn.ModuleList([b.block2 for b in net.residual])
+        self.attentions = nn.ModuleList([b.attention for b in net.residual])
         self.tail = net.upsampler[0]
         # PixelShuffle's channel order is (c, i, j); reordered to (i, j, c), each output row's
         # s * 3 bytes of one input pixel lie together, so the final shuffle copies runs of bytes
-        s = self.scale
+        s = self.scale * self.unshuffle
         order = phase_order(s)
         last = last_conv(self.tail)
         with torch.no_grad():
             last.weight.copy_(last.weight[order])
             last.bias.copy_(last.bias[order] + 0.5)
-        self.register_buffer("skip", phase_kernel(s), persistent=True)
+        skip = phase_kernel(s) if self.unshuffle == 1 else unshuffled_phase_kernel(self.scale)
+        self.register_buffer("skip", skip, persistent=True)
         self.register_buffer("anchor", torch.zeros(1), persistent=True)
 
     def forward(self, x: Tensor) -> Tensor:
         check_u8_frames(x)
         y = x.permute(0, 3, 1, 2).to(self.anchor.dtype)  # NHWC memory: a channels-last view
-        f = self.initial(self.sub_mean(y))
+        if self.unshuffle == 1:
+            f = self.initial(self.sub_mean(y))
+            skip = bicubic_phases(y, self.skip)
+        else:
+            h, w = y.size(2), y.size(3)
+            if h % 2 == 1 or w % 2 == 1:
+                y = F.pad(y, [0, w % 2, 0, h % 2], mode="replicate")
+            f = self.initial(F.pixel_unshuffle(self.sub_mean(y), 2))
+            skip = F.conv2d(F.pixel_unshuffle(F.pad(y, [2, 2, 2, 2], mode="replicate"), 2), self.skip)
         r = f
-        for block1, block2 in zip(self.blocks1, self.blocks2):
-            r = r + block2(block1(r))
+        for block1, block2, attention in zip(self.blocks1, self.blocks2, self.attentions):
+            r = r + attention(block2(block1(r)))
         p = self.tail(r + f)
-        p.add_(bicubic_phases(y, self.skip))
-        return phases_to_frames(p, self.scale)
+        p.add_(skip)
+        out = phases_to_frames(p, self.scale * self.unshuffle)
+        if self.unshuffle == 2 and (x.size(1) % 2 == 1 or x.size(2) % 2 == 1):
+            out = out[:, : x.size(1) * self.scale, : x.size(2) * self.scale].contiguous()
+        return out
 
 
 def bicubic_variant(scale: int) -> PhaseBicubic:
@@ -230,17 +278,20 @@ def phase_deploy_from_state(state: dict, scale: int) -> PhaseDeploy:
     """The eager `PhaseDeploy` whose state dict is `state` (e.g. a bundle rung's TorchScript
     `.state_dict()`): widths, pruned ones included, are read off the weights' shapes, so a rung can
     be re-formed (`pad_channels`) or compiled without its training checkpoint."""
-    from lightsr.archs.f2srgan_arch import F2SRGANGenerator, conv3x3  # noqa: PLC0415
+    from lightsr.archs.f2srgan_arch import ChannelAttention, F2SRGANGenerator, conv3x3  # noqa: PLC0415
     blocks = sorted({int(k.split(".")[1]) for k in state if k.startswith("blocks1.")})
     conv = "dense" if "initial.0.weight" in state else "sep"
     pointwise = "" if conv == "dense" else ".1"  # a SepConv's last conv is its index 1
     width = state[f"initial.0{pointwise}.weight"].shape[0]
+    unshuffle = 2 if conv == "dense" and state["initial.0.weight"].shape[1] == 12 else 1
     net = F2SRGANGenerator(scale=scale, num_blocks=len(blocks), fourier=False, width=width,
-                           upsampler="light", image_skip=True, conv=conv)
+                           upsampler="light", image_skip=True, conv=conv, unshuffle=unshuffle)
     for i, block in enumerate(net.residual):
         mid = state[f"blocks1.{i}.0{pointwise}.weight"].shape[0]
         block.block1 = nn.Sequential(conv3x3(width, mid, conv), nn.PReLU(mid))
         block.block2 = nn.Sequential(conv3x3(mid, width, conv))
+        if f"attentions.{i}.fc1.weight" in state:
+            block.attention = ChannelAttention(width, state[f"attentions.{i}.fc1.weight"].shape[0])
         block.res_scale = 1.0  # already folded into the state's weights
     deploy = PhaseDeploy(net)
     deploy.load_state_dict(state)
@@ -280,12 +331,15 @@ def pad_channels(deploy: PhaseDeploy, multiple: int = 8) -> PhaseDeploy:
     up = lambda c: -(-c // multiple) * multiple  # noqa: E731
     if isinstance(out.initial[0], nn.Conv2d):  # dense convs
         w8 = up(out.initial[0].out_channels)
-        out.initial[0] = _grown_conv(out.initial[0], 3, w8)
-        for block1, block2 in zip(out.blocks1, out.blocks2):
+        out.initial[0] = _grown_conv(out.initial[0], out.initial[0].in_channels, w8)
+        for block1, block2, attention in zip(out.blocks1, out.blocks2, out.attentions):
             mid8 = up(block1[0].out_channels)
             block1[0] = _grown_conv(block1[0], w8, mid8)
             block1[1] = _grown_prelu(block1[1], mid8)
             block2[0] = _grown_conv(block2[0], mid8, w8)
+            if not isinstance(attention, nn.Identity):  # the zero channels' gains multiply zeros
+                attention.fc1 = _grown_conv(attention.fc1, w8, attention.fc1.out_channels)
+                attention.fc2 = _grown_conv(attention.fc2, attention.fc2.in_channels, w8)
         out.tail = _grown_conv(out.tail, w8, out.tail.out_channels)
         return out.eval()
     width = out.initial[0][1].out_channels

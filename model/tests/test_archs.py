@@ -274,3 +274,58 @@ def test_dense_fourier_generator_keeps_published_ffcs_between_plain_convs():
     assert torch.isfinite(got).all()
     with pytest.raises(ValueError, match="upsampler='light'"):
         generator(scale=4, num_blocks=2, fourier=True, width=16, conv="dense")
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("h, w", [(16, 24), (17, 23), (1, 1), (5, 2)])
+def test_unshuffled_generator_starts_as_bicubic_at_any_size(scale, h, w):
+    """`unshuffle: 2` (head and body at half resolution): any frame size, odd ones padded and cropped
+    back, starting as exactly bicubic like every image-skip generator, and then computing a
+    correction that depends on the content."""
+    import torch.nn.functional as F
+    net = F2SRGANGenerator(scale=scale, num_blocks=2, fourier=False, width=16, upsampler="light",
+                           image_skip=True, conv="dense", res_scale=1.0, unshuffle=2).eval()
+    assert net.initial[0].in_channels == 12 and net.upsampler[1].upscale_factor == 2 * scale
+    x = torch.rand(2, 3, h, w) * 255
+    padded = F.pad(x, [0, w % 2, 0, h % 2], mode="replicate")
+    bicubic = F.interpolate(padded, scale_factor=float(scale), mode="bicubic", align_corners=False)
+    bicubic = bicubic[:, :, : h * scale, : w * scale]
+    with torch.no_grad():
+        assert torch.equal(net(x), bicubic)
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        out = net(x)
+        assert out.shape == (2, 3, h * scale, w * scale)
+        assert (out - bicubic).abs().max() > 1
+        assert torch.allclose(torch.jit.script(net)(x), out, atol=1e-3)
+
+
+def test_unshuffle_is_refused_where_it_has_no_meaning():
+    base = dict(scale=4, num_blocks=2, fourier=False, width=16, upsampler="light", image_skip=True, conv="dense")
+    for bad in (dict(unshuffle=3), dict(unshuffle=2, image_skip=False), dict(unshuffle=2, conv="sep"),
+                dict(unshuffle=2, fourier=True)):
+        with pytest.raises(ValueError, match="unshuffle"):
+            F2SRGANGenerator(**{**base, **bad})
+
+
+def test_channel_attention_gives_a_local_network_the_whole_frame():
+    """With `attention`, an output pixel depends on input pixels far outside the convolutions'
+    reach (the frame's mean feeds every block's gains); without it, it does not. The published
+    state-dict keys stay as they are when attention is off."""
+    torch.manual_seed(3)
+    opt = dict(scale=2, num_blocks=2, fourier=False, width=16, upsampler="light", image_skip=True,
+               conv="dense", res_scale=1.0)
+    for attention, reaches in ((0, False), (4, True)):
+        net = F2SRGANGenerator(**opt, attention=attention).eval()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+            x = torch.rand(1, 3, 48, 48) * 255
+            far = x.clone()
+            far[:, :, 40:, 40:] = 0.0  # 30+ pixels from the corner the test reads
+            changed = (net(x)[:, :, :8, :8] - net(far)[:, :, :8, :8]).abs().max().item()
+        assert (changed > 1e-3) == reaches, (attention, changed)
+    with pytest.raises(ValueError, match="attention"):
+        F2SRGANGenerator(**{**opt, "conv": "sep"}, attention=4)
+    assert "residual.0.attention.fc1.weight" in F2SRGANGenerator(**opt, attention=4).state_dict()
+    assert not any("attention" in k for k in F2SRGANGenerator(**opt).state_dict())

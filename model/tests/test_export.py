@@ -15,7 +15,7 @@ from lightsr.bundle import BundleError, manifest_problems, validate_bundle
 from lightsr.archs.f2srgan_arch import conv3x3
 from lightsr.deploy import (BicubicUpscale, PhaseBicubic, PhaseDeploy, U8Deploy,
                             bicubic_phase_kernel, gpu_phase_deploy, pad_channels, phase_deploy_from_state,
-                            bicubic_variant, supports_phases)
+                            bicubic_variant, supports_phases, unshuffled_phase_kernel)
 from lightsr.evaluate import fixed_pattern_rms
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "default"
@@ -182,19 +182,22 @@ def test_bicubic_phase_kernel_is_torch_bicubic(scale):
     assert (got - want).abs().max() < 2e-3
 
 
-def image_skip_generator(scale, blocks=2, width=8, seed=0, conv="sep"):
+def image_skip_generator(scale, blocks=2, width=8, seed=0, conv="sep", unshuffle=1, attention=0):
     torch.manual_seed(seed)
     net = build_network({"type": "F2SRGANGenerator", "scale": scale, "num_blocks": blocks, "fourier": False,
-                         "width": width, "upsampler": "light", "image_skip": True, "conv": conv}).eval()
+                         "width": width, "upsampler": "light", "image_skip": True, "conv": conv,
+                         "unshuffle": unshuffle, "attention": attention}).eval()
     with torch.no_grad():  # image_skip starts its last conv at zero: give it a correction to carry
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return net
 
 
-@pytest.mark.parametrize("scale,conv", [(2, "sep"), (3, "sep"), (4, "sep"), (4, "dense")])
-def test_phase_deploy_equals_the_deploy_wrapper(scale, conv):
-    net = image_skip_generator(scale, conv=conv)
+@pytest.mark.parametrize("scale,conv,unshuffle,attention", [
+    (2, "sep", 1, 0), (3, "sep", 1, 0), (4, "sep", 1, 0), (4, "dense", 1, 0), (2, "dense", 2, 0), (4, "dense", 2, 0),
+    (2, "dense", 1, 4), (4, "dense", 1, 4)])
+def test_phase_deploy_equals_the_deploy_wrapper(scale, conv, unshuffle, attention):
+    net = image_skip_generator(scale, conv=conv, unshuffle=unshuffle, attention=attention)
     assert supports_phases(net)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     eager, phases = U8Deploy(net, scale).eval(), torch.jit.script(PhaseDeploy(net).eval())
@@ -210,6 +213,20 @@ def test_phase_deploy_equals_the_deploy_wrapper(scale, conv):
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(b.res_scale == 0.1 for b in net.residual)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_unshuffled_phase_kernel_is_torch_bicubic(scale):
+    """The skip of an unshuffled rung, read from the space-to-depth of the padded input at half
+    resolution, is torch's bicubic upscale by `scale` (to float rounding)."""
+    torch.manual_seed(scale)
+    x = torch.rand(2, 3, 10, 14) * 255
+    p = F.conv2d(F.pixel_unshuffle(F.pad(x, [2, 2, 2, 2], mode="replicate"), 2), unshuffled_phase_kernel(scale))
+    n, _, h, w = p.shape
+    big = 2 * scale  # channels (I, J, c) -> frames, as phases_to_frames does
+    got = p.view(n, big, big, 3, h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, 3, h * big, w * big)
+    want = F.interpolate(x, scale_factor=float(scale), mode="bicubic", align_corners=False)
+    assert torch.allclose(got, want, atol=1e-3)
 
 
 def test_phase_forms_cover_what_they_can_and_export_prefers_them():
@@ -245,9 +262,10 @@ def test_dense_fourier_rung_exports_as_the_u8_wrapper_and_matches_eager():
     assert (want - torch_bicubic_u8(x, 2).permute(0, 3, 1, 2).float()).abs().max() > 2
 
 
-def pruned_shape_generator(scale, mids=(5, 11, 9), width=13, seed=1, conv="sep"):
+def pruned_shape_generator(scale, mids=(5, 11, 9), width=13, seed=1, conv="sep", unshuffle=1, attention=0):
     """An image-skip generator with the odd, per-block widths that pruning leaves."""
-    net = image_skip_generator(scale, blocks=len(mids), width=width, seed=seed, conv=conv)
+    net = image_skip_generator(scale, blocks=len(mids), width=width, seed=seed, conv=conv, unshuffle=unshuffle,
+                               attention=attention)
     torch.manual_seed(seed)
     for block, mid in zip(net.residual, mids):
         block.block1 = torch.nn.Sequential(conv3x3(width, mid, conv), torch.nn.PReLU(mid))
@@ -258,12 +276,14 @@ def pruned_shape_generator(scale, mids=(5, 11, 9), width=13, seed=1, conv="sep")
     return net.eval()
 
 
-@pytest.mark.parametrize("scale,conv", [(2, "sep"), (4, "sep"), (4, "dense")])
-def test_cuda_form_computes_the_phase_form(scale, conv):
+@pytest.mark.parametrize("scale,conv,unshuffle,attention", [
+    (2, "sep", 1, 0), (4, "sep", 1, 0), (4, "dense", 1, 0), (4, "dense", 2, 0), (4, "dense", 1, 3)])
+def test_cuda_form_computes_the_phase_form(scale, conv, unshuffle, attention):
     """Re-formed from a scripted rung's state: the twin is exact, padding to 8 adds zero channels
     only, the CUDA form (SepConv rungs: folded biases, pointwise convs as linear; dense rungs: the
     padded twin) stays within a grey level."""
-    scripted = torch.jit.script(PhaseDeploy(pruned_shape_generator(scale, conv=conv)).eval())
+    net = pruned_shape_generator(scale, conv=conv, unshuffle=unshuffle, attention=attention)
+    scripted = torch.jit.script(PhaseDeploy(net).eval())
     x = u8_frame(2, 19, 46, seed=scale)[:, :, ::2, :]
     twin = phase_deploy_from_state(scripted.state_dict(), scale)
     padded = pad_channels(twin)

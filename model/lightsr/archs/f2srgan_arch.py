@@ -25,18 +25,35 @@ def conv3x3(in_channels: int, out_channels: int, conv: str = "sep") -> nn.Module
     return SepConv(in_channels, out_channels, 3)
 
 
-class ResidualBlock(nn.Module):
-    """`x + res_scale * B2(PReLU(B1(x)))`, B1 an FFC (Fourier block) or a 3x3 conv (`conv3x3`)."""
+class ChannelAttention(nn.Module):
+    """RCAN's channel attention: `y * sigmoid(fc2(relu(fc1(mean over the frame of y))))`, a per-channel
+    gain read from the whole frame (how strongly it was coded, how much detail it has), for the cost
+    of one pass to average and one to scale."""
 
-    def __init__(self, channels: int, fourier: bool, res_scale: float = 0.1, conv: str = "sep"):
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, y: Tensor) -> Tensor:
+        return y * torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
+
+
+class ResidualBlock(nn.Module):
+    """`x + res_scale * A(B2(PReLU(B1(x))))`, B1 an FFC (Fourier block) or a 3x3 conv (`conv3x3`), A
+    the identity or, with `attention` > 0 hidden channels, `ChannelAttention`."""
+
+    def __init__(self, channels: int, fourier: bool, res_scale: float = 0.1, conv: str = "sep",
+                 attention: int = 0):
         super().__init__()
         first = FFC(channels) if fourier else conv3x3(channels, channels, conv)
         self.block1 = nn.Sequential(first, nn.PReLU(channels))
         self.block2 = nn.Sequential(conv3x3(channels, channels, conv))
+        self.attention = ChannelAttention(channels, attention) if attention > 0 else nn.Identity()
         self.res_scale = res_scale
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.res_scale * self.block2(self.block1(x))
+        return x + self.res_scale * self.attention(self.block2(self.block1(x)))
 
 
 def published_upsampler(width: int, scale: int) -> nn.Sequential:
@@ -74,31 +91,46 @@ class F2SRGANGenerator(nn.Module):
         conv: 'sep' (published: every 3x3 conv a SepConv) or 'dense' (plain 3x3 convs; the
             project's heavier compression-aware rungs, model/REPORT.md). The FFCs of Fourier
             blocks stay as published either way.
+        unshuffle: 1, or 2 to run the head and the body at half the input resolution: the input is
+            space-to-depth'ed (PixelUnshuffle(2), 12 channels), the tail conv writes
+            3*(2s)^2 channels and PixelShuffle(2s) makes the output. Each 3x3 conv then sees twice
+            the input distance (codec blocks are 8-16 pixels) and its layers are 4x wider for the
+            same MACs, which a CPU runs nearer its peak. Odd sizes are replicate-padded to even
+            and cropped back. Needs conv 'dense', the light upsampler, image_skip, no Fourier blocks.
+        attention: 0, or the hidden width of a `ChannelAttention` at the end of every residual block
+            (global context for a local network; with tiles, each tile's own context).
     """
 
     def __init__(self, scale: int = 4, num_blocks: int = 16, fourier: bool = True,
                  width: int = 64, upsampler: str = "published", res_scale: float = 0.1,
-                 image_skip: bool = False, conv: str = "sep"):
+                 image_skip: bool = False, conv: str = "sep", unshuffle: int = 1, attention: int = 0):
         super().__init__()
         if upsampler not in UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got '{upsampler}'")
         if conv not in CONVS or (conv == "dense" and upsampler != "light"):
             raise ValueError(f"conv must be one of {CONVS} ('dense' with upsampler='light'), got '{conv}'")
+        if unshuffle not in (1, 2) or (unshuffle == 2 and (upsampler != "light" or not image_skip
+                                                           or conv != "dense" or fourier)):
+            raise ValueError(f"unshuffle must be 1 or 2 (2 with conv='dense', upsampler='light', image_skip "
+                             f"and no Fourier blocks), got {unshuffle}")
+        if attention < 0 or (attention > 0 and conv != "dense"):
+            raise ValueError(f"attention must be 0 or a hidden width > 0 with conv='dense', got {attention}")
         if fourier and width % 16 != 0:
             raise ValueError(f"with fourier=True the width must be a multiple of 16, got {width}")
         self.scale = int(scale)
         self.fourier = bool(fourier)
         self.sub_mean = MeanShift(-1)
         self.conv = conv
-        self.initial = nn.Sequential(conv3x3(3, width, conv))
+        self.unshuffle = int(unshuffle)
+        self.initial = nn.Sequential(conv3x3(3 * self.unshuffle ** 2, width, conv))
         self.residual = nn.Sequential(*[
-            ResidualBlock(width, fourier and i % 2 == 0, res_scale, conv) for i in range(num_blocks)])
+            ResidualBlock(width, fourier and i % 2 == 0, res_scale, conv, attention) for i in range(num_blocks)])
         if upsampler == "published":
             self.upsampler = published_upsampler(width, self.scale)
             self.final_conv = SepConv(width, 3, 3)
         else:
-            self.upsampler = nn.Sequential(conv3x3(width, 3 * self.scale ** 2, conv),
-                                           nn.PixelShuffle(self.scale))
+            up = self.scale * self.unshuffle
+            self.upsampler = nn.Sequential(conv3x3(width, 3 * up ** 2, conv), nn.PixelShuffle(up))
             self.final_conv = nn.Identity()
         self.add_mean = MeanShift(+1)
         self.image_skip = bool(image_skip)
@@ -116,17 +148,25 @@ class F2SRGANGenerator(nn.Module):
         return self.add_mean(out)
 
     def _min_size_pad(self, x: Tensor) -> Tuple[Tensor, int, int]:
-        """FFC blocks need H, W >= 2: replicate-pad 1-pixel inputs (cropped afterwards)."""
+        """FFC blocks need H, W >= 2, an unshuffled body even H, W: replicate-pad (cropped afterwards)."""
         h, w = x.size(2), x.size(3)
         if self.fourier and (h < 2 or w < 2):
             x = F.pad(x, [0, max(0, 2 - w), 0, max(0, 2 - h)], mode="replicate")
+        if self.unshuffle == 2 and (h % 2 == 1 or w % 2 == 1):
+            x = F.pad(x, [0, w % 2, 0, h % 2], mode="replicate")
         return x, h, w
+
+    def _head(self, x: Tensor) -> Tensor:
+        y = self.sub_mean(x)
+        if self.unshuffle == 2:
+            y = F.pixel_unshuffle(y, 2)
+        return self.initial(y)
 
     @torch.jit.export
     def forward_features(self, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
         """Output and the output of every residual block (for feature distillation)."""
         x, h, w = self._min_size_pad(x)
-        f = self.initial(self.sub_mean(x))
+        f = self._head(x)
         feats: List[Tensor] = []
         r = f
         for block in self.residual:
@@ -137,7 +177,7 @@ class F2SRGANGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x, h, w = self._min_size_pad(x)
-        f = self.initial(self.sub_mean(x))
+        f = self._head(x)
         out = self._tail(self.residual(f) + f, x)
         return out[:, :, : h * self.scale, : w * self.scale]
 
