@@ -325,6 +325,63 @@ def test_export_writes_the_cuda_form_and_adds_it_to_old_bundles(tmp_path):
     assert any("cuda_file" in p and "does not exist" in p for p in manifest_problems(old, tmp_path / "b"))
 
 
+@pytest.mark.parametrize("conv", ["dense", "sep"])
+def test_padded_cpu_form_is_the_same_rung_in_widths_of_8(conv):
+    """Pruned widths (13; 5, 11, 9) padded with zero channels: every feature width a multiple of 8,
+    the same uint8 output exactly; a rung whose widths already are multiples of 8 has no such form."""
+    phases = PhaseDeploy(pruned_shape_generator(4, conv=conv)).eval()
+    assert any(w % 8 for w in export.phase_widths(phases))
+    padded = torch.jit.script(export.padded_cpu_form(phases))
+    twin = phase_deploy_from_state(padded.state_dict(), 4)
+    assert all(w % 8 == 0 for w in export.phase_widths(twin)) and 16 in export.phase_widths(twin)
+    x = u8_frame(1, 21, 34, seed=4)
+    with torch.no_grad():
+        assert torch.equal(padded(x), phases(x))
+    assert export.padded_cpu_form(PhaseDeploy(image_skip_generator(4, width=16, conv="dense"))) is None
+
+
+def test_export_keeps_the_padded_form_when_it_times_faster(monkeypatch):
+    """Export times every form and keeps the fastest; a padded phase form is recorded as such (and
+    its CUDA form made from it). The timing is stubbed: the padded form is the faster one."""
+    def fake_ms(module, repeats=5):
+        if module.original_name != "PhaseDeploy":
+            return 50.0
+        widths = export.phase_widths(phase_deploy_from_state(module.state_dict(), 4))
+        return 10.0 if all(w % 8 == 0 for w in widths) else 12.0
+    monkeypatch.setattr(export, "cpu_ms_per_frame", fake_ms)
+    ev = export.export_learned(pruned_shape_generator(4, conv="dense"), 4, "pruned", "odd widths", "dense-pruned")
+    extra = ev.variant.extra
+    assert extra["deploy_form"] == "phases" and extra["cpu_widths_padded_to"] == 8 and extra["cpu_ms_320x180"] == 10.0
+    assert extra["cuda_file"] == "x4-pruned.cuda.pt" and ev.cuda_module is not None
+
+
+def test_pad_cpu_forms_replaces_a_rung_only_where_the_padded_form_is_faster(tmp_path):
+    """`lightsr export --pad-cpu-forms` on an existing bundle: the decision follows the side-by-side
+    timing (forced here both ways with `min_gain`), the replaced rung computes what it did, the
+    manifest says so and stays valid, and a second pass leaves the rung alone."""
+    ev = export.export_learned(pruned_shape_generator(4, conv="dense"), 4, "pruned", "odd widths",
+                               "dense-pruned", timing=False)
+    assert ev.variant.extra["deploy_form"] == "phases" and "cpu_widths_padded_to" not in ev.variant.extra
+    bundle = tmp_path / "b"
+    export.write_bundle(bundle, "t", "t", {4: [ev, export.export_bicubic(4, timing=False)]})
+    x = u8_frame(1, 19, 26, seed=9)
+    with torch.no_grad():
+        want = torch.jit.load(str(bundle / "x4-pruned.pt"))(x)
+    lines = export.pad_cpu_forms(bundle, rounds=1, min_gain=1.0)  # never 100% faster: kept
+    assert len(lines) == 1 and "kept" in lines[0] and "[13, 5, 11, 9, 13, 13, 13]" in lines[0]
+    assert "cpu_widths_padded_to" not in json.loads((bundle / "manifest.json").read_text())["ladders"][0]["variants"][0]
+    lines = export.pad_cpu_forms(bundle, rounds=1, min_gain=-10.0)  # always faster: replaced
+    assert len(lines) == 1 and lines[0].endswith("replaced")
+    rung = json.loads((bundle / "manifest.json").read_text())["ladders"][0]["variants"][0]
+    assert rung["cpu_widths_padded_to"] == 8 and rung["deploy_form"] == "phases" and rung["cpu_ms_320x180"] > 0
+    padded = torch.jit.load(str(bundle / "x4-pruned.pt"))
+    assert all(w % 8 == 0 for w in export.phase_widths(phase_deploy_from_state(padded.state_dict(), 4)))
+    with torch.no_grad():
+        assert torch.equal(padded(x), want)
+    assert export.pad_cpu_forms(bundle, rounds=1, min_gain=-10.0) == []  # done once
+    validate_bundle(bundle, check_modules=True)
+
+
 def test_half_deploy_wrapper_computes_in_half():
     net = tiny_generator(fourier=True)
     module = U8Deploy(net, 2).eval()
