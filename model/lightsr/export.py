@@ -560,24 +560,30 @@ def ladder_entries(args) -> tuple[list[dict], dict]:
     return entries, meta
 
 
+def rework_bundle(args: argparse.Namespace) -> int | None:
+    """`--pad-cpu-forms` / `--add-gpu-forms`: rework the existing bundle `--out` in place from its
+    own TorchScript; None when neither was asked for."""
+    if args.pad_cpu_forms:
+        job, said = pad_cpu_forms, lambda lines: "\n".join(lines) or f"nothing to pad in {args.out}"
+    elif args.add_gpu_forms:
+        job = add_gpu_forms
+        said = lambda written: (  # noqa: E731
+            f"wrote {', '.join(written) or 'nothing (every rung has its CUDA form)'} in {args.out}")
+    else:
+        return None
+    try:
+        print(said(job(args.out)))
+    except (OSError, ValueError, RuntimeError, BundleError) as e:
+        print(f"lightsr export: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if args.pad_cpu_forms:
-        try:
-            lines = pad_cpu_forms(args.out)
-        except (OSError, ValueError, RuntimeError, BundleError) as e:
-            print(f"lightsr export: {e}", file=sys.stderr)
-            return 2
-        print("\n".join(lines) or f"nothing to pad in {args.out}")
-        return 0
-    if args.add_gpu_forms:
-        try:
-            written = add_gpu_forms(args.out)
-        except (OSError, ValueError, RuntimeError, BundleError) as e:
-            print(f"lightsr export: {e}", file=sys.stderr)
-            return 2
-        print(f"wrote {', '.join(written) or 'nothing (every rung has its CUDA form)'} in {args.out}")
-        return 0
+    reworked = rework_bundle(args)
+    if reworked is not None:
+        return reworked
     scales = sorted(set(args.scales or ([4, 2] if args.bicubic_only else [])), reverse=True)
     if any(s < 2 for s in scales):
         print("lightsr export: --scales must be integers >= 2", file=sys.stderr)

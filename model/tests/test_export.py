@@ -355,7 +355,7 @@ def test_export_keeps_the_padded_form_when_it_times_faster(monkeypatch):
     assert extra["cuda_file"] == "x4-pruned.cuda.pt" and ev.cuda_module is not None
 
 
-def test_pad_cpu_forms_replaces_a_rung_only_where_the_padded_form_is_faster(tmp_path):
+def test_pad_cpu_forms_replaces_a_rung_only_where_the_padded_form_is_faster(tmp_path, capsys):
     """`lightsr export --pad-cpu-forms` on an existing bundle: the decision follows the side-by-side
     timing (forced here both ways with `min_gain`), the replaced rung computes what it did, the
     manifest says so and stays valid, and a second pass leaves the rung alone."""
@@ -380,6 +380,10 @@ def test_pad_cpu_forms_replaces_a_rung_only_where_the_padded_form_is_faster(tmp_
         assert torch.equal(padded(x), want)
     assert export.pad_cpu_forms(bundle, rounds=1, min_gain=-10.0) == []  # done once
     validate_bundle(bundle, check_modules=True)
+    assert export.main(["--pad-cpu-forms", "--out", str(bundle)]) == 0
+    assert "nothing to pad" in capsys.readouterr().out
+    assert export.main(["--pad-cpu-forms", "--out", str(tmp_path / "none")]) == 2
+    assert "lightsr export:" in capsys.readouterr().err
 
 
 def test_half_deploy_wrapper_computes_in_half():
