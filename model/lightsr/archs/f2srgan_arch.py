@@ -52,6 +52,12 @@ class ResidualBlock(nn.Module):
         self.attention = ChannelAttention(channels, attention) if attention > 0 else nn.Identity()
         self.res_scale = res_scale
 
+    def __setstate__(self, state: dict) -> None:
+        # whole modules pickled before `attention` existed (the pruned checkpoints) have none
+        super().__setstate__(state)
+        if "attention" not in self._modules:
+            self._modules["attention"] = nn.Identity()
+
     def forward(self, x: Tensor) -> Tensor:
         return x + self.res_scale * self.attention(self.block2(self.block1(x)))
 
@@ -113,8 +119,9 @@ class F2SRGANGenerator(nn.Module):
                                                            or conv != "dense" or fourier)):
             raise ValueError(f"unshuffle must be 1 or 2 (2 with conv='dense', upsampler='light', image_skip "
                              f"and no Fourier blocks), got {unshuffle}")
-        if attention < 0 or (attention > 0 and conv != "dense"):
-            raise ValueError(f"attention must be 0 or a hidden width > 0 with conv='dense', got {attention}")
+        if attention < 0 or (attention > 0 and (conv != "dense" or res_scale == 0)):
+            raise ValueError(f"attention must be 0 or a hidden width > 0 with conv='dense' and a res_scale "
+                             f"other than 0, got {attention}")
         if fourier and width % 16 != 0:
             raise ValueError(f"with fourier=True the width must be a multiple of 16, got {width}")
         self.scale = int(scale)
@@ -139,6 +146,11 @@ class F2SRGANGenerator(nn.Module):
             nn.init.zeros_(last.weight)
             if last.bias is not None:
                 nn.init.zeros_(last.bias)
+
+    def __setstate__(self, state: dict) -> None:
+        # whole modules pickled before `unshuffle` existed (the pruned checkpoints) have none
+        super().__setstate__(state)
+        self.__dict__.setdefault("unshuffle", 1)
 
     def _tail(self, features: Tensor, x: Tensor) -> Tensor:
         """Upsampler + final conv; with image_skip, plus the bicubic upscale of the input `x`."""
