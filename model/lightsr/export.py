@@ -175,8 +175,10 @@ def phase_widths(deploy: nn.Module) -> list[int]:
 def padded_cpu_form(deploy: nn.Module) -> nn.Module | None:
     """`deploy` with every feature width rounded up to a multiple of `CPU_PAD` by zero channels (the
     same function: `pad_channels`), or None where the widths already are. Pruning leaves widths
-    such as 6 and 7, which oneDNN runs 10-15% slower on this CPU than the same rung padded to 8
-    (x4 `dense-pruned`, model/REPORT.md); padding to 16 costs what the unpruned rung costs."""
+    such as 6 and 7, which oneDNN runs 12-19% slower alone than the same rung padded to 8 (x4
+    `dense-pruned`); padding to 16 costs what the unpruned rung costs. In the element's live stream
+    the padded rung showed no gain (model/REPORT.md notes item 19), so it is applied only on request
+    (`pad_cpu_forms`, `lightsr export --pad-cpu-forms`)."""
     if all(w % CPU_PAD == 0 for w in phase_widths(deploy)):
         return None
     return pad_channels(deploy, CPU_PAD).eval().to(memory_format=torch.channels_last)
@@ -184,16 +186,12 @@ def padded_cpu_form(deploy: nn.Module) -> nn.Module | None:
 
 def deploy_forms(net: nn.Module, scale: int) -> list[tuple[str, nn.Module]]:
     """The deploy wrappers to try for one network: `PhaseDeploy` where it applies (everything
-    at input resolution, see lightsr.deploy), the same with its widths padded for the CPU
-    (`padded_cpu_form`, recorded as `cpu_widths_padded_to`), and `U8Deploy` with channels-last and
-    contiguous inputs."""
+    at input resolution, see lightsr.deploy), and `U8Deploy` with channels-last and contiguous
+    inputs. (The padded CPU form is not among them: faster alone, it did not make the element's
+    live stream better; `pad_cpu_forms` applies it on request.)"""
     forms = []
     if supports_phases(net):
-        phases = PhaseDeploy(net).eval().to(memory_format=torch.channels_last)
-        forms.append(("phases", phases))
-        padded = padded_cpu_form(phases)
-        if padded is not None:
-            forms.append(("phases_padded", padded))
+        forms.append(("phases", PhaseDeploy(net).eval().to(memory_format=torch.channels_last)))
     for channels_last in (True, False):
         forms.append(("channels_last" if channels_last else "contiguous",
                       U8Deploy(net, scale, channels_last=channels_last).eval()))
@@ -215,10 +213,6 @@ def script_fastest(net: nn.Module, scale: int, timing: bool):
         results.append((ms if ms is not None else 0.0, form, worst, ms, scripted))
         if not timing:
             break
-    plain = {r[1]: r[0] for r in results}.get("phases")
-    if plain is not None:
-        # the padded form only where it is clearly faster (these single timings swing)
-        results = [r for r in results if r[1] != "phases_padded" or r[0] <= plain * (1 - PAD_MIN_GAIN)]
     _, form, worst, ms, scripted = min(results, key=lambda r: r[0])
     return scripted, form, worst, ms
 
@@ -295,11 +289,8 @@ def export_learned(net: nn.Module, scale: int, name: str, description: str, arch
     scripted, form, worst, ms = script_fastest(net, scale, timing)
     extra = {"objective": objective, "macs_320x180": count_macs(net, TIMING_SIZE[0], TIMING_SIZE[1]),
              "memory_format": "channels_last" if form != "contiguous" else "contiguous",
-             "deploy_form": "phases" if form == "phases_padded" else form,
+             "deploy_form": form,
              "scripted_vs_eager_max_diff": worst}
-    if form == "phases_padded":
-        extra["cpu_widths_padded_to"] = CPU_PAD
-        form = "phases"
     if ms is not None:
         extra["cpu_ms_320x180"] = round(ms, 2)
     file = f"x{scale}-{name}.pt"

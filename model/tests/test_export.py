@@ -341,23 +341,12 @@ def test_padded_cpu_form_is_the_same_rung_in_widths_of_8(conv):
     assert export.padded_cpu_form(PhaseDeploy(image_skip_generator(4, width=16, conv="dense"))) is None
 
 
-def test_export_keeps_the_padded_form_when_it_times_faster(monkeypatch):
-    """Export times every form and keeps the fastest; a padded phase form is recorded as such (and
-    its CUDA form made from it). The timing is stubbed: the padded form is the faster one."""
-    def fake_ms(module, repeats=5):
-        if module.original_name != "PhaseDeploy":
-            return 50.0
-        widths = export.phase_widths(phase_deploy_from_state(module.state_dict(), 4))
-        return 10.0 if all(w % 8 == 0 for w in widths) else 12.0
-    monkeypatch.setattr(export, "cpu_ms_per_frame", fake_ms)
-    ev = export.export_learned(pruned_shape_generator(4, conv="dense"), 4, "pruned", "odd widths", "dense-pruned")
-    extra = ev.variant.extra
-    assert extra["deploy_form"] == "phases" and extra["cpu_widths_padded_to"] == 8 and extra["cpu_ms_320x180"] == 10.0
-    assert extra["cuda_file"] == "x4-pruned.cuda.pt" and ev.cuda_module is not None
-    # 2% faster is inside what single timings swing: the plain phase form stays
-    monkeypatch.setattr(export, "cpu_ms_per_frame", lambda m, repeats=5: fake_ms(m) * (1.176 if fake_ms(m) == 10.0 else 1))
-    ev = export.export_learned(pruned_shape_generator(4, conv="dense"), 4, "pruned", "odd widths", "dense-pruned")
-    assert "cpu_widths_padded_to" not in ev.variant.extra and ev.variant.extra["cpu_ms_320x180"] == 12.0
+def test_export_does_not_pad_by_itself():
+    """Export writes the plain phase form; the padded one only comes from `--pad-cpu-forms`."""
+    ev = export.export_learned(pruned_shape_generator(4, conv="dense"), 4, "pruned", "odd widths", "dense-pruned",
+                               timing=False)
+    assert ev.variant.extra["deploy_form"] == "phases" and "cpu_widths_padded_to" not in ev.variant.extra
+    assert not any(form.startswith("phases_") for form, _ in export.deploy_forms(pruned_shape_generator(4), 4))
 
 
 def test_pad_cpu_forms_replaces_a_rung_only_where_the_padded_form_is_faster(tmp_path, capsys):
@@ -385,7 +374,7 @@ def test_pad_cpu_forms_replaces_a_rung_only_where_the_padded_form_is_faster(tmp_
     rung = json.loads(mpath.read_text())["ladders"][0]["variants"][0]
     assert rung["cpu_widths_padded_to"] == 8 and rung["deploy_form"] == "phases"
     # the recorded figure moves by the measured ratio, not to this machine's time
-    assert rung["cpu_ms_320x180"] == pytest.approx(10.0 * after / before, abs=0.01)
+    assert rung["cpu_ms_320x180"] == pytest.approx(10.0 * after / before, rel=0.02)  # the line rounds to 0.1 ms
     assert not list(bundle.glob("*.partial"))
     padded = torch.jit.load(str(bundle / "x4-pruned.pt"))
     assert all(w % 8 == 0 for w in export.phase_widths(phase_deploy_from_state(padded.state_dict(), 4)))

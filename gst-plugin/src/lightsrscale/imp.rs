@@ -713,7 +713,7 @@ impl LightSrScale {
             // The costs go to the scheduler together at the end, not rung by rung: seeded one by
             // one, the stream climbed to the lightest learned rung while the heavier ones were
             // measured, both on the same 2 cores, missed frames and fell back for good (learned
-            // share 2-4% instead of 87-92% at 320x180 -> x4, gst-plugin/README.md).
+            // share 2-4% instead of 84-95% at 320x180 -> x4, gst-plugin/README.md).
             let seeds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let job = (formats, scaler, tile);
                 measure_rungs(&variants, &warm_up.order, &infos, job, hopeless, &stopped)
