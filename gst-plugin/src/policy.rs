@@ -166,12 +166,27 @@ impl VariantCost {
         }
     }
 
+    /// From a warm-up's timed runs. A run over [`SEED_OUTLIER`] times the median is left out of
+    /// the window (while [`SEED_KEEP`] runs remain): the warm-up shares the cores with the
+    /// stream's own frames, and one such run (x4 `dense-pruned`: 53.7 ms among 18-23 ms) was the
+    /// window's p95, so the rung never fitted the budget and the stream, once it fell, fell past it
+    /// to the weight-free rung for the rest of a quiet half. Real frames refill the window.
     fn seed(samples: &[f64], load: f64) -> Self {
-        let median = quantile(samples.iter().copied(), 0.5).unwrap_or_default() / load;
-        let recent = samples.iter().rev().take(COST_WINDOW).rev();
+        let median = quantile(samples.iter().copied(), 0.5).unwrap_or_default();
+        let typical: Vec<f64> = samples
+            .iter()
+            .copied()
+            .filter(|&c| c <= median * SEED_OUTLIER)
+            .collect();
+        let kept = if typical.len() >= SEED_KEEP.min(samples.len()) {
+            typical
+        } else {
+            samples.to_vec()
+        };
+        let recent = kept.iter().rev().take(COST_WINDOW).rev();
         Self {
-            mean: Some(median),
-            base: median,
+            mean: Some(median / load),
+            base: median / load,
             window: recent.map(|c| c / load).collect(),
             extrapolated: false,
             provisional: false,
@@ -1484,6 +1499,11 @@ impl DeadlinePolicy {
     }
 }
 
+/// A warm-up run over this many times the median of its rung's runs is an outlier ([`VariantCost::seed`]).
+const SEED_OUTLIER: f64 = 2.0;
+/// Warm-up runs a seeded window keeps at least.
+const SEED_KEEP: usize = 3;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1635,6 +1655,28 @@ mod tests {
             (predicted - expected).abs() < 1e-3,
             "{predicted} vs {expected}"
         );
+    }
+
+    #[test]
+    fn one_warm_up_run_far_over_the_others_does_not_become_the_tail() {
+        // x4 dense-pruned's warm-up on 2 busy cores: one run at 53.7 ms among 18-23 ms
+        let runs = [20.1, 23.0, 53.7, 18.8, 18.2].map(ms);
+        let mut model = CostModel::new(3, SMALL);
+        model.seed(0, &runs);
+        let predicted = model.predicted(0).unwrap();
+        assert!(
+            predicted <= ms(23.0) && predicted >= ms(20.0),
+            "{predicted:?}"
+        );
+        // costs that are slow most of the time stay slow: nothing is left out
+        model.seed(1, &[20.0, 50.0, 52.0, 19.0, 55.0].map(ms));
+        assert!(model.predicted(1).unwrap() >= ms(52.0));
+        // too few runs to tell an outlier: all of them count
+        model.seed(2, &[ms(10.0), ms(40.0)]);
+        assert!(model.predicted(2).unwrap() >= ms(39.0));
+        // a real frame that slow still counts (the window is the rung's recent frames)
+        model.observe(0, ms(53.7), Evidence::Routine);
+        assert!(model.predicted(0).unwrap() > ms(40.0));
     }
 
     #[test]
