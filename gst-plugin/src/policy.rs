@@ -61,6 +61,10 @@ const QUICK_RETURN_HELD: Duration = Duration::from_millis(1500);
 const QUICK_RETURN_SPIKE: Duration = Duration::from_secs(1);
 /// The sustain period of such a return, as a fraction of `sustain`.
 const QUICK_RETURN_SHARE: f64 = 0.25;
+/// A warm-up run over this many times the median of its rung's runs is an outlier ([`VariantCost::seed`]).
+const SEED_OUTLIER: f64 = 2.0;
+/// Warm-up runs a seeded window keeps at least.
+const SEED_KEEP: usize = 3;
 /// Bounds of the machine-load estimate (1 = as fast as when first measured).
 const LOAD_RANGE: (f64, f64) = (0.05, 50.0);
 /// On a quiet machine, a better rung predicted not to fit is re-measured after this long, then
@@ -1498,11 +1502,6 @@ impl DeadlinePolicy {
         }
     }
 }
-
-/// A warm-up run over this many times the median of its rung's runs is an outlier ([`VariantCost::seed`]).
-const SEED_OUTLIER: f64 = 2.0;
-/// Warm-up runs a seeded window keeps at least.
-const SEED_KEEP: usize = 3;
 
 #[cfg(test)]
 mod tests {

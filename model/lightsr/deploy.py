@@ -135,7 +135,7 @@ def supports_phases(net: nn.Module) -> bool:
     up = net.upsampler
     return (isinstance(net.final_conv, nn.Identity) and len(up) == 2
             and isinstance(up[1], nn.PixelShuffle)
-            and up[1].upscale_factor == net.scale * getattr(net, "unshuffle", 1))
+            and up[1].upscale_factor == net.scale * net.unshuffle)
 
 
 def check_u8_frames(x: Tensor) -> None:
@@ -220,7 +220,7 @@ class PhaseDeploy(nn.Module):
         from lightsr.archs.f2srgan_arch import ChannelAttention  # noqa: PLC0415
         net = copy.deepcopy(net).float().eval()
         self.scale = int(net.scale)
-        self.unshuffle = int(getattr(net, "unshuffle", 1))
+        self.unshuffle = int(net.unshuffle)
         self.sub_mean = net.sub_mean
         self.initial = net.initial
         with torch.no_grad():

@@ -123,28 +123,32 @@ def raise_malloc_thresholds(mib: int = 256) -> bool:
     return libc.mallopt(m_mmap_threshold, bytes_) == 1 and libc.mallopt(m_trim_threshold, 2 * bytes_) == 1
 
 
-def retime_ladders(ladders: dict[int, list["ExportedVariant"]], rounds: int = 7) -> None:
-    """Every rung's `cpu_ms_320x180` measured again, side by side: two warm-up calls each, then
-    `rounds` rounds that run every rung of every ladder once, the median per rung. One-off timings
-    taken while each rung was exported swung by 25-40% with the machine's load; interleaved, a
-    load hits all rungs alike and the ratios between rungs (which the element's warm-up uses to
-    estimate a rung it does not run) hold."""
+def interleaved_ms(modules: list, rounds: int) -> list[float]:
+    """Median CPU milliseconds for one 320x180 frame of each module, side by side: two warm-up
+    calls each, then `rounds` rounds that run every module once. One-off timings swing by 25-40%
+    with the machine's load; interleaved, a load hits all modules alike and their ratios hold."""
     raise_malloc_thresholds()
     h, w = TIMING_SIZE
     x = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8)
-    evs = [ev for variants in ladders.values() for ev in variants]
-    times: dict[int, list[float]] = {id(ev): [] for ev in evs}
+    times: list[list[float]] = [[] for _ in modules]
     with torch.no_grad():
-        for ev in evs:
+        for module in modules:
             for _ in range(2):
-                ev.module(x)
+                module(x)
         for _ in range(rounds):
-            for ev in evs:
+            for module, spent in zip(modules, times):
                 t0 = time.perf_counter()
-                ev.module(x)
-                times[id(ev)].append((time.perf_counter() - t0) * 1e3)
-    for ev in evs:
-        ev.variant.extra["cpu_ms_320x180"] = round(statistics.median(times[id(ev)]), 2)
+                module(x)
+                spent.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(spent) for spent in times]
+
+
+def retime_ladders(ladders: dict[int, list["ExportedVariant"]], rounds: int = 7) -> None:
+    """Every rung's `cpu_ms_320x180` measured again, side by side (`interleaved_ms`): the ratios
+    between rungs are what the element's warm-up uses to estimate a rung it does not run."""
+    evs = [ev for variants in ladders.values() for ev in variants]
+    for ev, ms in zip(evs, interleaved_ms([ev.module for ev in evs], rounds)):
+        ev.variant.extra["cpu_ms_320x180"] = round(ms, 2)
 
 
 def export_bicubic(scale: int, timing: bool = True) -> ExportedVariant:
@@ -231,9 +235,6 @@ def pad_cpu_forms(bundle_dir: Path, rounds: int = 31, min_gain: float = PAD_MIN_
     done."""
     validate_bundle(bundle_dir)
     bundle_dir, manifest = load_manifest(bundle_dir)
-    raise_malloc_thresholds()
-    h, w = TIMING_SIZE
-    x = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8)
     report = []
     for ladder in manifest["ladders"]:
         scale = ladder["scale"]
@@ -247,16 +248,7 @@ def pad_cpu_forms(bundle_dir: Path, rounds: int = 31, min_gain: float = PAD_MIN_
                 continue
             padded = torch.jit.script(padded)
             check_scripted(padded, original, scale)
-            times: dict[str, list[float]] = {"original": [], "padded": []}
-            with torch.no_grad():
-                for module in (original, padded):
-                    module(x), module(x)
-                for _ in range(rounds):
-                    for key, module in (("original", original), ("padded", padded)):
-                        t0 = time.perf_counter()
-                        module(x)
-                        times[key].append((time.perf_counter() - t0) * 1e3)
-            before, after = statistics.median(times["original"]), statistics.median(times["padded"])
+            before, after = interleaved_ms([original, padded], rounds)
             line = (f"x{scale} {v['name']}: widths {phase_widths(twin)} -> padded to {CPU_PAD}: "
                     f"{before:.1f} -> {after:.1f} ms a 320x180 frame")
             if after <= before * (1 - min_gain):
