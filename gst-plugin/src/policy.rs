@@ -65,7 +65,8 @@ const QUICK_RETURN_SHARE: f64 = 0.25;
 const SEED_OUTLIER: f64 = 2.0;
 /// Warm-up runs a seeded window keeps at least.
 const SEED_KEEP: usize = 3;
-/// Bounds of the machine-load estimate (1 = as fast as when first measured).
+/// Bounds of the machine-load estimate (1 = as fast as when first measured); it never goes
+/// below the baseline ([`CostModel::set_load`]) either.
 const LOAD_RANGE: (f64, f64) = (0.05, 50.0);
 /// On a quiet machine, a better rung predicted not to fit is re-measured after this long, then
 /// after twice as long each time it still does not fit, up to [`RECHECK_MAX`].
@@ -589,7 +590,8 @@ pub enum Reason {
     /// The policy settings changed (variant, bounds, adaptive, margin): chosen afresh.
     Settings,
     /// A warm-up off the streaming thread measured the ladder: chosen afresh from its costs,
-    /// as the first frame of a stream that is not live is.
+    /// as the first frame of a stream that is not live is (and once more after the recheck of
+    /// the rung above the warm-up's choice).
     Measured,
     /// No frame rate and not live: nothing to keep up with, the best allowed variant runs.
     NoDeadline,
@@ -838,10 +840,10 @@ pub struct DeadlinePolicy {
     reconfigured: bool,
     /// A warm-up seeded costs since the last choice: the next adaptive frame chooses afresh.
     measured: bool,
-    /// The last choice afresh was from a warm-up's costs, and no recheck has run since: on a
-    /// quiet machine the rung above is rechecked at once, and the stream chooses afresh again
-    /// with what that frame measured.
-    after_warm_up: bool,
+    /// The rung a warm-up's costs chose, while it is still the active rung and nothing has
+    /// rechecked the rung above it: on a quiet machine that rung is rechecked at once, and the
+    /// stream chooses afresh again with what that frame measured.
+    after_warm_up: Option<usize>,
     /// That recheck ran: the next adaptive frame chooses afresh (once).
     warm_up_rechecked: bool,
     climb: Climb,
@@ -866,7 +868,7 @@ impl DeadlinePolicy {
             resized: false,
             reconfigured: false,
             measured: false,
-            after_warm_up: false,
+            after_warm_up: None,
             warm_up_rechecked: false,
             climb: Climb::default(),
             qos: Qos::default(),
@@ -903,7 +905,9 @@ impl DeadlinePolicy {
     /// Seeds a variant's cost at the current size with warm-up measurements. The next adaptive
     /// frame chooses its rung afresh from the costs known then ([`Reason::Measured`]): a live
     /// stream waits on its lightest rung for the warm-up, and the warm-up's five timed runs per
-    /// rung are the evidence a climb would otherwise wait a sustain period and a probe for.
+    /// rung are the evidence a climb would otherwise wait a sustain period and a probe for. On
+    /// a quiet machine the rung above that choice is then rechecked on the next frame (the
+    /// warm-up ran beside the stream), and the frame after it chooses afresh once more.
     pub fn seed(&mut self, variant: usize, samples: &[Duration]) {
         self.costs.seed(variant, samples);
         self.measured |= !samples.is_empty() && variant < self.costs.variants();
@@ -1025,7 +1029,7 @@ impl DeadlinePolicy {
         if pending.is_some_and(|p| p.recheck) && self.costs.is_quiet() {
             self.costs.recheck(variant, cost);
             // a warm-up's costs, re-measured in the stream: choose with them as with the warm-up's
-            self.warm_up_rechecked = std::mem::take(&mut self.after_warm_up);
+            self.warm_up_rechecked = self.after_warm_up.take().is_some();
         } else {
             self.costs.observe(variant, cost, evidence);
         }
@@ -1154,8 +1158,11 @@ impl DeadlinePolicy {
             return self.choose_fresh(budget, Reason::Settings);
         }
         if self.measured {
-            self.after_warm_up = true;
-            return self.choose_fresh(budget, Reason::Measured);
+            let choice = self.choose_fresh(budget, Reason::Measured);
+            if let Choice::Run(v, _) = choice {
+                self.after_warm_up = Some(v);
+            }
+            return choice;
         }
         if std::mem::take(&mut self.warm_up_rechecked) {
             return self.choose_fresh(budget, Reason::Measured);
@@ -1187,6 +1194,8 @@ impl DeadlinePolicy {
         self.reconfigured = false;
         self.measured = false;
         self.miss_pending = false;
+        self.warm_up_rechecked = false;
+        self.after_warm_up = None; // set again by the caller for a warm-up's choice
         let (best, lightest) = self.bounds();
         let allowed = best..=lightest;
         let with_headroom = allowed
@@ -1202,9 +1211,10 @@ impl DeadlinePolicy {
         Choice::Run(variant, reason)
     }
 
+    /// The candidate of lowest typical cost (as in [`DeadlinePolicy::is_dominated`]).
     fn cheapest(&self, candidates: impl Iterator<Item = usize>) -> Option<usize> {
         candidates
-            .filter_map(|v| self.predicted(v).map(|p| (v, p)))
+            .filter_map(|v| self.costs.typical_nanos(v).map(|p| (v, p)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(v, _)| v)
     }
@@ -1212,11 +1222,19 @@ impl DeadlinePolicy {
     /// Best variant measured cheaper than `current` that fits; several rungs if needed.
     fn step_down(&mut self, current: usize, budget: Duration, reason: Reason) -> Choice {
         let (best, lightest) = self.bounds();
-        // lighter by the typical cost (as in `is_dominated`); whether it fits, by the prediction
+        // cheaper by its typical cost (as in `is_dominated`) or by its tail: a rung of a lower
+        // mean, or a steadier one whose p95 fits where the current rung's does not
         let typical = |v: usize| self.costs.typical_nanos(v);
-        let current_cost = typical(current).unwrap_or(f64::INFINITY);
+        let (current_typical, current_tail) = (
+            typical(current).unwrap_or(f64::INFINITY),
+            self.predicted(current).unwrap_or(f64::INFINITY),
+        );
         let cheaper: Vec<usize> = (best..=lightest)
-            .filter(|&v| v != current && typical(v).is_some_and(|p| p < current_cost))
+            .filter(|&v| {
+                v != current
+                    && (typical(v).is_some_and(|c| c < current_typical)
+                        || self.predicted(v).is_some_and(|p| p < current_tail))
+            })
             .collect();
         if let Some(&v) = cheaper.iter().find(|&&v| self.fits(v, budget, 1.0)) {
             return Choice::Run(v, reason);
@@ -1292,7 +1310,8 @@ impl DeadlinePolicy {
     }
 
     /// Whether to re-measure `up`, predicted not to fit `budget` (within [`RECHECK_REACH`] until
-    /// its first recheck: one cold frame must not rule it out for good): only on a quiet machine, whose frames show a rung's own cost, and at most every
+    /// its first recheck: one cold frame must not rule it out for good): only on a quiet machine,
+    /// whose frames show a rung's own cost, at once above a warm-up's choice, then at most every
     /// `recheck_interval`, which doubles while rechecks find it too slow. Without it, a rung
     /// measured slow once (a slow phase of a shared machine, a warm-up under contention) would
     /// never run again: probes only re-measure rungs predicted to fit.
@@ -1305,7 +1324,7 @@ impl DeadlinePolicy {
         if !self.costs.is_quiet() || self.measuring_elsewhere || !reachable || fits {
             return false;
         }
-        if self.after_warm_up {
+        if self.after_warm_up.is_some() {
             // The warm-up ran beside the stream's frames on the same cores, and its few runs
             // put a rung that takes 22 ms in the stream at 23-51 ms: on a quiet machine one
             // frame tells at once (waiting for the first recheck and then a sustain period kept
@@ -1485,6 +1504,10 @@ impl DeadlinePolicy {
             return None;
         }
         self.active = Some(variant);
+        if self.after_warm_up != Some(variant) {
+            // left the warm-up's choice (a fall, a climb): the rung above waits its turn
+            self.after_warm_up = None;
+        }
         self.climb.fitting_since = None;
         self.climb.probe_confirmed = false;
         // the rung above is another one, or was just left: its rechecks start a new wait
@@ -1508,7 +1531,6 @@ impl DeadlinePolicy {
         };
         if reason == Reason::Headroom {
             self.climb.last_climb = Some(now);
-            self.after_warm_up = false; // climbed the usual way: the rung above waits its turn
         } else if fell_back && self.climb.last_climb.is_some() {
             // Fell back soon after a climb: that rung is at the edge, wait longer next time.
             self.climb.backoff = (self.climb.backoff * 2).min(MAX_CLIMB_BACKOFF);
@@ -1707,18 +1729,19 @@ mod tests {
         // One libtorch thread of two (the governor's baseline, about 1.9): the scaler does not
         // slow down, and its frames must not pull the learned rungs' load back to 1.
         let mut fewer = DeadlinePolicy::new(2, SMALL, PolicyConfig::default());
-        fewer.seed(0, &[ms(20.0); 5]);
+        fewer.seed(0, &[ms(25.0); 5]);
         fewer.seed(1, &[ms(2.0); 5]);
         fewer.set_load(1.9);
         for i in 0..100u64 {
-            fewer.decide(
+            let d = fewer.decide(
                 i * 40 * MS,
                 FrameBudget::non_live(PERIOD, Some(i * 40 * MS)),
             );
+            assert_eq!((d.variant, d.drop, d.probe), (1, false, false), "frame {i}");
             fewer.record(1, ms(2.0), true);
         }
         assert_eq!(fewer.cost_model().load(), 1.9);
-        assert_eq!(fewer.predicted_cost(0), Some(ms(38.0)));
+        assert_eq!(fewer.predicted_cost(0), Some(ms(47.5)));
     }
 
     #[test]
@@ -1776,6 +1799,32 @@ mod tests {
                 assert_eq!(misses(&sim.frames), 0);
             }
         }
+    }
+
+    #[test]
+    fn a_fall_long_after_the_warm_up_waits_for_the_usual_recheck() {
+        // The warm-up chose the best rung (nothing above it to recheck). Twenty seconds later
+        // one frame takes 60 ms: down to bicubic. The warm-up's immediate recheck is spent on
+        // its own choice only: the way back is the usual one (a quick return, not a "measured"
+        // choice on the next frame).
+        let mut sim = Sim::new(&[None, Some(2.0)], PolicyConfig::default());
+        sim.policy.set_quiet(true);
+        sim.policy.set_measuring_elsewhere(true);
+        sim.run(5, |_, v| [20.0, 2.0][v]);
+        sim.policy.set_measuring_elsewhere(false);
+        sim.policy.seed(0, &[ms(20.0); 5]);
+        sim.run(600, |i, v| match (i, v) {
+            (500, 0) => 60.0,
+            (_, 0) => 20.0,
+            _ => 2.0,
+        });
+        let ups = switches(&sim.frames);
+        let reasons: Vec<(usize, Reason)> = ups.iter().map(|(i, s)| (*i, s.reason)).collect();
+        assert_eq!(reasons[0], (5, Reason::Measured), "{reasons:?}");
+        assert_eq!(reasons[1], (501, Reason::DeadlineMissed), "{reasons:?}");
+        assert_eq!(reasons[2].1, Reason::Headroom, "{reasons:?}");
+        assert!(reasons[2].0 > 501 + 5, "{reasons:?}");
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
     }
 
     #[test]
