@@ -356,6 +356,10 @@ impl CostModel {
             // for a rung the thread count does not slow (GStreamer's scaler), at full threads.
             // Read as a load, it scaled every other rung's prediction down: x4 `dense`, warmed
             // up at 34-44 ms, was predicted at 30 ms with the load at 0.67, climbed to, and missed.
+            // What the floor costs: under a baseline above 1 (fewer threads), a rung that slows
+            // less than the baseline says is stored low until its window refills; and a machine
+            // never known quiet (CUDA) cannot read a warm-up under contention back down. Neither
+            // showed in the benchmarks; a quiet machine re-bases every rung it runs.
             let floor = self.baseline.max(LOAD_RANGE.0);
             self.load = next.clamp(floor, LOAD_RANGE.1);
             let typical = match evidence {
