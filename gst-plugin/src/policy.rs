@@ -360,7 +360,7 @@ impl CostModel {
             // less than the baseline says is stored low until its window refills; and a machine
             // never known quiet (CUDA) cannot read a warm-up under contention back down. Neither
             // showed in the benchmarks; a quiet machine re-bases every rung it runs.
-            let floor = self.baseline.max(LOAD_RANGE.0);
+            let floor = self.baseline; // within LOAD_RANGE (`set_load`)
             self.load = next.clamp(floor, LOAD_RANGE.1);
             let typical = match evidence {
                 Evidence::Remeasure => ratio,
@@ -832,6 +832,20 @@ enum Choice {
     },
 }
 
+/// How far a warm-up's costs have been chosen with (see [`DeadlinePolicy::seed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WarmUpChoice {
+    /// Nothing pending.
+    Done,
+    /// A warm-up seeded costs since the last choice: the next adaptive frame chooses afresh.
+    Seeded,
+    /// The rung those costs chose, still active, the rung above it not rechecked yet: on a
+    /// quiet machine that rung is rechecked at once.
+    Chosen(usize),
+    /// That recheck ran: the next adaptive frame chooses afresh (once) with what it measured.
+    Rechecked,
+}
+
 /// Chooses per frame the best ladder variant that meets the deadline.
 #[derive(Clone, Debug)]
 pub struct DeadlinePolicy {
@@ -842,14 +856,8 @@ pub struct DeadlinePolicy {
     miss_pending: bool,
     resized: bool,
     reconfigured: bool,
-    /// A warm-up seeded costs since the last choice: the next adaptive frame chooses afresh.
-    measured: bool,
-    /// The rung a warm-up's costs chose, while it is still the active rung and nothing has
-    /// rechecked the rung above it: on a quiet machine that rung is rechecked at once, and the
-    /// stream chooses afresh again with what that frame measured.
-    after_warm_up: Option<usize>,
-    /// That recheck ran: the next adaptive frame chooses afresh (once).
-    warm_up_rechecked: bool,
+    /// Where the costs of the last warm-up are in being chosen with.
+    warm_up: WarmUpChoice,
     climb: Climb,
     qos: Qos,
     consecutive_drops: u32,
@@ -871,9 +879,7 @@ impl DeadlinePolicy {
             miss_pending: false,
             resized: false,
             reconfigured: false,
-            measured: false,
-            after_warm_up: None,
-            warm_up_rechecked: false,
+            warm_up: WarmUpChoice::Done,
             climb: Climb::default(),
             qos: Qos::default(),
             consecutive_drops: 0,
@@ -914,7 +920,9 @@ impl DeadlinePolicy {
     /// warm-up ran beside the stream), and the frame after it chooses afresh once more.
     pub fn seed(&mut self, variant: usize, samples: &[Duration]) {
         self.costs.seed(variant, samples);
-        self.measured |= !samples.is_empty() && variant < self.costs.variants();
+        if !samples.is_empty() && variant < self.costs.variants() {
+            self.warm_up = WarmUpChoice::Seeded;
+        }
     }
 
     /// See [`CostModel::set_load`].
@@ -1033,7 +1041,9 @@ impl DeadlinePolicy {
         if pending.is_some_and(|p| p.recheck) && self.costs.is_quiet() {
             self.costs.recheck(variant, cost);
             // a warm-up's costs, re-measured in the stream: choose with them as with the warm-up's
-            self.warm_up_rechecked = self.after_warm_up.take().is_some();
+            if let WarmUpChoice::Chosen(_) = self.warm_up {
+                self.warm_up = WarmUpChoice::Rechecked;
+            }
         } else {
             self.costs.observe(variant, cost, evidence);
         }
@@ -1123,6 +1133,11 @@ impl DeadlinePolicy {
         self.costs.predicted_nanos(variant)
     }
 
+    /// Its typical cost (EWMA at the current load), ns: which rung is lighter is judged on it.
+    fn typical(&self, variant: usize) -> Option<f64> {
+        self.costs.typical_nanos(variant)
+    }
+
     fn fits(&self, variant: usize, budget: Duration, factor: f64) -> bool {
         self.predicted(variant)
             .is_some_and(|p| p * factor <= nanos(budget))
@@ -1132,7 +1147,7 @@ impl DeadlinePolicy {
     /// over, and its conservative prediction (the p95 tail) at all. Headroom on the tail as
     /// well would demand it twice and keep a rung that fits at 80% of the budget unused.
     fn fits_with_headroom(&self, variant: usize, budget: Duration) -> bool {
-        let typical = self.costs.typical_nanos(variant);
+        let typical = self.typical(variant);
         let roomy = typical.is_some_and(|c| c * self.config.headroom <= nanos(budget));
         roomy && self.fits(variant, budget, 1.0)
     }
@@ -1143,11 +1158,11 @@ impl DeadlinePolicy {
     /// 23-29 ms put x4 `dense-pruned` over `dense` (44-48 ms), and the stream probed `dense`
     /// from the weight-free rung for the whole quiet half, never `dense-pruned`.
     fn is_dominated(&self, variant: usize) -> bool {
-        let Some(cost) = self.costs.typical_nanos(variant) else {
+        let Some(cost) = self.typical(variant) else {
             return false;
         };
         let (best, _) = self.bounds();
-        (best..variant).any(|u| self.costs.typical_nanos(u).is_some_and(|p| p <= cost))
+        (best..variant).any(|u| self.typical(u).is_some_and(|p| p <= cost))
     }
 
     fn adaptive_choice(&mut self, now: u64, remaining: Duration, budget: Duration) -> Choice {
@@ -1161,15 +1176,16 @@ impl DeadlinePolicy {
         if self.reconfigured {
             return self.choose_fresh(budget, Reason::Settings);
         }
-        if self.measured {
-            let choice = self.choose_fresh(budget, Reason::Measured);
-            if let Choice::Run(v, _) = choice {
-                self.after_warm_up = Some(v);
+        match self.warm_up {
+            WarmUpChoice::Seeded => {
+                let choice = self.choose_fresh(budget, Reason::Measured);
+                if let Choice::Run(v, _) = choice {
+                    self.warm_up = WarmUpChoice::Chosen(v);
+                }
+                return choice;
             }
-            return choice;
-        }
-        if std::mem::take(&mut self.warm_up_rechecked) {
-            return self.choose_fresh(budget, Reason::Measured);
+            WarmUpChoice::Rechecked => return self.choose_fresh(budget, Reason::Measured),
+            WarmUpChoice::Chosen(_) | WarmUpChoice::Done => {}
         }
         if std::mem::take(&mut self.miss_pending) {
             return self.step_down(current, budget, Reason::DeadlineMissed);
@@ -1196,10 +1212,8 @@ impl DeadlinePolicy {
     fn choose_fresh(&mut self, budget: Duration, reason: Reason) -> Choice {
         self.resized = false;
         self.reconfigured = false;
-        self.measured = false;
         self.miss_pending = false;
-        self.warm_up_rechecked = false;
-        self.after_warm_up = None; // set again by the caller for a warm-up's choice
+        self.warm_up = WarmUpChoice::Done; // `Chosen` again by the caller for a warm-up's choice
         let (best, lightest) = self.bounds();
         let allowed = best..=lightest;
         let with_headroom = allowed
@@ -1218,7 +1232,7 @@ impl DeadlinePolicy {
     /// The candidate of lowest typical cost (as in [`DeadlinePolicy::is_dominated`]).
     fn cheapest(&self, candidates: impl Iterator<Item = usize>) -> Option<usize> {
         candidates
-            .filter_map(|v| self.costs.typical_nanos(v).map(|p| (v, p)))
+            .filter_map(|v| self.typical(v).map(|p| (v, p)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(v, _)| v)
     }
@@ -1228,15 +1242,14 @@ impl DeadlinePolicy {
         let (best, lightest) = self.bounds();
         // cheaper by its typical cost (as in `is_dominated`) or by its tail: a rung of a lower
         // mean, or a steadier one whose p95 fits where the current rung's does not
-        let typical = |v: usize| self.costs.typical_nanos(v);
         let (current_typical, current_tail) = (
-            typical(current).unwrap_or(f64::INFINITY),
+            self.typical(current).unwrap_or(f64::INFINITY),
             self.predicted(current).unwrap_or(f64::INFINITY),
         );
         let cheaper: Vec<usize> = (best..=lightest)
             .filter(|&v| {
                 v != current
-                    && (typical(v).is_some_and(|c| c < current_typical)
+                    && (self.typical(v).is_some_and(|c| c < current_typical)
                         || self.predicted(v).is_some_and(|p| p < current_tail))
             })
             .collect();
@@ -1328,7 +1341,7 @@ impl DeadlinePolicy {
         if !self.costs.is_quiet() || self.measuring_elsewhere || !reachable || fits {
             return false;
         }
-        if self.after_warm_up.is_some() {
+        if let WarmUpChoice::Chosen(_) = self.warm_up {
             // The warm-up ran beside the stream's frames on the same cores, and its few runs
             // put a rung that takes 22 ms in the stream at 23-51 ms: on a quiet machine one
             // frame tells at once (waiting for the first recheck and then a sustain period kept
@@ -1508,9 +1521,9 @@ impl DeadlinePolicy {
             return None;
         }
         self.active = Some(variant);
-        if self.after_warm_up != Some(variant) {
+        if matches!(self.warm_up, WarmUpChoice::Chosen(v) if v != variant) {
             // left the warm-up's choice (a fall, a climb): the rung above waits its turn
-            self.after_warm_up = None;
+            self.warm_up = WarmUpChoice::Done;
         }
         self.climb.fitting_since = None;
         self.climb.probe_confirmed = false;
