@@ -218,6 +218,11 @@ pub enum Evidence {
     Missed,
     /// A frame run only to re-measure after drops: the load is what this sample shows.
     Remeasure,
+    /// An ordinary frame while this element's warm-up measures other rungs on the same cores:
+    /// what it shows is that contention, not the machine's load. The stream's weight-free
+    /// frames read a load of 1.9-2.2 beside a warm-up, the warm-up's costs were then scaled to
+    /// that load, and its choice was the weight-free rung (2.5 s of an x2 start).
+    Beside,
 }
 
 /// Per-variant, per-frame-size cost model with a shared machine-load estimate.
@@ -336,6 +341,8 @@ impl CostModel {
             let slot = &mut self.costs_mut()[variant];
             slot.base = cost / load;
             slot.provisional = false;
+        } else if evidence == Evidence::Beside {
+            // the rung's own costs only (below); the load is the warm-up's doing
         } else if measured && self.quiet && evidence == Evidence::Routine {
             // Nothing else runs: the machine is at its baseline, so what this frame cost is
             // the rung's own cost. The base follows it and the load returns to the baseline.
@@ -346,7 +353,7 @@ impl CostModel {
         } else if measured {
             let ratio = cost / entry.base;
             let next = match evidence {
-                Evidence::Routine => ewma(load, ratio, LOAD_ALPHA),
+                Evidence::Routine | Evidence::Beside => ewma(load, ratio, LOAD_ALPHA),
                 Evidence::Missed => ewma(load, ratio, LOAD_ALPHA).max(ratio),
                 Evidence::Remeasure => ratio,
             };
@@ -439,6 +446,15 @@ impl CostModel {
     /// Its EWMA cost at the current size and (conservative) load, ns.
     fn typical_nanos(&self, variant: usize) -> Option<f64> {
         Some(self.costs().get(variant)?.mean? * self.load)
+    }
+
+    /// The fastest of its recent costs (a warm-up's runs, or the frames since) at the current
+    /// size and (conservative) load, ns.
+    fn fastest_nanos(&self, variant: usize) -> Option<f64> {
+        let cost = self.costs().get(variant)?;
+        cost.mean?;
+        let fastest = cost.window.iter().copied().min_by(f64::total_cmp)?;
+        Some(fastest * self.load)
     }
 
     /// Typical cost of `variant` at the current size, ns: its EWMA times the typical load.
@@ -839,8 +855,8 @@ enum WarmUpChoice {
     Done,
     /// A warm-up seeded costs since the last choice: the next adaptive frame chooses afresh.
     Seeded,
-    /// The rung those costs chose, still active, the rung above it not rechecked yet: on a
-    /// quiet machine that rung is rechecked at once.
+    /// The rung those costs chose (or a recheck of them climbed to), still active, the rung
+    /// above it not rechecked yet: on a quiet machine that rung is rechecked at once.
     Chosen(usize),
     /// That recheck ran: the next adaptive frame chooses afresh (once) with what it measured.
     Rechecked,
@@ -1035,6 +1051,8 @@ impl DeadlinePolicy {
             Evidence::Remeasure
         } else if !deadline_met && !probe {
             Evidence::Missed
+        } else if self.measuring_elsewhere {
+            Evidence::Beside
         } else {
             Evidence::Routine
         };
@@ -1184,7 +1202,16 @@ impl DeadlinePolicy {
                 }
                 return choice;
             }
-            WarmUpChoice::Rechecked => return self.choose_fresh(budget, Reason::Measured),
+            WarmUpChoice::Rechecked => {
+                let choice = self.choose_fresh(budget, Reason::Measured);
+                if let Choice::Run(v, _) = choice
+                    && v < current
+                {
+                    // climbed on the recheck: the rung above this one is next, at once as well
+                    self.warm_up = WarmUpChoice::Chosen(v);
+                }
+                return choice;
+            }
             WarmUpChoice::Chosen(_) | WarmUpChoice::Done => {}
         }
         if std::mem::take(&mut self.miss_pending) {
@@ -1288,6 +1315,9 @@ impl DeadlinePolicy {
             .climb
             .last_probe
             .is_none_or(|t| now.saturating_sub(t) >= nanos(self.config.probe_interval) as u64);
+        if self.recheck_after_warm_up(up, budget) {
+            return Choice::Recheck(up);
+        }
         if self.predicted(up).is_none() {
             return if probe_due && !self.measuring_elsewhere {
                 Choice::Probe(up)
@@ -1305,6 +1335,9 @@ impl DeadlinePolicy {
                 return Choice::Probe(up);
             }
             if self.recheck_due(now, up, budget) {
+                // the usual recheck, not the warm-up's: no fresh choice on the frame after it
+                // (an x2 one chose `dense` on a frame 14 ms behind, which missed and fell back)
+                self.warm_up = WarmUpChoice::Done;
                 return Choice::Recheck(up);
             }
             return Choice::Run(current, Reason::Steady);
@@ -1326,12 +1359,31 @@ impl DeadlinePolicy {
         }
     }
 
+    /// Whether to re-measure `up` at once: the rung above a warm-up's choice (or above a rung
+    /// such a recheck climbed to), on a quiet machine, if one of its warm-up runs fitted `budget`.
+    /// The warm-up ran beside the stream's frames on the same cores, and its few runs put a rung
+    /// that takes 22 ms in the stream at 23-51 ms: one frame tells, where a probe (for a rung
+    /// that fits, maybe without the headroom) waits a sustain period to climb and a recheck (for
+    /// one that does not) waits its first interval too; that kept x4 on the weight-free rung for
+    /// 2.6-4 s of a start. A rung none of whose runs fitted is left to those: x2 `dense-wide`
+    /// warmed up at 50-53 ms against a 38 ms budget, takes 52 ms in the stream, and its
+    /// immediate recheck was a late frame and nothing more.
+    fn recheck_after_warm_up(&self, up: usize, budget: Duration) -> bool {
+        matches!(self.warm_up, WarmUpChoice::Chosen(_))
+            && self.costs.is_quiet()
+            && !self.measuring_elsewhere
+            && self
+                .costs
+                .fastest_nanos(up)
+                .is_some_and(|c| c <= nanos(budget))
+    }
+
     /// Whether to re-measure `up`, predicted not to fit `budget` (within [`RECHECK_REACH`] until
     /// its first recheck: one cold frame must not rule it out for good): only on a quiet machine,
-    /// whose frames show a rung's own cost, at once above a warm-up's choice, then at most every
-    /// `recheck_interval`, which doubles while rechecks find it too slow. Without it, a rung
-    /// measured slow once (a slow phase of a shared machine, a warm-up under contention) would
-    /// never run again: probes only re-measure rungs predicted to fit.
+    /// whose frames show a rung's own cost, at most every `recheck_interval`, which doubles while
+    /// rechecks find it too slow. Without it, a rung measured slow once (a slow phase of a shared
+    /// machine, a warm-up under contention) would never run again: probes only re-measure rungs
+    /// predicted to fit.
     fn recheck_due(&mut self, now: u64, up: usize, budget: Duration) -> bool {
         let reachable = self.climb.rechecked
             || self
@@ -1340,13 +1392,6 @@ impl DeadlinePolicy {
         let fits = self.fits(up, budget, 1.0); // probed as it is, not rechecked
         if !self.costs.is_quiet() || self.measuring_elsewhere || !reachable || fits {
             return false;
-        }
-        if let WarmUpChoice::Chosen(_) = self.warm_up {
-            // The warm-up ran beside the stream's frames on the same cores, and its few runs
-            // put a rung that takes 22 ms in the stream at 23-51 ms: on a quiet machine one
-            // frame tells at once (waiting for the first recheck and then a sustain period kept
-            // x4 on the weight-free rung for 4 s of every start).
-            return true;
         }
         let interval = self.climb.recheck_interval;
         let due = *self
@@ -1816,6 +1861,118 @@ mod tests {
                 assert_eq!(misses(&sim.frames), 0);
             }
         }
+    }
+
+    #[test]
+    fn rungs_that_fit_the_warm_up_only_without_headroom_are_rechecked_at_once_one_after_another() {
+        // A warm-up beside the stream put both learned rungs within the budget but short of the
+        // headroom (`dense-pruned` 31-33 ms, 20 in the stream; `dense` 33-35 ms, 25 in the
+        // stream): the choice was the weight-free rung. A probe of `dense-pruned` then confirmed
+        // it and the climb waited a sustain period (2 s), and `dense` as long again after it: on
+        // the x4 bench, 2.6 s on the weight-free rung. Quiet, each rung above the choice is
+        // rechecked at once and chosen with: `dense` four frames after the warm-up.
+        let mut sim = Sim::new(&[None, None, Some(1.2)], PolicyConfig::default());
+        sim.policy.set_quiet(true);
+        sim.policy.set_measuring_elsewhere(true);
+        sim.run(10, |_, v| [25.0, 20.0, 1.2][v]);
+        sim.policy.set_measuring_elsewhere(false);
+        sim.policy.seed(0, &[33.0, 34.0, 35.0, 33.5, 34.0].map(ms));
+        sim.policy.seed(1, &[31.0, 32.0, 33.0, 31.5, 32.0].map(ms));
+        sim.run(100, |_, v| [25.0, 20.0, 1.2][v]);
+        assert_eq!(
+            sim.frames[10].decision.variant, 2,
+            "{:?}",
+            sim.frames[10].decision
+        );
+        let ups: Vec<(usize, usize, Reason)> = switches(&sim.frames)
+            .iter()
+            .map(|(i, s)| (*i, s.to, s.reason))
+            .collect();
+        assert_eq!(ups, [(12, 1, Reason::Measured), (14, 0, Reason::Measured)]);
+        assert_eq!(probes(&sim.frames), [11, 13]);
+        assert_eq!(misses(&sim.frames), 0);
+    }
+
+    #[test]
+    fn a_warm_up_choice_made_under_a_passing_load_is_rechecked_at_once_when_quiet() {
+        // x2 bench: the warm-up's costs came in while the stream's frames read a load of 2.2 and
+        // no quiet signal yet, and the choice was the weight-free rung. The load eased, `dense`
+        // fitted with the headroom again, and the climb waited for a confirmed probe and a
+        // sustain period: 2.5 s on the weight-free rung. Once quiet, it is rechecked at once.
+        let mut sim = Sim::new(&[Some(60.0), Some(1.2)], PolicyConfig::default());
+        sim.run(10, |_, _| 1.2);
+        sim.run(10, |_, _| 2.6); // another process, then gone
+        let busy = sim.policy.cost_model().load();
+        assert!(busy > 1.8, "{busy}");
+        sim.policy.seed(0, &[40.0, 41.0, 42.0, 40.5, 41.0].map(ms));
+        sim.run(1, |_, v| [20.0, 1.2][v]);
+        assert_eq!(
+            sim.frames[20].decision.variant, 1,
+            "{:?}",
+            sim.frames[20].decision
+        );
+        sim.policy.set_quiet(true);
+        sim.run(100, |_, v| [20.0, 1.2][v]);
+        assert_eq!(probes(&sim.frames), [21]);
+        let ups = switches(&sim.frames);
+        assert_eq!(
+            (ups[0].0, ups[0].1.to, ups[0].1.reason),
+            (22, 0, Reason::Measured)
+        );
+        assert_eq!(misses(&sim.frames), 0);
+    }
+
+    #[test]
+    fn the_streams_frames_beside_a_warm_up_are_no_load_reading() {
+        // x2 bench: the weight-free frames took 2.2x as long while the warm-up ran beside them,
+        // the load read 2.2, and the warm-up's `dense` (20-24 ms) was seen at 53: the choice was
+        // the weight-free rung. That contention is the element's own: the warm-up's costs are
+        // chosen with as measured.
+        let mut sim = Sim::new(&[None, None], PolicyConfig::default());
+        sim.policy.set_measuring_elsewhere(true);
+        sim.run(3, |_, _| 1.0);
+        sim.run(10, |_, _| 2.2);
+        sim.policy.set_measuring_elsewhere(false);
+        assert!(sim.policy.cost_model().load() < 1.01);
+        sim.policy.seed(0, &[24.0, 20.9, 55.1, 20.0, 24.4].map(ms));
+        sim.run(50, |_, v| [20.0, 1.0][v]);
+        let ups = switches(&sim.frames);
+        assert_eq!(
+            (ups[0].0, ups[0].1.to, ups[0].1.reason),
+            (13, 0, Reason::Measured)
+        );
+        assert_eq!(misses(&sim.frames), 0);
+    }
+
+    #[test]
+    fn a_rung_whose_warm_up_never_fitted_is_not_rechecked_at_once() {
+        // x2 on a quiet bench: `dense-wide` warmed up at 50-53 ms against a 38 ms budget and
+        // takes 52 ms in the stream. Its immediate recheck was a late frame that told nothing
+        // new: it waits for the usual first recheck, 2 s after the warm-up chose `dense`.
+        let mut sim = Sim::new(&[None, None, Some(1.0)], PolicyConfig::default());
+        sim.policy.set_quiet(true);
+        sim.policy.set_measuring_elsewhere(true);
+        sim.run(10, |_, v| [52.0, 20.0, 1.0][v]);
+        sim.policy.set_measuring_elsewhere(false);
+        sim.policy.seed(0, &[53.2, 50.5, 52.9, 51.7, 52.0].map(ms));
+        sim.policy.seed(1, &[21.2, 20.9, 20.6, 19.2, 18.6].map(ms));
+        sim.run(100, |_, v| [52.0, 20.0, 1.0][v]);
+        let ups = switches(&sim.frames);
+        assert_eq!(
+            (ups[0].0, ups[0].1.to, ups[0].1.reason),
+            (10, 1, Reason::Measured)
+        );
+        let rechecks = probes(&sim.frames);
+        assert_eq!(
+            rechecks.first(),
+            Some(&(11 + frames_in(RECHECK_FIRST))),
+            "{rechecks:?}"
+        );
+        assert_eq!(misses(&sim.frames), rechecks.len());
+        // the usual recheck: the frame after it is no fresh choice (on a live frame behind the
+        // schedule, one chose `dense`, missed, and fell back)
+        let after = sim.frames[rechecks[0] + 1].decision;
+        assert_eq!((after.variant, after.reason), (1, Reason::Steady));
     }
 
     #[test]

@@ -602,13 +602,14 @@ impl LightSrScale {
         gst::debug!(
             CAT,
             imp = self,
-            "rt {:?} now {} remaining {:?} period {:?} load {:.2} qos {:.2} -> {} {}{} ({}), \
+            "rt {:?} now {} remaining {:?} period {:?} load {:.2}{} qos {:.2} -> {} {}{} ({}), \
              predicted {:?}, budget {:?}",
             clock.running_time,
             clock.now,
             clock.budget.remaining,
             clock.budget.period,
             plan.load,
+            if plan.quiet { " quiet" } else { "" },
             plan.qos_proportion,
             if d.drop { "drop" } else { "run" },
             names().get(d.variant).map_or("?", String::as_str),
@@ -816,7 +817,7 @@ impl LightSrScale {
             .into_iter()
             .filter(|&v| {
                 let rung = work.0.get(v);
-                rung.is_some_and(|r| r.device().is_cuda() && is_cold_here(r, &work.2.0))
+                rung.is_some_and(|r| r.device().is_cuda() && is_cold_here(r, &work.0, &work.2.0))
             })
             .collect();
         cold.sort_unstable();
@@ -1047,8 +1048,25 @@ fn blank_frames(
 }
 
 /// Whether this thread has not run `rung` on frames of `input`'s size.
-fn is_cold_here(rung: &Variant, input: &FrameFormat) -> bool {
-    !rung.has_run_here(input.height as i64, input.width as i64)
+/// Whether `rung`'s next frame on this thread pays a first run's cost (see `run_frame`). On
+/// CUDA per rung: libtorch keeps cuDNN's plans per thread and per shape. On the CPU per thread:
+/// the first run pays for the thread's OpenMP team and for its malloc arena growing to a frame's
+/// activations, and once any rung of the ladder ran here at this size the others run as in the
+/// stream (first runs after another rung: x4 `dense-pruned` 24.7 ms, 22-24 ms in the stream;
+/// x2 `dense-wide` 55 against 52 ms). Priming each one had cost every probe, recheck and
+/// fall-back onto it a second frame's time: the x2 recheck of `dense-wide` held the stream
+/// 107 ms, and a frame was dropped.
+fn is_cold_here(rung: &Variant, ladder: &[Arc<Variant>], input: &FrameFormat) -> bool {
+    if rung.device().is_cuda() {
+        return !ran_here(rung, input);
+    }
+    !ladder
+        .iter()
+        .any(|r| !r.device().is_cuda() && ran_here(r, input))
+}
+
+fn ran_here(rung: &Variant, input: &FrameFormat) -> bool {
+    rung.has_run_here(input.height as i64, input.width as i64)
 }
 
 /// Runs `job` once on a blank frame of the negotiated formats (`infos`); how long it took.
@@ -2011,17 +2029,19 @@ impl LightSrScale {
         if plan.decision.drop {
             return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
         }
-        // A rung's first run on this thread at this size (the rung a stream starts on, one a
-        // climb, a probe or a fall-back reaches first here) runs once untimed before the frame,
-        // and the frame is judged as if that stall had not happened: it is not the rung's cost.
+        // A rung's first run on this thread at this size (the rung a stream starts on; on CUDA
+        // also one a climb, a probe or a fall-back reaches first here: see `is_cold_here`) runs
+        // once untimed before the frame, and the frame is judged as if that stall had not
+        // happened: it is not the rung's cost.
         // On CUDA that first run takes cuDNN's plans (up to 0.25 s); on the CPU it is 1.5-2x a
         // frame (the thread's OpenMP team and caches: x2 `dense` 33-46 ms against 22 ms once
         // warm), over the budget often enough that the climb after a warm-up fell straight back.
         // GStreamer's scaler (the weight-free rung on the CPU) is not libtorch: never cold.
         let mut stall = Duration::ZERO;
         if job.by_scaler().is_none()
-            && is_cold_here(&job.variant, &job.input)
-            && let Some((_, infos, ..)) = self.negotiated_work()
+            && !ran_here(&job.variant, &job.input)
+            && let Some((ladder, infos, ..)) = self.negotiated_work()
+            && is_cold_here(&job.variant, &ladder, &job.input)
         {
             stall = prime_rung(&job, &infos).map_err(fail)?;
             gst::info!(

@@ -141,6 +141,8 @@ pub struct FramePlan {
     pub processed: u64,
     pub dropped: u64,
     pub load: f64,
+    /// No other process used the CPUs lately (see [`DeadlinePolicy::set_quiet`]).
+    pub quiet: bool,
     pub qos_proportion: f64,
 }
 
@@ -420,6 +422,7 @@ impl Scheduler {
             processed: self.retired.counters.processed + processed,
             dropped: self.retired.counters.dropped + dropped,
             load: self.policy.cost_model().load(),
+            quiet: self.policy.cost_model().is_quiet(),
             qos_proportion: self.policy.qos_proportion(),
         }
     }
