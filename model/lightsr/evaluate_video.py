@@ -147,14 +147,27 @@ def score_clip(sr: list[np.ndarray], hr: list[np.ndarray], scale: int, niqe) -> 
     row = {"psnr_y": float(np.mean([iqa.psnr_y(s, h, border=scale) for s, h in zip(sr, hr)])),
            "ssim_y": float(np.mean([iqa.ssim_y(s, h, border=scale) for s, h in zip(sr, hr)])),
            "te": temporal_error(sr, hr), "tof": tof(sr, hr)}
-    values = []
-    for s in sr[::NIQE_EVERY]:
-        try:
-            values.append(niqe(s, border=scale))
-        except ValueError:  # frame smaller than two NIQE blocks (carphone at x4)
-            break
-    row["niqe"] = float(np.mean(values)) if values else None
+    row["niqe"] = clip_niqe(sr, scale, niqe)
     return row
+
+
+def clip_niqe(frames: list[np.ndarray], scale: int, niqe) -> float | None:
+    """Mean NIQE of every `NIQE_EVERY`th frame; None for frames smaller than two NIQE blocks
+    (carphone at x4)."""
+    values = []
+    for frame in frames[::NIQE_EVERY]:
+        try:
+            values.append(niqe(frame, border=scale))
+        except ValueError:
+            return None
+    return float(np.mean(values)) if values else None
+
+
+def original_niqe(hr: dict, scale: int, niqe) -> float | None:
+    """NIQE of the original (HR) frames, averaged as the rungs' rows are (over the sources NIQE can
+    score): the reference a restoration's NIQE is read against on this validation."""
+    values = [v for v in (clip_niqe(frames, scale, niqe) for frames in hr.values()) if v is not None]
+    return float(np.mean(values)) if values else None
 
 
 @dataclass
@@ -238,7 +251,8 @@ def markdown(results: list[VideoResult], scale: int, meta: dict) -> str:
               f"camera motion, {PHOTO_FRAMES} frames of {PHOTO_SIZE[1]}x{PHOTO_SIZE[0]}; bikes and carphone_pristine, "
               f"{WHEEL_FRAMES} frames). LR: MATLAB bicubic / {scale}, then libx264 CRF N (preset medium, 3 "
               f"B-frames), frozen in `{meta['frozen']}`. PSNR / SSIM on Y, border {scale}; NIQE every "
-              f"{NIQE_EVERY}th frame (frames too small for NIQE skipped); TE and tOF: lower is steadier."]
+              f"{NIQE_EVERY}th frame (frames too small for NIQE skipped); the original frames score "
+              f"{_fmt(meta.get('original_niqe'), 2)} (lower is more natural); TE and tOF: lower is steadier."]
     return "\n".join(lines) + "\n"
 
 
@@ -299,7 +313,8 @@ def main(argv: list[str]) -> int:
     results, crops = evaluate_rungs(rungs, hr, lr, args.scale, niqe)
     meta = {"scale": args.scale, "frozen": str(frozen), "sources": len(hr),
             "photo_sources": sum(s.startswith("photo-") for s in hr), "levels": list(LEVELS),
-            "target_level": TARGET_LEVEL, "torch": torch.__version__}
+            "target_level": TARGET_LEVEL, "torch": torch.__version__,
+            "original_niqe": original_niqe(hr, args.scale, niqe)}
     args.out.mkdir(parents=True, exist_ok=True)
     scores = {r.name: validation_score(r) for r in results}
     (args.out / "eval_video.json").write_text(json.dumps(

@@ -177,6 +177,19 @@ def test_video_summary_and_validation_score():
     assert evaluate_video.summary(r, None)["niqe"] == pytest.approx(5.0)  # None left out
 
 
+def test_original_niqe_averages_the_sources_niqe_can_score(moving_clip):
+    # the real NIQE model on real content: the original frames of a photograph clip score a finite
+    # value, and the reference leaves out a source too small for NIQE (carphone at x4)
+    niqe = iqa.NiqeModel(iqa.niqe_params_path())
+    big = [np.ascontiguousarray(np.tile(f, (2, 2, 1))) for f in moving_clip]
+    small = [f[:100, :100].copy() for f in moving_clip]
+    one = evaluate_video.clip_niqe(big, 4, niqe)
+    assert one is not None and 0 < one < 100
+    assert evaluate_video.clip_niqe(small, 4, niqe) is None
+    assert evaluate_video.original_niqe({"photo-a": big, "carphone": small}, 4, niqe) == pytest.approx(one)
+    assert evaluate_video.original_niqe({"carphone": small}, 4, niqe) is None
+
+
 def _exported(name, macs, kind="learned"):
     v = Variant(name=name, file=f"x4-{name}.pt", kind=kind, arch="f2srgan", extra={"macs_320x180": macs})
     return export.ExportedVariant(v, None)
