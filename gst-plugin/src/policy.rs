@@ -333,7 +333,10 @@ impl CostModel {
             return;
         };
         let measured = entry.mean.is_some() && !entry.extrapolated && entry.base > 0.0;
-        if measured && entry.provisional {
+        if evidence == Evidence::Beside {
+            // the rung's own costs only (below): neither the load nor a reference, which would
+            // be the warm-up's contention (a provisional reference waits for the next frame)
+        } else if measured && entry.provisional {
             // the reference was a cold first frame: this one is the reference, and says nothing
             // about the load (against the cold one, every frame after it read as a load of
             // 0.3-0.5, and a warm-up's costs, seen at that load, put a rung that takes 60 ms
@@ -341,8 +344,6 @@ impl CostModel {
             let slot = &mut self.costs_mut()[variant];
             slot.base = cost / load;
             slot.provisional = false;
-        } else if evidence == Evidence::Beside {
-            // the rung's own costs only (below); the load is the warm-up's doing
         } else if measured && self.quiet && evidence == Evidence::Routine {
             // Nothing else runs: the machine is at its baseline, so what this frame cost is
             // the rung's own cost. The base follows it and the load returns to the baseline.
@@ -353,7 +354,9 @@ impl CostModel {
         } else if measured {
             let ratio = cost / entry.base;
             let next = match evidence {
-                Evidence::Routine | Evidence::Beside => ewma(load, ratio, LOAD_ALPHA),
+                Evidence::Routine | Evidence::Beside /* handled above */ => {
+                    ewma(load, ratio, LOAD_ALPHA)
+                }
                 Evidence::Missed => ewma(load, ratio, LOAD_ALPHA).max(ratio),
                 Evidence::Remeasure => ratio,
             };
@@ -932,8 +935,9 @@ impl DeadlinePolicy {
     /// frame chooses its rung afresh from the costs known then ([`Reason::Measured`]): a live
     /// stream waits on its lightest rung for the warm-up, and the warm-up's five timed runs per
     /// rung are the evidence a climb would otherwise wait a sustain period and a probe for. On
-    /// a quiet machine the rung above that choice is then rechecked on the next frame (the
-    /// warm-up ran beside the stream), and the frame after it chooses afresh once more.
+    /// a quiet machine the rung above that choice is then rechecked on the next frame if one of
+    /// its warm-up runs fitted (the warm-up ran beside the stream), the frame after it chooses
+    /// afresh once more, and a climb there rechecks the rung above in turn.
     pub fn seed(&mut self, variant: usize, samples: &[Duration]) {
         self.costs.seed(variant, samples);
         if !samples.is_empty() && variant < self.costs.variants() {
@@ -1047,12 +1051,14 @@ impl DeadlinePolicy {
         }
         let pending = self.pending.take().filter(|p| p.variant == variant);
         let probe = pending.is_some_and(|p| p.probe);
+        // beside a warm-up a late frame still steps down (below), but moves no load: the load
+        // it would set stays until the warm-up ends, and scales the warm-up's costs
         let evidence = if pending.is_some_and(|p| p.remeasure) {
             Evidence::Remeasure
-        } else if !deadline_met && !probe {
-            Evidence::Missed
         } else if self.measuring_elsewhere {
             Evidence::Beside
+        } else if !deadline_met && !probe {
+            Evidence::Missed
         } else {
             Evidence::Routine
         };
@@ -1831,7 +1837,7 @@ mod tests {
         // p95 `dense-pruned` does not fit, and the stream stayed on bicubic for the first recheck
         // (2 s) and a sustain period (2 s) more. Quiet, `dense-pruned` is rechecked on the next
         // frame, and the frame after it switches (as on the warm-up's costs); `dense` is then
-        // rechecked on the usual schedule, not at once again.
+        // rechecked on the usual schedule, not at once again (none of its warm-up runs fitted).
         for quiet in [true, false] {
             let mut sim = Sim::new(&[None, None, Some(2.0)], PolicyConfig::default());
             sim.policy.set_quiet(quiet);
@@ -1942,6 +1948,35 @@ mod tests {
             (13, 0, Reason::Measured)
         );
         assert_eq!(misses(&sim.frames), 0);
+    }
+
+    #[test]
+    fn a_late_frame_beside_a_warm_up_moves_no_load() {
+        // A rung measured before the warm-up (a resize, a widened ladder) misses once beside it:
+        // a miss sets the load at once, and frames beside a warm-up do not bring it back, so the
+        // warm-up's costs would be scaled by it (here 35x) when they come in.
+        let mut sim = Sim::new(&[None, Some(2.0)], PolicyConfig::default());
+        sim.run(3, |_, _| 2.0);
+        sim.policy.set_measuring_elsewhere(true);
+        sim.run(10, |i, _| if i == 6 { 70.0 } else { 4.0 });
+        assert!(!sim.frames[6].met);
+        let load = sim.policy.cost_model().load();
+        assert!(load < 1.01, "load {load}");
+    }
+
+    #[test]
+    fn a_frame_beside_a_warm_up_is_no_reference_for_its_rung() {
+        // The stream's first frame is a cold reference; the next one replaces it, unless it ran
+        // beside the warm-up (3 ms against 1): taken as the reference, later frames that another
+        // process doubles (2 ms) would read as a load under 1, and the load would not show.
+        let mut sim = Sim::new(&[None], PolicyConfig::default());
+        sim.policy.set_measuring_elsewhere(true);
+        sim.run(10, |i, _| if i == 0 { 1.5 } else { 3.0 });
+        sim.policy.set_measuring_elsewhere(false);
+        sim.run(1, |_, _| 1.0);
+        sim.run(20, |_, _| 2.0);
+        let load = sim.policy.cost_model().load();
+        assert!(load > 1.8, "load {load}");
     }
 
     #[test]

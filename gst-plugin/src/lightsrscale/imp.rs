@@ -1047,7 +1047,6 @@ fn blank_frames(
     Ok((inframe, outframe))
 }
 
-/// Whether this thread has not run `rung` on frames of `input`'s size.
 /// Whether `rung`'s next frame on this thread pays a first run's cost (see `run_frame`). On
 /// CUDA per rung: libtorch keeps cuDNN's plans per thread and per shape. On the CPU per thread:
 /// the first run pays for the thread's OpenMP team and for its malloc arena growing to a frame's
@@ -1065,6 +1064,7 @@ fn is_cold_here(rung: &Variant, ladder: &[Arc<Variant>], input: &FrameFormat) ->
         .any(|r| !r.device().is_cuda() && ran_here(r, input))
 }
 
+/// Whether this thread has run `rung` on frames of `input`'s size.
 fn ran_here(rung: &Variant, input: &FrameFormat) -> bool {
     rung.has_run_here(input.height as i64, input.width as i64)
 }
@@ -2029,10 +2029,11 @@ impl LightSrScale {
         if plan.decision.drop {
             return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
         }
-        // A rung's first run on this thread at this size (the rung a stream starts on; on CUDA
-        // also one a climb, a probe or a fall-back reaches first here: see `is_cold_here`) runs
-        // once untimed before the frame, and the frame is judged as if that stall had not
-        // happened: it is not the rung's cost.
+        // The first libtorch rung this thread runs at this size (on the CPU usually the first
+        // learned rung a live stream climbs to from GStreamer's scaler; on CUDA every rung, as a
+        // start, a climb, a probe or a fall-back reaches it: see `is_cold_here`) runs once
+        // untimed before the frame, and the frame is judged as if that stall had not happened:
+        // it is not the rung's cost.
         // On CUDA that first run takes cuDNN's plans (up to 0.25 s); on the CPU it is 1.5-2x a
         // frame (the thread's OpenMP team and caches: x2 `dense` 33-46 ms against 22 ms once
         // warm), over the budget often enough that the climb after a warm-up fell straight back.

@@ -141,7 +141,8 @@ pub struct FramePlan {
     pub processed: u64,
     pub dropped: u64,
     pub load: f64,
-    /// No other process used the CPUs lately (see [`DeadlinePolicy::set_quiet`]).
+    /// No other process used the CPUs lately and the governor runs all its threads (see
+    /// [`DeadlinePolicy::set_quiet`]); never on CUDA.
     pub quiet: bool,
     pub qos_proportion: f64,
 }
@@ -1033,6 +1034,28 @@ mod tests {
         let (switches, counts) = live.run(20, |_, v| [60, 2][v]);
         assert_eq!(switches, vec![]);
         assert_eq!(counts, vec![0, 20, 0]);
+    }
+
+    #[test]
+    fn frames_slowed_by_the_elements_own_warm_up_do_not_scale_its_costs() {
+        // x2 bench: beside the warm-up the weight-free frames took 2.2x as long; read as the load,
+        // `finish_warm_up` scaled the learned rung's 20-24 ms to 44-53 ms and the stream stayed on
+        // the weight-free rung for 2.5 s. One of them even missed here (a 70 ms frame). The
+        // warm-up's own contention is no load: the learned rung is chosen at its end.
+        let mut live = Live::new(&["learned", "bicubic"], &choice());
+        let warm_up = live.scheduler.take_warm_up().unwrap();
+        live.run(15, |k, v| match k {
+            0 | 1 => [20, 1][v],
+            7 => [20, 70][v],
+            _ => [20, 3][v],
+        });
+        live.scheduler.finish_warm_up(
+            warm_up.generation,
+            &[(1, vec![ms(1); 5]), (0, vec![ms(21); 5])],
+        );
+        let (switches, counts) = live.run(20, |_, v| [20, 1][v]);
+        assert_eq!(switches, vec![(15, Some(1), 0, Reason::Measured)]);
+        assert_eq!(counts[0], 20);
     }
 
     #[test]
