@@ -454,9 +454,8 @@ impl CostModel {
     /// The fastest of its recent costs (a warm-up's runs, or the frames since) at the current
     /// size and (conservative) load, ns.
     fn fastest_nanos(&self, variant: usize) -> Option<f64> {
-        let cost = self.costs().get(variant)?;
-        cost.mean?;
-        let fastest = cost.window.iter().copied().min_by(f64::total_cmp)?;
+        let window = &self.costs().get(variant)?.window; // empty until measured
+        let fastest = window.iter().copied().min_by(f64::total_cmp)?;
         Some(fastest * self.load)
     }
 
@@ -1201,19 +1200,12 @@ impl DeadlinePolicy {
             return self.choose_fresh(budget, Reason::Settings);
         }
         match self.warm_up {
-            WarmUpChoice::Seeded => {
+            state @ (WarmUpChoice::Seeded | WarmUpChoice::Rechecked) => {
                 let choice = self.choose_fresh(budget, Reason::Measured);
-                if let Choice::Run(v, _) = choice {
-                    self.warm_up = WarmUpChoice::Chosen(v);
-                }
-                return choice;
-            }
-            WarmUpChoice::Rechecked => {
-                let choice = self.choose_fresh(budget, Reason::Measured);
+                // the warm-up's choice, or a climb on its recheck: the rung above is next, at once
                 if let Choice::Run(v, _) = choice
-                    && v < current
+                    && (state == WarmUpChoice::Seeded || v < current)
                 {
-                    // climbed on the recheck: the rung above this one is next, at once as well
                     self.warm_up = WarmUpChoice::Chosen(v);
                 }
                 return choice;
@@ -1722,6 +1714,13 @@ mod tests {
             }
         }
 
+        /// `run` while a warm-up measures the rungs elsewhere (no probes; frames beside it).
+        fn run_beside_warm_up(&mut self, count: usize, cost_ms: impl FnMut(usize, usize) -> f64) {
+            self.policy.set_measuring_elsewhere(true);
+            self.run(count, cost_ms);
+            self.policy.set_measuring_elsewhere(false);
+        }
+
         fn from(&self, start: usize) -> &[Frame] {
             &self.frames[start..]
         }
@@ -1841,9 +1840,7 @@ mod tests {
         for quiet in [true, false] {
             let mut sim = Sim::new(&[None, None, Some(2.0)], PolicyConfig::default());
             sim.policy.set_quiet(quiet);
-            sim.policy.set_measuring_elsewhere(true);
-            sim.run(10, |_, v| [55.0, 22.0, 2.0][v]);
-            sim.policy.set_measuring_elsewhere(false);
+            sim.run_beside_warm_up(10, |_, v| [55.0, 22.0, 2.0][v]);
             sim.policy.seed(0, &[52.0, 53.5, 62.5, 56.0, 56.0].map(ms));
             sim.policy.seed(1, &[23.2, 17.7, 51.1, 32.2, 35.9].map(ms));
             sim.run(240, |_, v| [55.0, 22.0, 2.0][v]);
@@ -1879,9 +1876,7 @@ mod tests {
         // rechecked at once and chosen with: `dense` four frames after the warm-up.
         let mut sim = Sim::new(&[None, None, Some(1.2)], PolicyConfig::default());
         sim.policy.set_quiet(true);
-        sim.policy.set_measuring_elsewhere(true);
-        sim.run(10, |_, v| [25.0, 20.0, 1.2][v]);
-        sim.policy.set_measuring_elsewhere(false);
+        sim.run_beside_warm_up(10, |_, v| [25.0, 20.0, 1.2][v]);
         sim.policy.seed(0, &[33.0, 34.0, 35.0, 33.5, 34.0].map(ms));
         sim.policy.seed(1, &[31.0, 32.0, 33.0, 31.5, 32.0].map(ms));
         sim.run(100, |_, v| [25.0, 20.0, 1.2][v]);
@@ -1935,10 +1930,7 @@ mod tests {
         // the weight-free rung. That contention is the element's own: the warm-up's costs are
         // chosen with as measured.
         let mut sim = Sim::new(&[None, None], PolicyConfig::default());
-        sim.policy.set_measuring_elsewhere(true);
-        sim.run(3, |_, _| 1.0);
-        sim.run(10, |_, _| 2.2);
-        sim.policy.set_measuring_elsewhere(false);
+        sim.run_beside_warm_up(13, |i, _| if i < 3 { 1.0 } else { 2.2 });
         assert!(sim.policy.cost_model().load() < 1.01);
         sim.policy.seed(0, &[24.0, 20.9, 55.1, 20.0, 24.4].map(ms));
         sim.run(50, |_, v| [20.0, 1.0][v]);
@@ -1957,8 +1949,7 @@ mod tests {
         // warm-up's costs would be scaled by it (here 35x) when they come in.
         let mut sim = Sim::new(&[None, Some(2.0)], PolicyConfig::default());
         sim.run(3, |_, _| 2.0);
-        sim.policy.set_measuring_elsewhere(true);
-        sim.run(10, |i, _| if i == 6 { 70.0 } else { 4.0 });
+        sim.run_beside_warm_up(10, |i, _| if i == 6 { 70.0 } else { 4.0 });
         assert!(!sim.frames[6].met);
         let load = sim.policy.cost_model().load();
         assert!(load < 1.01, "load {load}");
@@ -1970,9 +1961,7 @@ mod tests {
         // beside the warm-up (3 ms against 1): taken as the reference, later frames that another
         // process doubles (2 ms) would read as a load under 1, and the load would not show.
         let mut sim = Sim::new(&[None], PolicyConfig::default());
-        sim.policy.set_measuring_elsewhere(true);
-        sim.run(10, |i, _| if i == 0 { 1.5 } else { 3.0 });
-        sim.policy.set_measuring_elsewhere(false);
+        sim.run_beside_warm_up(10, |i, _| if i == 0 { 1.5 } else { 3.0 });
         sim.run(1, |_, _| 1.0);
         sim.run(20, |_, _| 2.0);
         let load = sim.policy.cost_model().load();
@@ -1986,9 +1975,7 @@ mod tests {
         // new: it waits for the usual first recheck, 2 s after the warm-up chose `dense`.
         let mut sim = Sim::new(&[None, None, Some(1.0)], PolicyConfig::default());
         sim.policy.set_quiet(true);
-        sim.policy.set_measuring_elsewhere(true);
-        sim.run(10, |_, v| [52.0, 20.0, 1.0][v]);
-        sim.policy.set_measuring_elsewhere(false);
+        sim.run_beside_warm_up(10, |_, v| [52.0, 20.0, 1.0][v]);
         sim.policy.seed(0, &[53.2, 50.5, 52.9, 51.7, 52.0].map(ms));
         sim.policy.seed(1, &[21.2, 20.9, 20.6, 19.2, 18.6].map(ms));
         sim.run(100, |_, v| [52.0, 20.0, 1.0][v]);
@@ -2018,9 +2005,7 @@ mod tests {
         // choice on the next frame).
         let mut sim = Sim::new(&[None, Some(2.0)], PolicyConfig::default());
         sim.policy.set_quiet(true);
-        sim.policy.set_measuring_elsewhere(true);
-        sim.run(5, |_, v| [20.0, 2.0][v]);
-        sim.policy.set_measuring_elsewhere(false);
+        sim.run_beside_warm_up(5, |_, v| [20.0, 2.0][v]);
         sim.policy.seed(0, &[ms(20.0); 5]);
         sim.run(600, |i, v| match (i, v) {
             (500, 0) => 60.0,

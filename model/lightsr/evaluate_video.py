@@ -158,8 +158,8 @@ def clip_niqe(frames: list[np.ndarray], scale: int, niqe) -> float | None:
     for frame in frames[::NIQE_EVERY]:
         try:
             values.append(niqe(frame, border=scale))
-        except ValueError:
-            return None
+        except ValueError:  # frame smaller than two NIQE blocks
+            break
     return float(np.mean(values)) if values else None
 
 
