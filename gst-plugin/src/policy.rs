@@ -357,6 +357,12 @@ impl CostModel {
                 Evidence::Routine | Evidence::Beside /* handled above */ => {
                     ewma(load, ratio, LOAD_ALPHA)
                 }
+                // Quiet, no other process takes the cores: a late frame is its rung's own slow
+                // tail (page faults, a scheduler hiccup), which its window keeps, not a machine
+                // that became slower. Taken as a load, one 39.6 ms frame of x4 `dense` (25 ms
+                // typical) read as 1.5, put `dense-pruned` over the budget too, and the stream
+                // spent 2-4 s of a quiet half on the weight-free rung.
+                Evidence::Missed if self.quiet => ewma(load, ratio, LOAD_ALPHA),
                 Evidence::Missed => ewma(load, ratio, LOAD_ALPHA).max(ratio),
                 Evidence::Remeasure => ratio,
             };
@@ -748,16 +754,21 @@ pub struct PolicyStats {
     pub switches: u64,
     pub probes: u64,
     pub misses: u64,
+    /// Frames the weight-free rung made instead of the planned rung: given up on at their
+    /// deadline ([`DeadlinePolicy::record_rescued`]), or planned while such a frame still ran
+    /// ([`DeadlinePolicy::record_stand_in`]). Counted in `processed` as well.
+    pub rescued: u64,
 }
 
 impl PolicyStats {
-    /// Adds `other`'s counters (processed, dropped, switches, probes, misses) to these.
+    /// Adds `other`'s counters (processed, dropped, switches, probes, misses, rescued) to these.
     pub fn add_counters(&mut self, other: &PolicyStats) {
         self.processed += other.processed;
         self.dropped += other.dropped;
         self.switches += other.switches;
         self.probes += other.probes;
         self.misses += other.misses;
+        self.rescued += other.rescued;
     }
 }
 
@@ -1048,6 +1059,59 @@ impl DeadlinePolicy {
         if variant >= self.costs.variants() {
             return;
         }
+        self.record_run(variant, cost, deadline_met);
+        self.tally(variant, cost);
+    }
+
+    /// Whether the element may make a frame with `stand_in` (the weight-free rung) when the
+    /// planned rung is still running at the frame's deadline: the policy adapts, and
+    /// `stand_in` is within `min-variant` / `max-variant`. A fixed rung is never replaced.
+    pub fn may_stand_in(&self, stand_in: usize) -> bool {
+        let (best, lightest) = self.bounds();
+        self.fixed_variant().is_none() && (best..=lightest).contains(&stand_in)
+    }
+
+    /// The frame last decided, on `variant`, was given up on at its deadline, `waited` after it
+    /// started, and `stand_in` made it instead in `cost`: a miss of `variant` at least `waited`
+    /// slow and at least its predicted cost (a frame given up on at once, planned with no time
+    /// left, says nothing of the rung being faster), stepping down as any miss does; a frame of
+    /// `stand_in`.
+    pub fn record_rescued(
+        &mut self,
+        variant: usize,
+        waited: Duration,
+        stand_in: usize,
+        cost: Duration,
+    ) {
+        let n = self.costs.variants();
+        if variant >= n || stand_in >= n {
+            return;
+        }
+        let predicted = self.predicted_cost(variant).unwrap_or_default();
+        self.record_run(variant, waited.max(predicted), false);
+        self.tally(stand_in, cost);
+        self.stats.rescued += 1;
+    }
+
+    /// The frame last decided was made by `stand_in` in `cost`, because a frame given up on
+    /// before it still ran: it says nothing of the planned rung's cost. A late one counts as a
+    /// miss (the given-up run holds the cores the scaler needs).
+    pub fn record_stand_in(&mut self, stand_in: usize, cost: Duration, deadline_met: bool) {
+        if stand_in >= self.costs.variants() {
+            return;
+        }
+        self.pending = None;
+        self.consecutive_drops = 0;
+        self.tally(stand_in, cost);
+        self.stats.rescued += 1;
+        if !deadline_met {
+            self.stats.misses += 1;
+        }
+    }
+
+    /// What a frame of `variant` that ran (to its end, or until it was given up on) says: its
+    /// cost, the load, a probe's verdict, a miss.
+    fn record_run(&mut self, variant: usize, cost: Duration, deadline_met: bool) {
         let pending = self.pending.take().filter(|p| p.variant == variant);
         let probe = pending.is_some_and(|p| p.probe);
         // beside a warm-up a late frame still steps down (below), but moves no load: the load
@@ -1070,7 +1134,6 @@ impl DeadlinePolicy {
         } else {
             self.costs.observe(variant, cost, evidence);
         }
-        self.tally(variant, cost);
         self.consecutive_drops = 0;
         if !deadline_met {
             self.stats.misses += 1;
@@ -1449,18 +1512,24 @@ impl DeadlinePolicy {
     /// would make later still runs the best cheaper variant that fits, or is dropped: the
     /// queue drains in one frame instead of costing the stream a rung for a sustain period.
     fn fit_to_frame(&self, choice: Choice, budget: Duration, sustainable: Duration) -> Choice {
+        // Live, a frame has a little less than the period left when it arrives (39.4 of 40 ms):
+        // "behind", queued behind a slow frame, is under 90% of it. A frame that is not behind
+        // runs what was chosen for the sustainable budget. Held to its own 0.5 ms shorter budget,
+        // a rung whose p95 fell in between (x4 `dense-pruned`, warmed up at 17-38 ms) was chosen
+        // and never run: each frame caught up on `bicubic`, and each probe of it was vetoed, for
+        // the whole quiet half of a run.
+        let behind = nanos(budget) < 0.9 * nanos(sustainable);
         let (active, reason) = match choice {
             Choice::Run(v, r) if r != Reason::Remeasure => (v, r),
-            Choice::Probe(v) if self.predicted(v).is_some_and(|p| p > nanos(budget)) => {
+            Choice::Probe(v) if behind && self.predicted(v).is_some_and(|p| p > nanos(budget)) => {
                 match self.active {
                     Some(active) => (active, Reason::Steady),
                     None => return choice,
                 }
             }
-            // A recheck expects to miss the prediction; only a frame that is not queued behind a
-            // slow one takes that chance. Live, a frame has a little less than the period left
-            // when it arrives (39.4 of 40 ms), so "behind" is under 90% of it.
-            Choice::Recheck(_) if nanos(budget) < 0.9 * nanos(sustainable) => match self.active {
+            // A recheck expects to miss the prediction; only a frame that is not behind takes
+            // that chance.
+            Choice::Recheck(_) if behind => match self.active {
                 Some(active) => (active, Reason::Steady),
                 None => return choice,
             },
@@ -1469,7 +1538,11 @@ impl DeadlinePolicy {
         let Some(active_cost) = self.predicted(active) else {
             return choice;
         };
-        if active_cost <= nanos(budget) {
+        let fits_frame = match behind {
+            true => active_cost <= nanos(budget),
+            false => active_cost <= nanos(budget.max(sustainable)),
+        };
+        if fits_frame {
             return Choice::Run(active, reason);
         }
         let (best, lightest) = self.bounds();
@@ -2860,5 +2933,135 @@ mod tests {
         };
         let (fixed, _) = live_on_time_share(fixed_heavy, spike);
         assert!(fixed < 0.8, "fixed heavy on time: {fixed}");
+    }
+
+    #[test]
+    fn a_frame_given_up_on_is_a_miss_of_its_rung_and_a_frame_of_the_one_that_made_it() {
+        let last = LADDER.len() - 1;
+        let mut rescued = Sim::seeded(&LADDER, PolicyConfig::default());
+        rescued.run(20, loaded(1.0));
+        let mut missed = Sim::seeded(&LADDER, PolicyConfig::default());
+        missed.run(20, loaded(1.0));
+        let now = rescued.now();
+        let budget = FrameBudget::non_live(PERIOD, Some(now));
+        let d = rescued.policy.decide(now, budget);
+        assert_eq!(missed.policy.decide(now, budget), d);
+        assert_eq!(d.variant, 0);
+        // the heavy rung still ran 45 ms after the frame was planned; the last rung made it
+        rescued.policy.record_rescued(0, ms(45.0), last, ms(2.0));
+        missed.policy.record(0, ms(45.0), false);
+        // the policy learns what a miss of that cost teaches: the same next decision
+        let next = now + 40 * MS;
+        let budget = FrameBudget::non_live(PERIOD, Some(next));
+        let after = rescued.policy.decide(next, budget);
+        assert_eq!(after, missed.policy.decide(next, budget));
+        assert_eq!((after.variant, after.reason), (1, Reason::DeadlineMissed));
+        assert_eq!(
+            rescued.policy.cost_model().load(),
+            missed.policy.cost_model().load()
+        );
+        // ... and counts the frame for the rung that made it
+        let (r, m) = (rescued.policy.stats(), missed.policy.stats());
+        assert_eq!((r.processed, r.misses, r.rescued), (21, 1, 1));
+        assert_eq!((m.processed, m.misses, m.rescued), (21, 1, 0));
+        assert_eq!(r.per_variant[0].frames, 20);
+        assert_eq!(r.per_variant[last].frames, 1);
+        assert_eq!(r.per_variant[last].mean_cost, Some(ms(2.0)));
+        assert_eq!(m.per_variant[0].frames, 21);
+    }
+
+    #[test]
+    fn a_frame_made_while_a_given_up_run_goes_on_says_nothing_of_the_planned_rung() {
+        let last = LADDER.len() - 1;
+        let mut sim = Sim::seeded(&LADDER, PolicyConfig::default());
+        sim.run(20, loaded(1.0));
+        let before = (sim.policy.predicted_cost(0), sim.policy.cost_model().load());
+        for k in 0..3 {
+            let now = sim.now() + k * 40 * MS;
+            let d = sim
+                .policy
+                .decide(now, FrameBudget::non_live(PERIOD, Some(now)));
+            assert_eq!((d.variant, d.drop, d.switch), (0, false, None));
+            sim.policy.record_stand_in(last, ms(3.0), k != 2);
+        }
+        assert_eq!(
+            (sim.policy.predicted_cost(0), sim.policy.cost_model().load()),
+            before
+        );
+        let stats = sim.policy.stats();
+        // the late one (k = 2) is a miss, and nothing more
+        assert_eq!((stats.processed, stats.misses, stats.rescued), (23, 1, 3));
+        assert_eq!(stats.per_variant[0].frames, 20);
+        assert_eq!(stats.per_variant[last].frames, 3);
+        // the rung's next frame is an ordinary one
+        let now = sim.now() + 3 * 40 * MS;
+        let d = sim
+            .policy
+            .decide(now, FrameBudget::non_live(PERIOD, Some(now)));
+        assert_eq!((d.variant, d.reason), (0, Reason::Steady));
+    }
+
+    #[test]
+    fn only_an_adapting_policy_may_stand_a_rung_in_within_its_bounds() {
+        let last = LADDER.len() - 1;
+        let policy = |config: PolicyConfig| DeadlinePolicy::new(LADDER.len(), SMALL, config);
+        assert!(policy(PolicyConfig::default()).may_stand_in(last));
+        let fixed = PolicyConfig {
+            fixed_variant: Some(0),
+            ..PolicyConfig::default()
+        };
+        assert!(!policy(fixed).may_stand_in(last));
+        let not_adaptive = PolicyConfig {
+            adaptive: false,
+            ..PolicyConfig::default()
+        };
+        assert!(!policy(not_adaptive).may_stand_in(last));
+        let above_it = PolicyConfig {
+            lightest_variant: Some(1),
+            ..PolicyConfig::default()
+        };
+        assert!(!policy(above_it.clone()).may_stand_in(last));
+        assert!(policy(above_it).may_stand_in(1));
+    }
+
+    #[test]
+    fn one_slow_frame_on_a_quiet_machine_steps_down_one_rung_not_to_the_lightest() {
+        let ladder = [26.0, 22.0, 3.0];
+        let steps = |quiet: bool| {
+            let mut sim = Sim::seeded(&ladder, PolicyConfig::default());
+            sim.policy.set_quiet(quiet);
+            sim.run(20, |_, v| ladder[v]);
+            // one 60 ms frame of the best rung (2.3x its cost), then the usual costs
+            sim.run(1, |_, v| if v == 0 { 60.0 } else { ladder[v] });
+            sim.run(1, |_, v| ladder[v]);
+            assert!(!sim.frames[20].met);
+            let d = sim.frames[21].decision;
+            assert_eq!(d.reason, Reason::DeadlineMissed);
+            d.variant
+        };
+        // quiet: the next lighter rung, whose costs say nothing of a slower machine
+        assert_eq!(steps(true), 1);
+        // another process may have taken the cores: what fits 2.3x the load
+        assert_eq!(steps(false), 2);
+    }
+
+    #[test]
+    fn a_rung_whose_tail_fits_the_period_but_not_the_frames_arrival_delay_still_runs() {
+        // Live frames reach the element 0.5 ms after their running time: 37.5 ms of budget each,
+        // against 38 for the sustainable one. The learned rung's warm-up had one slow run (37.9).
+        let mut policy = DeadlinePolicy::new(2, SMALL, PolicyConfig::default());
+        policy.seed(0, &[ms(20.0), ms(20.0), ms(17.0), ms(37.9), ms(19.0)]);
+        policy.seed(1, &[ms(3.0); 5]);
+        policy.set_quiet(true);
+        let mut ran = [0usize; 2];
+        for k in 0..100u64 {
+            let rt = k * 40 * MS;
+            let now = rt + MS / 2;
+            let d = policy.decide(now, FrameBudget::live(rt, PERIOD, now, Some(PERIOD)));
+            assert!(!d.drop);
+            ran[d.variant] += 1;
+            policy.record(d.variant, ms([20.0, 3.0][d.variant]), true);
+        }
+        assert_eq!(ran, [100, 0]);
     }
 }

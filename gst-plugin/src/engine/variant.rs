@@ -207,11 +207,15 @@ impl Variant {
     /// per thread and per shape (on an H200, 230 ms for the x4 fourier rung's first 320x180
     /// frame on a new thread, against 5 ms once there; `tests/gpu/threads.py`).
     pub fn has_run_here(&self, height: i64, width: i64) -> bool {
-        let here = (std::thread::current().id(), height, width);
+        self.has_run_on(std::thread::current().id(), height, width)
+    }
+
+    /// Whether `thread` has run it on frames of this size ([`Variant::has_run_here`]).
+    pub fn has_run_on(&self, thread: ThreadId, height: i64, width: i64) -> bool {
         self.ran
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&here)
+            .contains(&(thread, height, width))
     }
 
     /// Runs one blank frame of the given size, so the first real frame does not pay for

@@ -12,6 +12,8 @@
 //! cannot make it. The decisions are the [`super::scheduler::Scheduler`]'s; each rung is timed
 //! by a short warm-up (live: on a thread of its own, the stream starting on the lightest rung)
 //! and after every frame.
+//! CPU rungs run on an inference thread ([`super::inference`]); a live frame still running
+//! when the sink would stop showing it is made by GStreamer's scaler instead (`rescued`).
 //! Switches are posted as `lightsrscale-variant` element messages, drops and quality changes
 //! as QoS messages; `stats` holds the live figures.
 //!
@@ -37,6 +39,7 @@ use gst_video::{prelude::*, subclass::prelude::*};
 use super::{
     caps::{Way, fixate_to_scale, in_cuda_memory, memory_alternatives, scale_caps},
     cuda,
+    inference::{InferenceThread, NotRun},
     pinned::{PinnedPool, pinned_bytes},
     report,
     scheduler::{
@@ -194,6 +197,32 @@ struct FrameJob {
     /// Runs the variant instead of libtorch when it is the weight-free rung.
     scaler: Option<Arc<gst_video::VideoConverter>>,
     tile: i64,
+    /// libtorch threads for a CPU rung (the scheduler's count; `None`: leave it).
+    threads: Option<i32>,
+    /// When GStreamer's scaler makes the frame instead of a CPU rung still running at the
+    /// frame's deadline ([`Scheduler::rescue_after`]).
+    rescue: Option<Rescue>,
+}
+
+/// A live frame of a CPU rung is given up on `limit` after `planned`, and the weight-free rung
+/// (`stand_in`, GStreamer's scaler) makes it instead.
+#[derive(Debug, Clone, Copy)]
+struct Rescue {
+    stand_in: usize,
+    planned: Instant,
+    limit: Duration,
+}
+
+/// What made a frame.
+#[derive(Debug, Clone, Copy)]
+enum Made {
+    /// The rung the scheduler planned.
+    Planned,
+    /// The planned rung was given up on `waited` after the frame was planned; the scaler made
+    /// the frame in `cost`.
+    Rescued { waited: Duration, cost: Duration },
+    /// A rung given up on before still ran: the scaler made the frame in `cost`.
+    StoodIn { cost: Duration },
 }
 
 impl FrameJob {
@@ -255,6 +284,11 @@ pub struct LightSrScale {
     /// thread before its next frame, untimed, with the scheduler's generation they are for (see
     /// [`LightSrScale::prime_pending`]).
     prime: Mutex<(u64, Vec<usize>)>,
+    /// The thread CPU rungs run their frames on (see [`super::inference`]), started by the
+    /// first such frame and ended (after its run in progress) by `stop` and at the element's end.
+    inference: Mutex<Option<InferenceThread>>,
+    /// Output planes of the inference thread's last frame, for its next one.
+    spare_planes: Mutex<Vec<Vec<u8>>>,
 }
 
 /// A live warm-up's thread and the flag that stops it between two runs.
@@ -288,6 +322,8 @@ impl Default for LightSrScale {
             gpu_memory_frames: AtomicU64::default(),
             warm_ups: Mutex::default(),
             prime: Mutex::default(),
+            inference: Mutex::default(),
+            spare_planes: Mutex::default(),
         }
     }
 }
@@ -295,6 +331,7 @@ impl Default for LightSrScale {
 impl Drop for LightSrScale {
     fn drop(&mut self) {
         self.stop_warm_ups();
+        self.stop_inference();
     }
 }
 
@@ -542,6 +579,7 @@ impl LightSrScale {
         &self,
         buffer: &gst::BufferRef,
     ) -> Result<(FramePlan, FrameClock, FrameJob), String> {
+        let planned = Instant::now();
         let times = self.frame_times(buffer);
         let timing = *lock(&self.timing);
         let (plan, clock, threads) = {
@@ -584,13 +622,30 @@ impl LightSrScale {
             .get(plan.decision.variant)
             .cloned()
             .ok_or("the scheduler chose a variant outside the ladder")?;
-        let job = FrameJob {
+        // GStreamer's scaler can stand in for a CPU rung (it is the weight-free rung there)
+        let stand_in = negotiated
+            .scaler
+            .as_ref()
+            .filter(|_| variant.device() == tch::Device::Cpu && !variant.is_weight_free())
+            .and_then(|_| negotiated.variants.iter().position(|v| v.is_weight_free()));
+        let mut job = FrameJob {
             input: negotiated.input,
             output: negotiated.output,
             variant,
             scaler: negotiated.scaler.clone(),
             tile: negotiated.tile,
+            threads: threads.and_then(|t| i32::try_from(t).ok()),
+            rescue: None,
         };
+        drop(state);
+        job.rescue = stand_in.and_then(|stand_in| {
+            let limit = lock(&self.scheduler).rescue_after(&plan, &clock, stand_in)?;
+            Some(Rescue {
+                stand_in,
+                planned,
+                limit,
+            })
+        });
         Ok((plan, clock, job))
     }
 
@@ -832,6 +887,8 @@ impl LightSrScale {
                 variant: variants[v].clone(),
                 scaler: None,
                 tile: *tile,
+                threads: None,
+                rescue: None,
             };
             match prime_rung(&job, infos) {
                 Ok(_) => primed.push(work.0[v].name()),
@@ -848,6 +905,15 @@ impl LightSrScale {
             );
         }
         Ok(())
+    }
+
+    /// Ends the inference thread after its run in progress and waits for it.
+    fn stop_inference(&self) {
+        // joined outside the lock
+        let thread = lock(&self.inference).take();
+        if let Some(thread) = thread {
+            thread.join();
+        }
     }
 
     /// Stops the live warm-ups after their runs in progress and waits for them.
@@ -989,6 +1055,8 @@ fn measure_rungs(
             variant: variants[v].clone(),
             scaler: scaler.clone(),
             tile,
+            threads: None,
+            rescue: None,
         };
         if job.by_scaler().is_some() {
             // GStreamer's scaler runs it; the module still has to keep the bundle contract
@@ -1131,17 +1199,82 @@ fn upscale_rgb(
     job: &FrameJob,
     frame: &convert::RgbFrame,
 ) -> Result<(tch::Tensor, Option<tch::Tensor>), String> {
-    let upscaled = job
-        .variant
-        .upscale_tiled(&frame.rgb, job.tile)
-        .map_err(|e| e.to_string())?;
-    let alpha = frame
-        .alpha
-        .as_ref()
-        .map(|a| convert::upscale_alpha(a, job.output.height, job.output.width))
+    let output = (job.output.height, job.output.width);
+    upscale_tensors(
+        &job.variant,
+        &frame.rgb,
+        frame.alpha.as_ref(),
+        job.tile,
+        output,
+    )
+}
+
+/// `rung`'s upscale of an RGB frame in tiles of `tile` (0: whole), and its alpha's (bicubic)
+/// to `output` (height, width).
+fn upscale_tensors(
+    rung: &Variant,
+    rgb: &tch::Tensor,
+    alpha: Option<&tch::Tensor>,
+    tile: i64,
+    (height, width): (usize, usize),
+) -> Result<(tch::Tensor, Option<tch::Tensor>), String> {
+    let upscaled = rung.upscale_tiled(rgb, tile).map_err(|e| e.to_string())?;
+    let alpha = alpha
+        .map(|a| convert::upscale_alpha(a, height, width))
         .transpose()
         .map_err(|e| e.to_string())?;
     Ok((upscaled, alpha))
+}
+
+/// One frame of a CPU rung from copied input planes to output planes of `out_layout` (bytes,
+/// stride per plane), written into `spare` where it has the planes' sizes: the whole frame's
+/// libtorch work, for the inference thread.
+fn upscale_planes(
+    rung: &Variant,
+    tile: i64,
+    (in_format, input): (&FrameFormat, &[(Vec<u8>, usize)]),
+    (out_format, out_layout): (&FrameFormat, &[(usize, usize)]),
+    spare: Vec<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>, String> {
+    let planes: Vec<Plane> = input
+        .iter()
+        .map(|(data, stride)| Plane {
+            data,
+            stride: *stride,
+        })
+        .collect();
+    let frame = convert::to_rgb(in_format, &planes, tch::Device::Cpu).map_err(|e| e.to_string())?;
+    let output = (out_format.height, out_format.width);
+    let (upscaled, alpha) = upscale_tensors(rung, &frame.rgb, frame.alpha.as_ref(), tile, output)?;
+    let fits = spare.len() == out_layout.len()
+        && spare
+            .iter()
+            .zip(out_layout)
+            .all(|(p, (len, _))| p.len() == *len);
+    let mut out = match fits {
+        true => spare,
+        false => out_layout.iter().map(|(len, _)| vec![0u8; *len]).collect(),
+    };
+    let mut planes: Vec<PlaneMut> = out
+        .iter_mut()
+        .zip(out_layout)
+        .map(|(data, (_, stride))| PlaneMut {
+            data,
+            stride: *stride,
+        })
+        .collect();
+    convert::write_rgb(out_format, &upscaled, alpha.as_ref(), &mut planes)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Sets this thread's libtorch (OpenMP) thread count where it differs.
+fn use_threads(threads: Option<i32>) {
+    if let Some(threads) = threads
+        && tch::get_num_threads() != threads
+    {
+        tch::set_num_threads(threads);
+    }
 }
 
 /// [`upscale_frame`] where one side or both are in CUDA memory of the element's context
@@ -1400,7 +1533,7 @@ impl ObjectImpl for LightSrScale {
                     .nick("Statistics")
                     .blurb(
                         "lightsrscale-stats: active-variant, processed, dropped, switches, probes, \
-                         misses, load, qos-proportion, latency (ns), variants (per rung: name, \
+                         misses, rescued, load, qos-proportion, latency (ns), variants (per rung: name, \
                          frames, mean-cost, p95-cost, predicted-cost in ns), gpu-memory-frames, \
                          threads (libtorch threads of CPU rungs now; 0 on CUDA)",
                     )
@@ -1611,7 +1744,7 @@ impl BaseTransformImpl for LightSrScale {
             sides => self.run_frame(inbuf, |job| {
                 upscale_cuda_memory(job, inbuf, outbuf, &infos, sides)?;
                 self.gpu_memory_frames.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                Ok(Made::Planned)
             }),
         }
     }
@@ -1715,6 +1848,9 @@ impl BaseTransformImpl for LightSrScale {
         // Before the state goes: a warm-up still running stops after its run in progress and
         // hands on only the rungs it measured in full.
         self.stop_warm_ups();
+        // A frame given up on at its deadline may still run there: libtorch must not run while
+        // the process exits (see `warm_ups`).
+        self.stop_inference();
         // The bundle stays loaded (`kept_bundle`) and the scheduler keeps its costs, so a
         // restart neither reloads nor re-measures; another bundle at the next start, or the
         // element's end, frees it (the process-wide cache holds bundles weakly).
@@ -2006,17 +2142,18 @@ impl VideoFilterImpl for LightSrScale {
         outframe: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.run_frame(inframe.buffer(), |job| {
-            upscale_frame(job, inframe, outframe)
+            self.upscale_host_frame(job, inframe, outframe)
         })
     }
 }
 
 impl LightSrScale {
-    /// One frame: the scheduler's plan (run, or drop), `work` on the chosen rung, the cost.
+    /// One frame: the scheduler's plan (run, or drop), `work` on the chosen rung (or what made
+    /// the frame instead, see [`Made`]), the cost.
     fn run_frame(
         &self,
         inbuf: &gst::BufferRef,
-        work: impl FnOnce(&FrameJob) -> Result<(), String>,
+        work: impl FnOnce(&FrameJob) -> Result<Made, String>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let fail = |message: String| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("{message}"));
@@ -2024,45 +2161,238 @@ impl LightSrScale {
         };
         self.warm_up_pending().map_err(fail)?;
         self.prime_pending().map_err(fail)?;
-        let (plan, clock, job) = self.plan_frame(inbuf).map_err(fail)?;
+        let ended = lock(&self.inference)
+            .as_mut()
+            .and_then(InferenceThread::take_ended);
+        if let Some((what, took)) = ended {
+            gst::info!(
+                CAT,
+                imp = self,
+                "the {what} frame given up on took {took:?} in all"
+            );
+        }
+        let (plan, clock, mut job) = self.plan_frame(inbuf).map_err(fail)?;
         self.report(&plan, &clock);
         if plan.decision.drop {
             return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
         }
-        // The first libtorch rung this thread runs at this size (on the CPU usually the first
+        // The first libtorch rung a thread runs at this size (on the CPU usually the first
         // learned rung a live stream climbs to from GStreamer's scaler; on CUDA every rung, as a
         // start, a climb, a probe or a fall-back reaches it: see `is_cold_here`) runs once
         // untimed before the frame, and the frame is judged as if that stall had not happened:
-        // it is not the rung's cost.
+        // it is not the rung's cost (nor a reason to give the frame up).
         // On CUDA that first run takes cuDNN's plans (up to 0.25 s); on the CPU it is 1.5-2x a
         // frame (the thread's OpenMP team and caches: x2 `dense` 33-46 ms against 22 ms once
         // warm), over the budget often enough that the climb after a warm-up fell straight back.
         // GStreamer's scaler (the weight-free rung on the CPU) is not libtorch: never cold.
-        let mut stall = Duration::ZERO;
-        if job.by_scaler().is_none()
-            && !ran_here(&job.variant, &job.input)
-            && let Some((ladder, infos, ..)) = self.negotiated_work()
-            && is_cold_here(&job.variant, &ladder, &job.input)
-        {
-            stall = prime_rung(&job, &infos).map_err(fail)?;
-            gst::info!(
-                CAT,
-                imp = self,
-                "ran {} once on the streaming thread in {stall:?} before its first frame here \
-                 (per-thread state: cuDNN's plans, OpenMP's team), untimed",
-                job.variant.name()
-            );
+        let stall = match job.by_scaler() {
+            Some(_) => Duration::ZERO,
+            None => self.prime_if_cold(&job).map_err(fail)?,
+        };
+        if let Some(rescue) = job.rescue.as_mut() {
+            rescue.planned += stall;
         }
         let started = Instant::now();
-        work(&job).map_err(fail)?;
+        let made = work(&job).map_err(fail)?;
         let cost = started.elapsed();
         let clock_after = self
             .obj()
             .current_running_time()
             .map(|t| t.nseconds().saturating_sub(stall.as_nanos() as u64));
         let met = clock.met(cost, clock_after);
-        lock(&self.scheduler).record(plan.decision.variant, cost, met);
+        let variant = plan.decision.variant;
+        let stand_in = job.rescue.map_or(variant, |r| r.stand_in);
+        match made {
+            Made::Planned => lock(&self.scheduler).record(variant, cost, met),
+            Made::Rescued { waited, cost } => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "{} still ran {waited:?} after the frame was planned, at its deadline: \
+                     GStreamer's scaler made the frame in {cost:?} (the run goes on to its end \
+                     on the inference thread)",
+                    job.variant.name()
+                );
+                lock(&self.scheduler).record_rescued(variant, waited, stand_in, cost);
+            }
+            Made::StoodIn { cost } => {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "a frame given up on still runs: GStreamer's scaler made this one ({} \
+                     planned) in {cost:?}",
+                    job.variant.name()
+                );
+                lock(&self.scheduler).record_stand_in(stand_in, cost, met);
+            }
+        }
         Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Runs `job`'s rung once on a blank frame where it would otherwise pay a first run's cost
+    /// in a frame: on CUDA on this (the streaming) thread, on the CPU on the inference thread
+    /// (see `is_cold_here`); how long that took.
+    fn prime_if_cold(&self, job: &FrameJob) -> Result<Duration, String> {
+        let rung = &job.variant;
+        let (height, width) = (job.input.height as i64, job.input.width as i64);
+        let (stall, thread) = if rung.device().is_cuda() {
+            if ran_here(rung, &job.input) {
+                return Ok(Duration::ZERO);
+            }
+            let Some((ladder, infos, ..)) = self.negotiated_work() else {
+                return Ok(Duration::ZERO);
+            };
+            if !is_cold_here(rung, &ladder, &job.input) {
+                return Ok(Duration::ZERO);
+            }
+            (prime_rung(job, &infos)?, "the streaming thread")
+        } else {
+            let id = self.inference_thread()?.as_ref().map(InferenceThread::id);
+            let Some(id) = id.filter(|id| !rung.has_run_on(*id, height, width)) else {
+                return Ok(Duration::ZERO);
+            };
+            let Some((ladder, ..)) = self.negotiated_work() else {
+                return Ok(Duration::ZERO);
+            };
+            if ladder
+                .iter()
+                .any(|r| !r.device().is_cuda() && r.has_run_on(id, height, width))
+            {
+                return Ok(Duration::ZERO);
+            }
+            let mut guard = self.inference_thread()?;
+            let Some(inference) = guard.as_mut() else {
+                return Ok(Duration::ZERO);
+            };
+            // busy: a frame given up on still runs there, and this one will not wait for it
+            if inference.busy() && job.rescue.is_some() {
+                return Ok(Duration::ZERO);
+            }
+            // a blank frame through the frame's own path: tiles as the frame will be
+            let (rung, tile, threads) = (rung.clone(), job.tile, job.threads);
+            let output = (job.output.height, job.output.width);
+            let started = Instant::now();
+            inference
+                .run(
+                    "priming",
+                    move || {
+                        use_threads(threads);
+                        let blank = tch::Tensor::f_zeros(
+                            [1, height, width, 3],
+                            (tch::Kind::Uint8, tch::Device::Cpu),
+                        )
+                        .map_err(|e| e.to_string())?;
+                        upscale_tensors(&rung, &blank, None, tile, output).map(drop)
+                    },
+                    None,
+                )
+                .map_err(|e| e.to_string())??;
+            (started.elapsed(), "the inference thread")
+        };
+        gst::info!(
+            CAT,
+            imp = self,
+            "ran {} once on {thread} in {stall:?} before its first frame there (per-thread \
+             state: cuDNN's plans, OpenMP's team), untimed",
+            rung.name()
+        );
+        Ok(stall)
+    }
+
+    /// The inference thread, started if need be.
+    fn inference_thread(&self) -> Result<MutexGuard<'_, Option<InferenceThread>>, String> {
+        let mut guard = lock(&self.inference);
+        if guard.is_none() {
+            *guard = Some(InferenceThread::spawn("lightsrscale-inference")?);
+        }
+        Ok(guard)
+    }
+
+    /// One frame in system memory: GStreamer's scaler for the weight-free rung; a CUDA rung on
+    /// this thread; a CPU rung on the inference thread, given up on at the frame's deadline
+    /// when `job.rescue` says so, the scaler then making the frame (as it does while a frame
+    /// given up on still runs).
+    fn upscale_host_frame(
+        &self,
+        job: &FrameJob,
+        inframe: &gst_video::VideoFrameRef<&gst::BufferRef>,
+        outframe: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
+    ) -> Result<Made, String> {
+        if job.by_scaler().is_some() || job.variant.device().is_cuda() {
+            upscale_frame(job, inframe, outframe)?;
+            return Ok(Made::Planned);
+        }
+        let stand_in = |outframe: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>| {
+            let scaler = job
+                .scaler
+                .as_ref()
+                .ok_or("no scaler to stand in for the rung")?;
+            let started = Instant::now();
+            scaler.frame_ref(inframe, outframe);
+            Ok::<_, String>(started.elapsed())
+        };
+        let mut guard = self.inference_thread()?;
+        let inference = guard.as_mut().ok_or("no inference thread")?;
+        // no time left for the rung (the frame was planned already late): the scaler at once
+        if let Some(rescue) = job.rescue.filter(|r| r.planned.elapsed() >= r.limit) {
+            return Ok(Made::Rescued {
+                waited: rescue.planned.elapsed(),
+                cost: stand_in(outframe)?,
+            });
+        }
+        if inference.busy() && job.rescue.is_some() {
+            return Ok(Made::StoodIn {
+                cost: stand_in(outframe)?,
+            });
+        }
+        // Every libtorch operation of the frame (conversions and forward) runs there, on one
+        // OpenMP team. The input planes are copied in and the output planes out, so nothing
+        // there reads or writes this frame's memory after this thread stops waiting.
+        let input: Vec<(Vec<u8>, usize)> = host_planes(inframe)?
+            .iter()
+            .map(|p| (p.data.to_vec(), p.stride))
+            .collect();
+        let strides = outframe.plane_stride().to_vec();
+        let out_layout = (0..outframe.n_planes())
+            .map(|i| {
+                let len = outframe.plane_data(i).map_err(|e| e.to_string())?.len();
+                Ok((len, stride(strides[i as usize])?))
+            })
+            .collect::<Result<Vec<(usize, usize)>, String>>()?;
+        let spare = std::mem::take(&mut *lock(&self.spare_planes));
+        let (rung, tile, threads) = (job.variant.clone(), job.tile, job.threads);
+        let (in_format, out_format) = (job.input, job.output);
+        let limit = job.rescue.map(|r| (r.planned, r.limit));
+        let result = inference.run(
+            job.variant.name(),
+            move || {
+                use_threads(threads);
+                upscale_planes(
+                    &rung,
+                    tile,
+                    (&in_format, &input),
+                    (&out_format, &out_layout),
+                    spare,
+                )
+            },
+            limit,
+        );
+        drop(guard);
+        match result {
+            Ok(planes) => {
+                let planes = planes?;
+                for (to, from) in outframe.planes_data_mut().into_iter().zip(&planes) {
+                    to.copy_from_slice(from);
+                }
+                *lock(&self.spare_planes) = planes;
+                Ok(Made::Planned)
+            }
+            Err(NotRun::GaveUp(waited)) => Ok(Made::Rescued {
+                waited,
+                cost: stand_in(outframe)?,
+            }),
+            Err(NotRun::Gone(why)) => Err(why),
+        }
     }
 }
 
@@ -2122,5 +2452,41 @@ mod tests {
         assert_eq!(estimated_cost(Some((ms(78), ms(0))), Some(ms(352))), None);
         assert_eq!(median(&[ms(5), ms(1), ms(9), ms(3), ms(4)]), Some(ms(4)));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn a_frames_thread_count_reaches_the_inference_thread_and_only_it() {
+        let mut thread = InferenceThread::spawn("test-inference").unwrap();
+        let here = tch::get_num_threads();
+        for threads in [1, 2, 1] {
+            let seen = thread
+                .run(
+                    "threads",
+                    move || {
+                        use_threads(Some(threads));
+                        tch::get_num_threads()
+                    },
+                    None,
+                )
+                .unwrap();
+            assert_eq!(seen, threads);
+        }
+        // `None` leaves the thread's count as the last frame set it
+        let kept = thread
+            .run(
+                "threads",
+                || {
+                    use_threads(None);
+                    tch::get_num_threads()
+                },
+                None,
+            )
+            .unwrap();
+        assert_eq!(kept, 1);
+        assert_eq!(
+            tch::get_num_threads(),
+            here,
+            "the caller's count is its own"
+        );
     }
 }

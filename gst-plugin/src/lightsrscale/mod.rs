@@ -8,6 +8,7 @@ mod cuda;
 #[doc(hidden)]
 pub use cuda::{buffer_pool_for as cuda_buffer_pool_for, is_shared_pool as is_shared_cuda_pool};
 mod imp;
+mod inference;
 mod pinned;
 mod report;
 mod scheduler;
