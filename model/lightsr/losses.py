@@ -75,12 +75,28 @@ class PSNRLoss(nn.Module):
     dB, as a heavily compressed one. Under L1 the heavy samples' large errors dominate the mean,
     and a small network settles on a blur that costs clean input about 0.8 dB (model/REPORT.md)."""
 
-    def __init__(self, eps: float = 1e-8):
+    # BT.601 studio-range RGB (0..255) -> Y, Cb, Cr offsets-free rows (MATLAB rgb2ycbcr / 255)
+    YCBCR = ((65.481, 128.553, 24.966), (-37.797, -74.203, 112.0), (112.0, -93.786, -18.214))
+
+    def __init__(self, eps: float = 1e-8, chroma_weight: float | None = None):
         super().__init__()
         self.eps = eps
+        if chroma_weight is not None and not 0.0 <= float(chroma_weight) <= 1.0:
+            raise ValueError(f"PSNRLoss chroma_weight {chroma_weight}: between 0 and 1, or unset for RGB")
+        # unset: the error in RGB; set: in BT.601 Y, Cb, Cr, the chroma planes weighted by it (the
+        # ladder is judged on Y, and 4:2:0 coding leaves chroma the least recoverable)
+        self.chroma_weight = None if chroma_weight is None else float(chroma_weight)
+        self.register_buffer("ycbcr", torch.tensor(self.YCBCR) / 255.0, persistent=False)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mse = (pred.float() - target.float()).square().flatten(1).mean(1)
+        diff = pred.float() - target.float()
+        if self.chroma_weight is None:
+            mse = diff.square().flatten(1).mean(1)
+        else:
+            planes = torch.einsum("kc,nchw->nkhw", self.ycbcr.to(diff.device), diff).square()
+            per = planes.flatten(2).mean(2)  # (N, 3): Y, Cb, Cr
+            w = self.chroma_weight
+            mse = (per[:, 0] + w * (per[:, 1] + per[:, 2])) / (1.0 + 2.0 * w)
         return 10.0 * torch.log10(mse + self.eps).mean()
 
 

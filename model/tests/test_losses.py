@@ -225,3 +225,26 @@ def test_loss_names_are_unique_and_legacy_numbers_are_cast():
     assert terms[0].module.fft_weight == pytest.approx(1e-3) and terms[0].weight == pytest.approx(0.2)
     with pytest.raises(ValueError, match="train.tv_opt: expected a mapping"):
         losses.build_losses({"tv_opt": 0.5}, "full", 4)
+
+
+def test_psnr_loss_in_ycbcr_weighs_chroma_as_asked():
+    from lightsr.train import rgb_to_y
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 8, 8, generator=g) * 255
+    pred = target + torch.randn(2, 3, 8, 8, generator=g) * 5
+    # chroma weight 0: the PSNR loss of the luma alone, as the ladder is judged (offsets cancel)
+    y_mse = (rgb_to_y(pred) - rgb_to_y(target)).square().flatten(1).mean(1)
+    expected = (10 * torch.log10(y_mse + 1e-8)).mean().item()
+    assert losses.PSNRLoss(chroma_weight=0.0)(pred, target).item() == pytest.approx(expected, abs=1e-4)
+    # unset: RGB, as before
+    rgb_mse = (pred - target).square().flatten(1).mean(1)
+    assert losses.PSNRLoss()(pred, target).item() == pytest.approx((10 * torch.log10(rgb_mse)).mean().item(), abs=1e-4)
+    # an error of chroma only (Y unchanged: +1 Cb step of BT.601 in RGB): invisible at weight 0,
+    # counted at weight 0.25 as a quarter of each chroma plane's error over 1.5
+    cb = torch.linalg.inv(torch.tensor(losses.PSNRLoss.YCBCR) / 255.0)[:, 1].view(1, 3, 1, 1)
+    shifted = target + 4.0 * cb
+    assert losses.PSNRLoss(chroma_weight=0.0)(shifted, target).item() < -70  # log10(eps) territory
+    assert losses.PSNRLoss(chroma_weight=0.25)(shifted, target).item() == pytest.approx(
+        10 * math.log10(0.25 * 16 / 1.5), abs=1e-3)
+    with pytest.raises(ValueError, match="chroma_weight"):
+        losses.PSNRLoss(chroma_weight=2.0)
