@@ -204,6 +204,13 @@ fn a_variant_knows_which_threads_ran_it_at_which_size() {
             .is_err()
     );
     assert!(!variant.has_run_here(4, 4));
+    // a frame run in tiles counts as run at the frame's size (the element's priming asks by
+    // it), as well as at the tiles' own sizes
+    // (tiles read their receptive field around them: the frame is larger than a tile's read)
+    assert!(!variant.has_run_here(100, 120));
+    let out = variant.upscale_tiled(&gradient(100, 120), 16).unwrap();
+    assert_eq!(out.size(), [1, 200, 240, 3]);
+    assert!(variant.has_run_here(100, 120), "the tiled frame's size");
 }
 
 #[test]
