@@ -794,10 +794,12 @@ impl LightSrScale {
                 );
             }
             let measured = seeds.as_deref().unwrap_or_default();
-            let current = lock(&imp.scheduler).finish_warm_up(warm_up.generation, measured);
-            if current {
-                // measured elsewhere (live): the streaming thread runs those that fit a frame
-                // once before its next frame (in place, they ran there and are skipped)
+            // Measured elsewhere (live): the streaming thread primes those that fit a frame
+            // before its next frame: CUDA rungs on itself, the lightest CPU rung on the
+            // inference thread in the background (in place, they ran there and are skipped;
+            // `prime_pending` drops a former ladder's or size's by generation). Listed before
+            // the scheduler has the costs, so no frame climbs to a rung before it is listed.
+            {
                 let fits = |samples: &[Duration]| {
                     median(samples).is_some_and(|m| warm_up.frame.is_none_or(|f| m <= f))
                 };
@@ -809,6 +811,7 @@ impl LightSrScale {
                     .1
                     .extend(measured.iter().filter(|(_, s)| fits(s)).map(|(v, _)| *v));
             }
+            let current = lock(&imp.scheduler).finish_warm_up(warm_up.generation, measured);
             match seeds {
                 Err(e) if !current => {
                     gst::warning!(CAT, imp = imp, "warm-up of a former stream failed: {e}");
@@ -860,6 +863,7 @@ impl LightSrScale {
     /// here, all at once after the warm-up, it costs the frames of one stall (dropped and
     /// counted as late), and a fallback later does not pay it. A rung that still reaches a frame
     /// cold is primed there ([`LightSrScale::run_frame`]). A failure here is left to that frame.
+    /// The CPU rungs' thread is primed too, in the background ([`LightSrScale::prime_in_background`]).
     fn prime_pending(&self) -> Result<(), String> {
         let (generation, pending) = std::mem::take(&mut *lock(&self.prime));
         if pending.is_empty() || generation != lock(&self.scheduler).generation() {
@@ -868,6 +872,19 @@ impl LightSrScale {
         let Some(work) = self.negotiated_work() else {
             return Ok(());
         };
+        // the lightest learned CPU rung that fits a frame (the ladder is heaviest first)
+        let cpu = pending
+            .iter()
+            .copied()
+            .filter(|&v| {
+                work.0
+                    .get(v)
+                    .is_some_and(|r| !r.device().is_cuda() && !r.is_weight_free())
+            })
+            .max();
+        if let Some(v) = cpu {
+            self.prime_in_background(&work.0[v], &work.0, work.2, work.4);
+        }
         let mut cold: Vec<usize> = pending
             .into_iter()
             .filter(|&v| {
@@ -905,6 +922,56 @@ impl LightSrScale {
             );
         }
         Ok(())
+    }
+
+    /// Primes the inference thread with `rung` at this frame size without waiting for it, where
+    /// no CPU rung of `ladder` ran there at that size. Called after a live warm-up, while the
+    /// stream is on GStreamer's scaler: the first learned frame on that thread pays for the
+    /// thread's OpenMP team and malloc arena (`is_cold_here`), and primed on the frame's own
+    /// time, as the frame that climbs or probes, it took the rung's time twice (x4
+    /// `dense-pruned` on a slower 2-core machine: 59 ms of priming, then the 33 ms probe, a frame
+    /// dropped, the probe a miss, the stream held on `bicubic`). Frames planned on a learned
+    /// rung while it runs are made by the scaler (live) or wait for it, as behind a frame given
+    /// up on ([`InferenceThread::busy`]).
+    fn prime_in_background(
+        &self,
+        rung: &Arc<Variant>,
+        ladder: &[Arc<Variant>],
+        (input, output): (FrameFormat, FrameFormat),
+        tile: i64,
+    ) {
+        let (height, width) = (input.height as i64, input.width as i64);
+        let threads = tch::get_num_threads();
+        let Ok(mut guard) = self.inference_thread() else {
+            return; // the frame that needs the thread says why it cannot start
+        };
+        let Some(inference) = guard.as_mut() else {
+            return;
+        };
+        let id = inference.id();
+        if inference.busy()
+            || ladder
+                .iter()
+                .any(|r| !r.device().is_cuda() && r.has_run_on(id, height, width))
+        {
+            return;
+        }
+        let run = priming_run(rung.clone(), (height, width), tile, output, Some(threads));
+        match inference.run(
+            "background priming",
+            run,
+            Some((Instant::now(), Duration::ZERO)),
+        ) {
+            Err(NotRun::GaveUp(_)) | Ok(Ok(())) => gst::info!(
+                CAT,
+                imp = self,
+                "priming the inference thread with {} at {width}x{height} in the background",
+                rung.name()
+            ),
+            Ok(Err(e)) | Err(NotRun::Gone(e)) => {
+                gst::warning!(CAT, imp = self, "priming {}: {e}", rung.name());
+            }
+        }
     }
 
     /// Ends the inference thread after its run in progress and waits for it.
@@ -1224,6 +1291,24 @@ fn upscale_tensors(
         .transpose()
         .map_err(|e| e.to_string())?;
     Ok((upscaled, alpha))
+}
+
+/// A blank frame of `height` x `width` through `rung` on the frame's own path (tiles as a
+/// frame will be, `threads` as [`use_threads`]), for the inference thread: it primes the thread.
+fn priming_run(
+    rung: Arc<Variant>,
+    (height, width): (i64, i64),
+    tile: i64,
+    output: FrameFormat,
+    threads: Option<i32>,
+) -> impl FnOnce() -> Result<(), String> + Send + 'static {
+    move || {
+        use_threads(threads);
+        let blank =
+            tch::Tensor::f_zeros([1, height, width, 3], (tch::Kind::Uint8, tch::Device::Cpu))
+                .map_err(|e| e.to_string())?;
+        upscale_tensors(&rung, &blank, None, tile, (output.height, output.width)).map(drop)
+    }
 }
 
 /// One frame of a CPU rung from copied input planes to output planes of `out_layout` (bytes,
@@ -2168,7 +2253,7 @@ impl LightSrScale {
             gst::info!(
                 CAT,
                 imp = self,
-                "the {what} frame given up on took {took:?} in all"
+                "{what}, not waited for (a frame given up on, or priming), took {took:?} in all"
             );
         }
         let (plan, clock, mut job) = self.plan_frame(inbuf).map_err(fail)?;
@@ -2264,28 +2349,21 @@ impl LightSrScale {
             let Some(inference) = guard.as_mut() else {
                 return Ok(Duration::ZERO);
             };
-            // busy: a frame given up on still runs there, and this one will not wait for it
-            if inference.busy() && job.rescue.is_some() {
+            // busy: a frame given up on or a priming in the background still runs there, and
+            // leaves the thread warm: this frame is made by the scaler (`job.rescue`) or waits
+            if inference.busy() {
                 return Ok(Duration::ZERO);
             }
-            // a blank frame through the frame's own path: tiles as the frame will be
-            let (rung, tile, threads) = (rung.clone(), job.tile, job.threads);
-            let output = (job.output.height, job.output.width);
+            let run = priming_run(
+                rung.clone(),
+                (height, width),
+                job.tile,
+                job.output,
+                job.threads,
+            );
             let started = Instant::now();
             inference
-                .run(
-                    "priming",
-                    move || {
-                        use_threads(threads);
-                        let blank = tch::Tensor::f_zeros(
-                            [1, height, width, 3],
-                            (tch::Kind::Uint8, tch::Device::Cpu),
-                        )
-                        .map_err(|e| e.to_string())?;
-                        upscale_tensors(&rung, &blank, None, tile, output).map(drop)
-                    },
-                    None,
-                )
+                .run("priming", run, None)
                 .map_err(|e| e.to_string())??;
             (started.elapsed(), "the inference thread")
         };
