@@ -872,7 +872,9 @@ impl LightSrScale {
         let Some(work) = self.negotiated_work() else {
             return Ok(());
         };
-        // the lightest learned CPU rung that fits a frame (the ladder is heaviest first)
+        // the lightest learned CPU rung that fits a frame (the ladder is heaviest first); live
+        // only: not live, the warm-up ran here and the first learned frame primes the thread
+        // in its own time, which is not counted in its cost
         let cpu = pending
             .iter()
             .copied()
@@ -882,7 +884,9 @@ impl LightSrScale {
                     .is_some_and(|r| !r.device().is_cuda() && !r.is_weight_free())
             })
             .max();
-        if let Some(v) = cpu {
+        if let Some(v) = cpu
+            && self.upstream_live()
+        {
             self.prime_in_background(&work.0[v], &work.0, work.2, work.4);
         }
         let mut cold: Vec<usize> = pending
