@@ -695,14 +695,28 @@ fn latency_query_adds_one_frame_and_a_rate_change_posts_a_latency_message() {
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
-/// Collects the element's INFO log lines while `f` runs.
+/// Collects the element's INFO log lines while `f` runs; GStreamer's own log output and the
+/// category's threshold are restored after, also when `f` panics.
 fn info_log_of(f: impl FnOnce()) -> Vec<String> {
+    struct Capture(Option<gst::log::DebugLogFunction>);
+    impl Drop for Capture {
+        fn drop(&mut self) {
+            if let Some(id) = self.0.take() {
+                gst::log::remove_log_function(id);
+            }
+            // GStreamer's default output, as before the capture
+            gst::log::add_log_function(gst::log::log_default);
+            if let Some(category) = gst::DebugCategory::get("lightsrscale") {
+                category.reset_threshold();
+            }
+        }
+    }
     let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     gst::log::remove_default_log_function();
     gst::log::set_active(true);
     gst::log::set_threshold_for_name("lightsrscale", gst::DebugLevel::Info);
-    let id = gst::log::add_log_function(
+    let capture = Capture(Some(gst::log::add_log_function(
         move |category, _level, _file, _function, _line, _object, message| {
             if category.name() == "lightsrscale"
                 && let Some(text) = message.get()
@@ -710,9 +724,9 @@ fn info_log_of(f: impl FnOnce()) -> Vec<String> {
                 sink.lock().unwrap().push(text.to_string());
             }
         },
-    );
+    )));
     f();
-    gst::log::remove_log_function(id);
+    drop(capture);
     lines.lock().unwrap().clone()
 }
 

@@ -280,8 +280,9 @@ pub struct LightSrScale {
     /// that none runs libtorch while the process exits (its exit handlers free oneDNN's
     /// primitive cache under a running convolution: a crash at the end of a clean run).
     warm_ups: Mutex<Vec<WarmUpThread>>,
-    /// CUDA rungs a live warm-up measured on its own thread, to run once on the streaming
-    /// thread before its next frame, untimed, with the scheduler's generation they are for (see
+    /// Rungs a warm-up measured that fit a frame, with the scheduler's generation they are for:
+    /// the CUDA ones run once on the streaming thread before its next frame, untimed; live, the
+    /// lightest CPU one primes the inference thread in the background (see
     /// [`LightSrScale::prime_pending`]).
     prime: Mutex<(u64, Vec<usize>)>,
     /// The thread CPU rungs run their frames on (see [`super::inference`]), started by the
@@ -863,7 +864,8 @@ impl LightSrScale {
     /// here, all at once after the warm-up, it costs the frames of one stall (dropped and
     /// counted as late), and a fallback later does not pay it. A rung that still reaches a frame
     /// cold is primed there ([`LightSrScale::run_frame`]). A failure here is left to that frame.
-    /// The CPU rungs' thread is primed too, in the background ([`LightSrScale::prime_in_background`]).
+    /// Live, the CPU rungs' thread is primed too, in the background
+    /// ([`LightSrScale::prime_in_background`]).
     fn prime_pending(&self) -> Result<(), String> {
         let (generation, pending) = std::mem::take(&mut *lock(&self.prime));
         if pending.is_empty() || generation != lock(&self.scheduler).generation() {
@@ -929,14 +931,16 @@ impl LightSrScale {
     }
 
     /// Primes the inference thread with `rung` at this frame size without waiting for it, where
-    /// no CPU rung of `ladder` ran there at that size. Called after a live warm-up, while the
-    /// stream is on GStreamer's scaler: the first learned frame on that thread pays for the
+    /// no CPU rung of `ladder` ran there at that size. Called at the frame after a live warm-up,
+    /// while the stream is on GStreamer's scaler, and by a live frame with a rescue that finds
+    /// the thread cold (`prime_if_cold`): the first learned frame on that thread pays for the
     /// thread's OpenMP team and malloc arena (`is_cold_here`), and primed on the frame's own
     /// time, as the frame that climbs or probes, it took the rung's time twice (x4
     /// `dense-pruned` on a slower 2-core machine: 59 ms of priming, then the 33 ms probe, a frame
     /// dropped, the probe a miss, the stream held on `bicubic`). Frames planned on a learned
-    /// rung while it runs are made by the scaler (live) or wait for it, as behind a frame given
-    /// up on ([`InferenceThread::busy`]).
+    /// rung while it runs are made by the scaler where they have a rescue, as behind a frame
+    /// given up on ([`InferenceThread::busy`]); others wait for it, the wait not counted in their
+    /// cost.
     fn prime_in_background(
         &self,
         rung: &Arc<Variant>,
@@ -945,7 +949,10 @@ impl LightSrScale {
         tile: i64,
     ) {
         let (height, width) = (input.height as i64, input.width as i64);
-        let threads = tch::get_num_threads();
+        // the count the frames run with now (the governor's), else the inference thread's own
+        let threads = lock(&self.scheduler)
+            .threads()
+            .and_then(|t| i32::try_from(t).ok());
         let Ok(mut guard) = self.inference_thread() else {
             return; // the frame that needs the thread says why it cannot start
         };
@@ -960,12 +967,9 @@ impl LightSrScale {
         {
             return;
         }
-        let run = priming_run(rung.clone(), (height, width), tile, output, Some(threads));
-        match inference.run(
-            "background priming",
-            run,
-            Some((Instant::now(), Duration::ZERO)),
-        ) {
+        let run = priming_run(rung.clone(), (height, width), tile, output, threads);
+        let what = format!("the background priming with {}", rung.name());
+        match inference.run(&what, run, Some((Instant::now(), Duration::ZERO))) {
             Err(NotRun::GaveUp(_)) | Ok(Ok(())) => gst::info!(
                 CAT,
                 imp = self,
@@ -2248,18 +2252,14 @@ impl LightSrScale {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("{message}"));
             gst::FlowError::Error
         };
-        self.warm_up_pending().map_err(fail)?;
-        self.prime_pending().map_err(fail)?;
         let ended = lock(&self.inference)
             .as_mut()
             .and_then(InferenceThread::take_ended);
         if let Some((what, took)) = ended {
-            gst::info!(
-                CAT,
-                imp = self,
-                "{what}, not waited for (a frame given up on, or priming), took {took:?} in all"
-            );
+            gst::info!(CAT, imp = self, "{what} took {took:?} in all");
         }
+        self.warm_up_pending().map_err(fail)?;
+        self.prime_pending().map_err(fail)?;
         let (plan, clock, mut job) = self.plan_frame(inbuf).map_err(fail)?;
         self.report(&plan, &clock);
         if plan.decision.drop {
@@ -2269,7 +2269,9 @@ impl LightSrScale {
         // learned rung a live stream climbs to from GStreamer's scaler; on CUDA every rung, as a
         // start, a climb, a probe or a fall-back reaches it: see `is_cold_here`) runs once
         // untimed before the frame, and the frame is judged as if that stall had not happened:
-        // it is not the rung's cost (nor a reason to give the frame up).
+        // it is not the rung's cost (nor a reason to give the frame up). Live on the CPU, where
+        // the frame may be made by the scaler, the inference thread is primed in the background
+        // instead (`prime_in_background`; after a live warm-up already at its end).
         // On CUDA that first run takes cuDNN's plans (up to 0.25 s); on the CPU it is 1.5-2x a
         // frame (the thread's OpenMP team and caches: x2 `dense` 33-46 ms against 22 ms once
         // warm), over the budget often enough that the climb after a warm-up fell straight back.
@@ -2354,8 +2356,24 @@ impl LightSrScale {
                 return Ok(Duration::ZERO);
             };
             // busy: a frame given up on or a priming in the background still runs there, and
-            // leaves the thread warm: this frame is made by the scaler (`job.rescue`) or waits
+            // leaves the thread warm. With a rescue this frame is made by the scaler meanwhile
+            // (`upscale_host_frame`); without one it waits, and the wait is no cost of its rung.
             if inference.busy() {
+                if job.rescue.is_some() {
+                    return Ok(Duration::ZERO);
+                }
+                let started = Instant::now();
+                inference
+                    .run("waiting for the inference thread", || (), None)
+                    .map_err(|e| e.to_string())?;
+                return Ok(started.elapsed());
+            }
+            // Live with a rescue (a frame that climbed as the warm-up ended, before its priming
+            // was listed; a restart that kept the costs): primed in the background while the
+            // scaler makes this frame, rather than in its time.
+            if job.rescue.is_some() {
+                drop(guard);
+                self.prime_in_background(rung, &ladder, (job.input, job.output), job.tile);
                 return Ok(Duration::ZERO);
             }
             let run = priming_run(
@@ -2446,7 +2464,7 @@ impl LightSrScale {
         let (in_format, out_format) = (job.input, job.output);
         let limit = job.rescue.map(|r| (r.planned, r.limit));
         let result = inference.run(
-            job.variant.name(),
+            &format!("the {} frame given up on", job.variant.name()),
             move || {
                 use_threads(threads);
                 upscale_planes(

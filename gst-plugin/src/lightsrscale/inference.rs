@@ -7,7 +7,8 @@
 //! waiting for it, makes the frame with GStreamer's scaler instead and pushes it on time, while
 //! the run it gave up on goes on here to its end. [`InferenceThread::busy`] says whether such a
 //! run still holds the thread: frames planned meanwhile are made by the scaler too, rather than
-//! queued behind it.
+//! queued behind it. The element also queues work it does not wait for at all (a limit already
+//! spent): the priming of the thread after a live warm-up.
 //!
 //! Nothing here knows GStreamer or libtorch: jobs are closures.
 
@@ -138,7 +139,7 @@ impl InferenceThread {
         }
     }
 
-    /// Whether a job given up on still runs.
+    /// Whether a job given up on (or not waited for) still runs.
     pub fn busy(&self) -> bool {
         self.abandoned
             .as_ref()
