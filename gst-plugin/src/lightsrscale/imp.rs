@@ -799,7 +799,8 @@ impl LightSrScale {
             // before its next frame: CUDA rungs on itself, the lightest CPU rung on the
             // inference thread in the background (in place, they ran there and are skipped;
             // `prime_pending` drops a former ladder's or size's by generation). Listed before
-            // the scheduler has the costs, so no frame climbs to a rung before it is listed.
+            // the scheduler has the costs, so the frame that climbs has queued the priming; one
+            // that climbs in between primes the thread in the background itself (`prime_if_cold`).
             {
                 let fits = |samples: &[Duration]| {
                     median(samples).is_some_and(|m| warm_up.frame.is_none_or(|f| m <= f))
