@@ -695,41 +695,6 @@ fn latency_query_adds_one_frame_and_a_rate_change_posts_a_latency_message() {
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
-/// Collects the element's INFO log lines while `f` runs; GStreamer's own log output and the
-/// category's threshold are restored after, also when `f` panics.
-fn info_log_of(f: impl FnOnce()) -> Vec<String> {
-    struct Capture(Option<gst::log::DebugLogFunction>);
-    impl Drop for Capture {
-        fn drop(&mut self) {
-            if let Some(id) = self.0.take() {
-                gst::log::remove_log_function(id);
-            }
-            // GStreamer's default output, as before the capture
-            gst::log::add_log_function(gst::log::log_default);
-            if let Some(category) = gst::DebugCategory::get("lightsrscale") {
-                category.reset_threshold();
-            }
-        }
-    }
-    let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    gst::log::remove_default_log_function();
-    gst::log::set_active(true);
-    gst::log::set_threshold_for_name("lightsrscale", gst::DebugLevel::Info);
-    let capture = Capture(Some(gst::log::add_log_function(
-        move |category, _level, _file, _function, _line, _object, message| {
-            if category.name() == "lightsrscale"
-                && let Some(text) = message.get()
-            {
-                sink.lock().unwrap().push(text.to_string());
-            }
-        },
-    )));
-    f();
-    drop(capture);
-    lines.lock().unwrap().clone()
-}
-
 /// A live stream starts on GStreamer's scaler while its rungs are measured on a thread of their
 /// own; the CPU rungs' frames run on the inference thread, whose first libtorch run at a size
 /// costs about a frame more (its OpenMP team, its malloc arena). That first run happens in the
@@ -741,7 +706,7 @@ fn a_live_stream_climbs_to_an_inference_thread_primed_in_the_background() {
     setup();
     let period = Duration::from_millis(200);
     let mut climbed = false;
-    let log = info_log_of(|| {
+    let log = element_log_of(gst::DebugLevel::Info, || {
         let mut s = Stream::with_model("paced-rescue", &[], period, true);
         s.push_frame(0).expect("the first frame");
         assert_eq!(s.active(), "bicubic");

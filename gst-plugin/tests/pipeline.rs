@@ -325,31 +325,9 @@ fn interlaced_input_is_refused_with_a_clear_message() {
     );
 }
 
-/// Collects the element's DEBUG log lines while `f` runs.
-fn debug_log_of(f: impl FnOnce()) -> Vec<String> {
-    init();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    gst::log::remove_default_log_function();
-    gst::log::set_active(true);
-    gst::log::set_threshold_for_name("lightsrscale", gst::DebugLevel::Debug);
-    let id = gst::log::add_log_function(
-        move |category, _level, _file, _function, _line, _object, message| {
-            if category.name() == "lightsrscale"
-                && let Some(text) = message.get()
-            {
-                sink.lock().unwrap().push(text.to_string());
-            }
-        },
-    );
-    f();
-    gst::log::remove_log_function(id);
-    lines.lock().unwrap().clone()
-}
-
 #[test]
 fn unsupported_caps_are_not_negotiated_with_a_debug_log_saying_why() {
-    let log = debug_log_of(|| {
+    let log = element_log_of(gst::DebugLevel::Debug, || {
         let p = pipeline("appsrc name=src format=time ! lightsrscale ! fakesink");
         let src: gst_app::AppSrc = p.by_name("src").unwrap().downcast().unwrap();
         src.set_caps(Some(

@@ -890,13 +890,16 @@ impl LightSrScale {
         if let Some(v) = cpu
             && self.upstream_live()
         {
-            self.prime_in_background(&work.0[v], &work.0, work.2, work.4);
+            self.prime_in_background(&work.0[v], &work.0, work.2.0, work.4);
         }
         let mut cold: Vec<usize> = pending
             .into_iter()
             .filter(|&v| {
                 let rung = work.0.get(v);
-                rung.is_some_and(|r| r.device().is_cuda() && is_cold_here(r, &work.0, &work.2.0))
+                rung.is_some_and(|r| {
+                    r.device().is_cuda()
+                        && is_cold_on(r, &work.0, &work.2.0, std::thread::current().id())
+                })
             })
             .collect();
         cold.sort_unstable();
@@ -935,7 +938,7 @@ impl LightSrScale {
     /// no CPU rung of `ladder` ran there at that size. Called at the frame after a live warm-up,
     /// while the stream is on GStreamer's scaler, and by a live frame with a rescue that finds
     /// the thread cold (`prime_if_cold`): the first learned frame on that thread pays for the
-    /// thread's OpenMP team and malloc arena (`is_cold_here`), and primed on the frame's own
+    /// thread's OpenMP team and malloc arena (`is_cold_on`), and primed on the frame's own
     /// time, as the frame that climbs or probes, it took the rung's time twice (x4
     /// `dense-pruned` on a slower 2-core machine: 59 ms of priming, then the 33 ms probe, a frame
     /// dropped, the probe a miss, the stream held on `bicubic`). Frames planned on a learned
@@ -946,7 +949,7 @@ impl LightSrScale {
         &self,
         rung: &Arc<Variant>,
         ladder: &[Arc<Variant>],
-        (input, output): (FrameFormat, FrameFormat),
+        input: FrameFormat,
         tile: i64,
     ) {
         let (height, width) = (input.height as i64, input.width as i64);
@@ -960,15 +963,10 @@ impl LightSrScale {
         let Some(inference) = guard.as_mut() else {
             return;
         };
-        let id = inference.id();
-        if inference.busy()
-            || ladder
-                .iter()
-                .any(|r| !r.device().is_cuda() && r.has_run_on(id, height, width))
-        {
+        if inference.busy() || !is_cold_on(rung, ladder, &input, inference.id()) {
             return;
         }
-        let run = priming_run(rung.clone(), (height, width), tile, output, threads);
+        let run = priming_run(rung.clone(), (height, width), tile, threads);
         let what = format!("the background priming with {}", rung.name());
         match inference.run(&what, run, Some((Instant::now(), Duration::ZERO))) {
             Err(NotRun::GaveUp(_)) | Ok(Ok(())) => gst::info!(
@@ -1191,7 +1189,8 @@ fn blank_frames(
     Ok((inframe, outframe))
 }
 
-/// Whether `rung`'s next frame on this thread pays a first run's cost (see `run_frame`). On
+/// Whether `rung`'s next frame on `thread` (the streaming thread, or the CPU rungs' inference
+/// thread) pays a first run's cost (see `run_frame`). On
 /// CUDA per rung: libtorch keeps cuDNN's plans per thread and per shape. On the CPU per thread:
 /// the first run pays for the thread's OpenMP team and for its malloc arena growing to a frame's
 /// activations, and once any rung of the ladder ran here at this size the others run as in the
@@ -1199,13 +1198,19 @@ fn blank_frames(
 /// x2 `dense-wide` 55 against 52 ms). Priming each one had cost every probe, recheck and
 /// fall-back onto it a second frame's time: the x2 recheck of `dense-wide` held the stream
 /// 107 ms, and a frame was dropped.
-fn is_cold_here(rung: &Variant, ladder: &[Arc<Variant>], input: &FrameFormat) -> bool {
+fn is_cold_on(
+    rung: &Variant,
+    ladder: &[Arc<Variant>],
+    input: &FrameFormat,
+    thread: std::thread::ThreadId,
+) -> bool {
+    let (height, width) = (input.height as i64, input.width as i64);
     if rung.device().is_cuda() {
-        return !ran_here(rung, input);
+        return !rung.has_run_on(thread, height, width);
     }
     !ladder
         .iter()
-        .any(|r| !r.device().is_cuda() && ran_here(r, input))
+        .any(|r| !r.device().is_cuda() && r.has_run_on(thread, height, width))
 }
 
 /// Whether this thread has run `rung` on frames of `input`'s size.
@@ -1308,7 +1313,6 @@ fn priming_run(
     rung: Arc<Variant>,
     (height, width): (i64, i64),
     tile: i64,
-    output: FrameFormat,
     threads: Option<i32>,
 ) -> impl FnOnce() -> Result<(), String> + Send + 'static {
     move || {
@@ -1316,7 +1320,9 @@ fn priming_run(
         let blank =
             tch::Tensor::f_zeros([1, height, width, 3], (tch::Kind::Uint8, tch::Device::Cpu))
                 .map_err(|e| e.to_string())?;
-        upscale_tensors(&rung, &blank, None, tile, (output.height, output.width)).map(drop)
+        rung.upscale_tiled(&blank, tile)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -2268,7 +2274,7 @@ impl LightSrScale {
         }
         // The first libtorch rung a thread runs at this size (on the CPU usually the first
         // learned rung a live stream climbs to from GStreamer's scaler; on CUDA every rung, as a
-        // start, a climb, a probe or a fall-back reaches it: see `is_cold_here`) runs once
+        // start, a climb, a probe or a fall-back reaches it: see `is_cold_on`) runs once
         // untimed before the frame, and the frame is judged as if that stall had not happened:
         // it is not the rung's cost (nor a reason to give the frame up). Live on the CPU, where
         // the frame may be made by the scaler, the inference thread is primed in the background
@@ -2323,7 +2329,7 @@ impl LightSrScale {
 
     /// Runs `job`'s rung once on a blank frame where it would otherwise pay a first run's cost
     /// in a frame: on CUDA on this (the streaming) thread, on the CPU on the inference thread
-    /// (see `is_cold_here`); how long that took.
+    /// (see `is_cold_on`); how long that took.
     fn prime_if_cold(&self, job: &FrameJob) -> Result<Duration, String> {
         let rung = &job.variant;
         let (height, width) = (job.input.height as i64, job.input.width as i64);
@@ -2334,7 +2340,7 @@ impl LightSrScale {
             let Some((ladder, infos, ..)) = self.negotiated_work() else {
                 return Ok(Duration::ZERO);
             };
-            if !is_cold_here(rung, &ladder, &job.input) {
+            if !is_cold_on(rung, &ladder, &job.input, std::thread::current().id()) {
                 return Ok(Duration::ZERO);
             }
             (prime_rung(job, &infos)?, "the streaming thread")
@@ -2346,10 +2352,7 @@ impl LightSrScale {
             let Some((ladder, ..)) = self.negotiated_work() else {
                 return Ok(Duration::ZERO);
             };
-            if ladder
-                .iter()
-                .any(|r| !r.device().is_cuda() && r.has_run_on(id, height, width))
-            {
+            if !is_cold_on(rung, &ladder, &job.input, id) {
                 return Ok(Duration::ZERO);
             }
             let mut guard = self.inference_thread()?;
@@ -2374,16 +2377,10 @@ impl LightSrScale {
             // scaler makes this frame, rather than in its time.
             if job.rescue.is_some() {
                 drop(guard);
-                self.prime_in_background(rung, &ladder, (job.input, job.output), job.tile);
+                self.prime_in_background(rung, &ladder, job.input, job.tile);
                 return Ok(Duration::ZERO);
             }
-            let run = priming_run(
-                rung.clone(),
-                (height, width),
-                job.tile,
-                job.output,
-                job.threads,
-            );
+            let run = priming_run(rung.clone(), (height, width), job.tile, job.threads);
             let started = Instant::now();
             inference
                 .run("priming", run, None)

@@ -211,3 +211,39 @@ pub fn init() {
         gstlightsrscale::plugin_register_static().expect("register the lightsrscale plugin");
     });
 }
+
+/// The element's log lines at `level` and above while `f` runs. GStreamer's own output and the
+/// category's threshold are restored after, also when `f` panics.
+pub fn element_log_of(level: gst::DebugLevel, f: impl FnOnce()) -> Vec<String> {
+    struct Capture(Option<gst::log::DebugLogFunction>);
+    impl Drop for Capture {
+        fn drop(&mut self) {
+            if let Some(id) = self.0.take() {
+                gst::log::remove_log_function(id);
+            }
+            // GStreamer's default output, as before the capture
+            gst::log::add_log_function(gst::log::log_default);
+            if let Some(category) = gst::DebugCategory::get("lightsrscale") {
+                category.reset_threshold();
+            }
+        }
+    }
+    init();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    gst::log::remove_default_log_function();
+    gst::log::set_active(true);
+    gst::log::set_threshold_for_name("lightsrscale", level);
+    let capture = Capture(Some(gst::log::add_log_function(
+        move |category, _level, _file, _function, _line, _object, message| {
+            if category.name() == "lightsrscale"
+                && let Some(text) = message.get()
+            {
+                sink.lock().unwrap().push(text.to_string());
+            }
+        },
+    )));
+    f();
+    drop(capture);
+    lines.lock().unwrap().clone()
+}
