@@ -296,9 +296,22 @@ fn main() {
         r.frame();
     });
 
+    // A rung with a direct CPU form (engine::native) is also timed through libtorch, side by side.
+    let has_direct = variant.runs_direct();
+    let mut torch = Vec::with_capacity(frames);
+    if has_direct {
+        variant.set_direct(false);
+        direct_forward(&variant, &input);
+        variant.set_direct(true);
+    }
     let mut direct = Vec::with_capacity(frames);
     let mut element: Vec<Vec<Duration>> = vec![Vec::with_capacity(frames); runs.len()];
     for _ in 0..frames {
+        if has_direct {
+            variant.set_direct(false);
+            torch.push(direct_forward(&variant, &input));
+            variant.set_direct(true);
+        }
         direct.push(direct_forward(&variant, &input));
         for (run, times) in runs.iter_mut().zip(&mut element) {
             times.push(run.frame());
@@ -314,10 +327,19 @@ fn main() {
         variant.name(),
         tch::get_num_threads()
     );
-    println!(
-        "  {:<44}: {forward_ms:8.2} ms/frame",
-        "direct TorchScript forward (u8 tensor on device)"
-    );
+    if has_direct {
+        let torch_ms = median_ms(&mut torch);
+        println!(
+            "  {:<44}: {forward_ms:8.2} ms/frame  (libtorch: {torch_ms:.2} ms, {:.2}x the direct form)",
+            "direct CPU form forward (engine::native)",
+            torch_ms / forward_ms
+        );
+    } else {
+        println!(
+            "  {:<44}: {forward_ms:8.2} ms/frame",
+            "direct TorchScript forward (u8 tensor on device)"
+        );
+    }
     let peak = peak_gmacs(device);
     match variant_macs(&model, scale(), variant.name()).filter(|m| *m > 0.0) {
         Some(macs_320x180) => {

@@ -498,3 +498,78 @@ fn tiles_of_a_fourier_rung_stay_close_and_show_no_seam() {
     );
     assert!(mean <= 2.0, "tiles differ by {mean:.2} on average");
 }
+
+/// Whether this CPU runs the thin rungs' direct form (engine::native: x86-64, AVX2 and FMA).
+fn direct_cpu() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[test]
+fn the_direct_cpu_form_gives_libtorchs_picture() {
+    // Every plain-convolution rung of the default ladder runs on the CPU in its direct form
+    // (where the CPU has AVX2 and FMA); it must give the TorchScript module's picture, to a
+    // grey level where float sums round differently, on a held-out photograph, an odd-sized
+    // strided crop of it and a batch of two. The Fourier rung and bicubic stay with libtorch.
+    let bundle = Bundle::load(&BundleSource::Embedded, Device::Cpu).unwrap();
+    let hr = photo("astronaut_hr", 192, 128);
+    let mut direct = Vec::new();
+    for scale in [4i64, 2] {
+        let ladder = bundle.ladder(scale as u32).unwrap();
+        let lr = photo(&format!("astronaut_lr_x{scale}"), 192 / scale, 128 / scale);
+        let crop = hr.narrow(1, 3, 37).narrow(2, 5, 61); // strided, odd sizes
+        let batch = Tensor::cat(&[&lr, &lr.flip([2])], 0);
+        for variant in &ladder.variants {
+            let name = format!("x{scale} {}", variant.name());
+            assert_eq!(variant.direct_refused(), None, "{name}");
+            if !variant.runs_direct() {
+                continue;
+            }
+            direct.push(name.clone());
+            for input in [&lr, &crop, &batch] {
+                let fast = variant.upscale(input).unwrap();
+                variant.set_direct(false);
+                let reference = variant.upscale(input).unwrap();
+                variant.set_direct(true);
+                assert_eq!(fast.size(), reference.size(), "{name}");
+                let (fast, reference) = (bytes(&fast), bytes(&reference));
+                let diff = max_diff(&fast, &reference);
+                let off = fast.iter().zip(&reference).filter(|(a, b)| a != b).count();
+                assert!(
+                    diff <= 1 && off * 200 <= fast.len(),
+                    "{name} {:?}: the direct form differs from libtorch by up to {diff} on {off} \
+                     of {} values",
+                    input.size(),
+                    fast.len()
+                );
+            }
+            // and it restores: above bicubic on the held-out photograph
+            let out = variant.upscale(&lr).unwrap();
+            let bicubic = ladder.variant("bicubic").unwrap().upscale(&lr).unwrap();
+            assert!(
+                psnr(&out, &hr, scale) > psnr(&bicubic, &hr, scale),
+                "{name}"
+            );
+        }
+    }
+    if direct_cpu() {
+        assert_eq!(
+            direct,
+            [
+                "x4 dense-wide",
+                "x4 dense",
+                "x4 dense-pruned",
+                "x2 dense-wide",
+                "x2 dense"
+            ]
+        );
+    } else {
+        assert!(direct.is_empty(), "{direct:?} without AVX2 and FMA");
+    }
+}

@@ -11,6 +11,7 @@ mod cache;
 mod device;
 mod embedded;
 pub mod manifest;
+mod native;
 mod variant;
 
 use std::{fmt, path::PathBuf};

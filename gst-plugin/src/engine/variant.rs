@@ -4,14 +4,17 @@
 use std::{
     collections::HashSet,
     panic::{AssertUnwindSafe, catch_unwind},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     thread::ThreadId,
     time::{Duration, Instant},
 };
 
 use tch::{CModule, Device, Kind, Tensor};
 
-use super::{EngineError, Objective, VariantSpec, bundle::first_line};
+use super::{EngineError, Objective, VariantSpec, bundle::first_line, native::NativeNet};
 
 #[derive(Debug)]
 pub struct Variant {
@@ -30,6 +33,13 @@ pub struct Variant {
     reference_cpu_cost: Option<Duration>,
     device: Device,
     module: CModule,
+    /// The direct CPU form of a thin plain-convolution rung ([`super::native`]), checked
+    /// against the module at load; None where libtorch runs it.
+    native: Option<NativeNet>,
+    /// Whether [`Variant::upscale`] uses `native` (see [`Variant::set_direct`]).
+    direct: AtomicBool,
+    /// Why a rung of the direct path's shape runs in libtorch instead, for the log.
+    direct_refused: Option<String>,
     /// The threads that ran it, per input size (see [`Variant::has_run_here`]).
     ran: Mutex<HashSet<(ThreadId, i64, i64)>>,
 }
@@ -60,6 +70,20 @@ impl Variant {
             file: file.clone(),
             problem: first_line(&e),
         })?;
+        let native = if device == Device::Cpu && spec.kind != "bicubic" {
+            NativeNet::from_module(&module, scale)
+        } else {
+            None
+        };
+        let (native, direct_refused) = match native {
+            Some(net) => match direct_matches_module(&net, &module) {
+                Ok(()) => (Some(net), None),
+                Err(why) => (None, Some(why)),
+            },
+            None => (None, None),
+        };
+        let direct = native.is_some()
+            && std::env::var_os("LIGHTSRSCALE_DIRECT_CPU").is_none_or(|v| v != "0");
         Ok(Variant {
             name: spec.name.clone(),
             scale,
@@ -74,8 +98,31 @@ impl Variant {
                 .map(|ms| Duration::from_secs_f64(ms / 1e3)),
             device,
             module,
+            native,
+            direct: AtomicBool::new(direct),
+            direct_refused,
             ran: Mutex::default(),
         })
+    }
+
+    /// Whether frames on the CPU run through the direct form of this rung ([`super::native`]:
+    /// thin plain-convolution rungs on x86-64 with AVX2 and FMA) rather than libtorch.
+    pub fn runs_direct(&self) -> bool {
+        self.direct.load(Ordering::Relaxed)
+    }
+
+    /// Turns the direct CPU form on or off, where the rung has one (benchmarks compare the two;
+    /// `LIGHTSRSCALE_DIRECT_CPU=0` starts every rung off). Returns whether it is now on.
+    pub fn set_direct(&self, on: bool) -> bool {
+        let on = on && self.native.is_some();
+        self.direct.store(on, Ordering::Relaxed);
+        on
+    }
+
+    /// Why a rung that has the direct form's shape runs in libtorch (its output on the test
+    /// frame differed from the module's); None otherwise.
+    pub fn direct_refused(&self) -> Option<&str> {
+        self.direct_refused.as_deref()
     }
 
     pub fn name(&self) -> &str {
@@ -123,6 +170,16 @@ impl Variant {
     pub fn upscale(&self, frames: &Tensor) -> Result<Tensor, EngineError> {
         let frame = frames.size();
         let expected = self.output_size(frames, &frame)?;
+        if let Some(net) = self.native.as_ref().filter(|_| self.runs_direct())
+            && frames.device() == Device::Cpu
+        {
+            let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
+            let output = net
+                .upscale(frames, threads)
+                .map_err(|e| self.frame_error(&e, &frame))?;
+            self.mark_run_here(frame[1], frame[2]);
+            return Ok(output);
+        }
         let input = frames
             .f_to_device(self.device)
             .map_err(|e| self.frame_error(&e, &frame))?;
@@ -280,6 +337,57 @@ impl Variant {
             problem,
         }
     }
+}
+
+/// Whether `net` gives the module's picture on a test frame (odd sizes, every grey level,
+/// edges and texture): to a grey level where float sums round differently, on at most 1% of
+/// the values.
+fn direct_matches_module(net: &NativeNet, module: &CModule) -> Result<(), String> {
+    let (h, w) = (29i64, 43i64);
+    let pixels: Vec<u8> = (0..h * w * 3)
+        .map(|i| {
+            let (y, x, c) = (i / (w * 3), i / 3 % w, i % 3);
+            let ramp = (x * 6 + y * 3 + c * 40) % 256;
+            let noise = (i * 2_654_435_761 % 97) - 48;
+            let edge = if (x / 7 + y / 5) % 2 == 0 { 60 } else { -60 };
+            (ramp + noise + edge).clamp(0, 255) as u8
+        })
+        .collect();
+    let input = Tensor::f_from_slice(&pixels)
+        .and_then(|t| t.f_view([1, h, w, 3]))
+        .map_err(|e| first_line(&e))?;
+    let reference = {
+        let _guard = tch::no_grad_guard();
+        module
+            .forward_ts(&[&input])
+            .map_err(|e| torch_cause(&e.to_string()))?
+    };
+    let direct = net.upscale(&input, 2).map_err(|e| first_line(&e))?;
+    if reference.size() != direct.size() {
+        return Err(format!(
+            "the direct form gave shape {:?}, the module {:?}",
+            direct.size(),
+            reference.size()
+        ));
+    }
+    let compare = || -> Result<(i64, i64), tch::TchError> {
+        let diff = reference
+            .f_to_kind(Kind::Int16)?
+            .f_sub(&direct.f_to_kind(Kind::Int16)?)?
+            .f_abs()?;
+        let worst = diff.f_max()?.f_int64_value(&[])?;
+        let off = diff.f_gt(0)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+        Ok((worst, off))
+    };
+    let (worst, off) = compare().map_err(|e| first_line(&e))?;
+    let total = i64::try_from(direct.numel()).unwrap_or(i64::MAX);
+    if worst > 1 || off * 100 > total {
+        return Err(format!(
+            "the direct form differs from the module on a test frame: at most {worst} grey \
+             levels, {off} of {total} values differ"
+        ));
+    }
+    Ok(())
 }
 
 /// What libtorch says went wrong. A TorchScript failure's first line only says "The following

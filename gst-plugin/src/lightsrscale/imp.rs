@@ -522,6 +522,14 @@ impl LightSrScale {
         if bundle.device == tch::Device::Cpu {
             let tuning = engine::allocator::tune_for_tensors();
             gst::debug!(CAT, imp = self, "C allocator for CPU tensors: {tuning:?}");
+            for variant in bundle.ladders.iter().flat_map(|l| &l.variants) {
+                let (scale, name) = (variant.scale(), variant.name());
+                if variant.runs_direct() {
+                    gst::debug!(CAT, imp = self, "x{scale} {name}: direct CPU form (AVX2)");
+                } else if let Some(why) = variant.direct_refused() {
+                    gst::warning!(CAT, imp = self, "x{scale} {name} runs in libtorch: {why}");
+                }
+            }
         }
         Ok(bundle)
     }

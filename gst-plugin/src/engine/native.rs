@@ -1,0 +1,837 @@
+// SPDX-License-Identifier: MPL-2.0
+//! A direct CPU path for the plain-convolution rungs in phase form (x86-64 with AVX2 and FMA).
+//!
+//! The light rungs are thin: 6-16 channels at input resolution, a tail of `3 * s * s` channels
+//! and the bicubic skip. oneDNN runs such layers far below the CPU's peak (x4 `dense-pruned`:
+//! 27 ms a 320x180 frame for 0.37 GMACs on a 2-core EPYC that does 72 GMAC/s in a GEMM), so this
+//! module runs them itself: each 3x3 convolution as register-blocked FMAs over strips of 8
+//! pixels and blocks of up to 4 output channels, read from zero-bordered planes; the bicubic skip
+//! separably (4 taps across, 4 down) inside the tail's epilogue; clamp, truncation and the
+//! pixel shuffle into the uint8 output in the same pass; rows split between threads with a
+//! barrier between layers.
+//!
+//! It computes exactly what `lightsr.deploy.PhaseDeploy` computes, from the TorchScript
+//! module's own parameters, and [`NativeNet::from_module`] only accepts a module whose
+//! parameters are exactly that shape (anything else, channel attention or SepConvs or a
+//! half-resolution body, stays with libtorch). The variant checks it against the module on a
+//! test frame before using it (`Variant::new`).
+
+use std::{
+    ops::Range,
+    sync::{Barrier, Mutex},
+};
+
+use tch::{CModule, Kind, Tensor};
+
+/// One 3x3 convolution with zero padding 1: weights `[cout][cin][9]`, bias `[cout]`.
+#[derive(Debug)]
+struct Conv3 {
+    cin: usize,
+    cout: usize,
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+#[derive(Debug)]
+struct Block {
+    conv1: Conv3,
+    /// PReLU slopes, one per channel of `conv1`'s output.
+    slopes: Vec<f32>,
+    conv2: Conv3,
+}
+
+/// The rung's layers, read from its TorchScript parameters.
+#[derive(Debug)]
+pub(super) struct NativeNet {
+    scale: usize,
+    width: usize,
+    mean_weights: [[f32; 3]; 3],
+    mean_bias: [f32; 3],
+    initial: Conv3,
+    blocks: Vec<Block>,
+    /// Output channels in the (i, j, c) phase order, the rounding's +0.5 in its bias.
+    tail: Conv3,
+    /// Per output phase, the 5 bicubic taps at input offsets -2..=2 (`bicubic_phase_kernel`).
+    taps: Vec<[f32; 5]>,
+    workspace: Mutex<Option<Workspace>>,
+}
+
+/// Whether this CPU can run the direct path.
+pub(super) fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn values(t: &Tensor) -> Option<Vec<f32>> {
+    let flat = t
+        .f_detach()
+        .and_then(|t| t.f_to_kind(Kind::Float))
+        .and_then(|t| t.f_contiguous())
+        .and_then(|t| t.f_flatten(0, -1))
+        .ok()?;
+    let n = flat.numel();
+    let mut v = vec![0f32; n];
+    flat.f_copy_data(&mut v, n).ok()?;
+    Some(v)
+}
+
+/// Keys' cubic convolution kernel with torch's A = -0.75.
+fn cubic(t: f64) -> f64 {
+    let a = -0.75;
+    let t = t.abs();
+    if t <= 1.0 {
+        ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
+    } else if t < 2.0 {
+        ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
+    } else {
+        0.0
+    }
+}
+
+/// Per phase of an upscale by `scale`, the taps at offsets -2..=2 of torch's bicubic
+/// interpolation (align_corners=False): `lightsr.deploy.bicubic_phase_kernel`'s factors.
+fn phase_taps(scale: usize) -> Vec<[f32; 5]> {
+    (0..scale)
+        .map(|phase| {
+            let d = (phase as f64 + 0.5) / scale as f64 - 0.5;
+            let floor = d.floor();
+            let frac = d - floor;
+            let mut taps = [0f64; 5];
+            for k in -1i64..=2 {
+                let index = usize::try_from(floor as i64 + k + 2).unwrap_or(0).min(4);
+                taps[index] += cubic(k as f64 - frac);
+            }
+            taps.map(|t| t as f32)
+        })
+        .collect()
+}
+
+impl NativeNet {
+    /// The direct form of `module`, a `PhaseDeploy` rung of plain 3x3 convolutions at input
+    /// resolution; None for any other module (it stays with libtorch) or on a CPU without AVX2
+    /// and FMA.
+    pub(super) fn from_module(module: &CModule, scale: u32) -> Option<NativeNet> {
+        if !supported() || !(2..=4).contains(&scale) {
+            return None;
+        }
+        let params = module.named_parameters().ok()?;
+        let get = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+        let shape = |name: &str| get(name).map(Tensor::size);
+        let conv3 = |prefix: &str, cin: usize| -> Option<Conv3> {
+            let size = shape(&format!("{prefix}.weight"))?;
+            let cout = usize::try_from(*size.first()?).ok()?;
+            if size != [cout as i64, cin as i64, 3, 3] {
+                return None;
+            }
+            let bias = values(get(&format!("{prefix}.bias"))?)?;
+            (bias.len() == cout).then_some(())?;
+            Some(Conv3 {
+                cin,
+                cout,
+                weights: values(get(&format!("{prefix}.weight"))?)?,
+                bias,
+            })
+        };
+        let scale = scale as usize;
+        if shape("sub_mean.weight")? != [3, 3, 1, 1] {
+            return None;
+        }
+        let mean = values(get("sub_mean.weight")?)?;
+        let mean_bias = values(get("sub_mean.bias")?)?;
+        let initial = conv3("initial.0", 3)?;
+        let width = initial.cout;
+        let mut blocks = Vec::new();
+        let mut expected = 6; // the sub_mean, initial and tail weights and biases
+        while let Some(size) = shape(&format!("blocks1.{}.0.weight", blocks.len())) {
+            let i = blocks.len();
+            let mid = usize::try_from(*size.first()?).ok()?;
+            let conv1 = conv3(&format!("blocks1.{i}.0"), width)?;
+            let slopes = values(get(&format!("blocks1.{i}.1.weight"))?)?;
+            let slopes = match slopes.len() {
+                1 => vec![slopes[0]; mid],
+                n if n == mid => slopes,
+                _ => return None,
+            };
+            let conv2 = conv3(&format!("blocks2.{i}.0"), mid)?;
+            (conv2.cout == width).then_some(())?;
+            blocks.push(Block {
+                conv1,
+                slopes,
+                conv2,
+            });
+            expected += 5;
+        }
+        let tail = conv3("tail", width)?;
+        // Nothing else: any other parameter (channel attention, a SepConv, a Fourier unit) is
+        // a layer this path does not compute.
+        if blocks.is_empty() || tail.cout != 3 * scale * scale || params.len() != expected {
+            return None;
+        }
+        let mut mean_weights = [[0f32; 3]; 3];
+        for (c, row) in mean_weights.iter_mut().enumerate() {
+            row.copy_from_slice(&mean[c * 3..c * 3 + 3]);
+        }
+        Some(NativeNet {
+            scale,
+            width,
+            mean_weights,
+            mean_bias: mean_bias.try_into().ok()?,
+            initial,
+            blocks,
+            tail,
+            taps: phase_taps(scale),
+            workspace: Mutex::default(),
+        })
+    }
+
+    /// `frames`, uint8 (N, H, W, 3) RGB on the CPU, upscaled: uint8 (N, H*s, W*s, 3), on
+    /// `threads` threads (this one and `threads - 1` more).
+    pub(super) fn upscale(&self, frames: &Tensor, threads: usize) -> Result<Tensor, tch::TchError> {
+        let input = frames.f_contiguous()?;
+        let size = input.size();
+        let &[n, h, w, 3] = size.as_slice() else {
+            return Err(tch::TchError::Shape(format!(
+                "expected uint8 (N, H, W, 3), got {size:?}"
+            )));
+        };
+        let s = self.scale as i64;
+        let output = Tensor::f_empty([n, h * s, w * s, 3], (Kind::Uint8, tch::Device::Cpu))?;
+        let (n, h, w) = (n as usize, h as usize, w as usize);
+        let frame_in = h * w * 3;
+        let frame_out = frame_in * self.scale * self.scale;
+        // SAFETY: both tensors are contiguous uint8 on the CPU with exactly these sizes, and
+        // live across the slices' use; `output` is ours alone.
+        let (src, dst) = unsafe {
+            (
+                std::slice::from_raw_parts(input.data_ptr() as *const u8, n * frame_in),
+                std::slice::from_raw_parts_mut(output.data_ptr() as *mut u8, n * frame_out),
+            )
+        };
+        let mut guard = self.workspace.try_lock().ok();
+        let mut own = None;
+        let workspace = match guard.as_deref_mut() {
+            Some(slot) => slot,
+            None => &mut own, // another thread runs this rung right now: a workspace of our own
+        };
+        if !workspace.as_ref().is_some_and(|ws| ws.fits(h, w)) {
+            *workspace = Some(Workspace::new(self, h, w));
+        }
+        let ws = workspace.as_mut().expect("just set");
+        let threads = threads.clamp(1, h.div_ceil(8).max(1));
+        for (frame, out) in src
+            .chunks_exact(frame_in)
+            .zip(dst.chunks_exact_mut(frame_out))
+        {
+            self.run_frame(ws, frame, out, threads);
+        }
+        drop(guard);
+        Ok(output)
+    }
+
+    fn run_frame(&self, ws: &mut Workspace, frame: &[u8], out: &mut [u8], threads: usize) {
+        let geometry = ws.geometry;
+        let shared = ws.shared();
+        let out = Shared(out.as_mut_ptr());
+        let barrier = Barrier::new(threads);
+        std::thread::scope(|scope| {
+            for t in 1..threads {
+                let (barrier, shared) = (&barrier, &shared);
+                scope.spawn(move || {
+                    // SAFETY: see `run_band`.
+                    unsafe { self.run_band(t, threads, barrier, &geometry, frame, out, shared) }
+                });
+            }
+            // SAFETY: see `run_band`.
+            unsafe { self.run_band(0, threads, &barrier, &geometry, frame, out, &shared) }
+        });
+    }
+
+    /// Band `t` of `threads` of every layer, in turn.
+    ///
+    /// # Safety
+    /// Every thread writes only the rows of its own band of each buffer, reads rows of other
+    /// bands only of buffers written before the last barrier, and all threads pass the same
+    /// barriers; the buffers are `g`'s size and the output is the frame's.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_band(
+        &self,
+        t: usize,
+        threads: usize,
+        barrier: &Barrier,
+        g: &Geometry,
+        frame: &[u8],
+        out: Shared<u8>,
+        ws: &SharedWorkspace,
+    ) {
+        let rows = band(g.h, t, threads);
+        let skip_rows = band(g.h + 4, t, threads);
+        unsafe {
+            self.sub_mean(frame, ws.mean.0, g, rows.clone());
+            self.horizontal_skip(frame, ws.across.0, g, skip_rows);
+            barrier.wait();
+            conv(
+                &self.initial,
+                ws.mean.0,
+                ws.features.0,
+                g,
+                rows.clone(),
+                Epilogue::Plain,
+            );
+            barrier.wait();
+            let mut r = ws.features.0;
+            for (i, block) in self.blocks.iter().enumerate() {
+                conv(
+                    &block.conv1,
+                    r,
+                    ws.middle.0,
+                    g,
+                    rows.clone(),
+                    Epilogue::PRelu(&block.slopes),
+                );
+                barrier.wait();
+                let next = if r == ws.ping.0 { ws.pong.0 } else { ws.ping.0 };
+                let also = (i + 1 == self.blocks.len()).then_some(ws.features.0 as *const f32);
+                conv(
+                    &block.conv2,
+                    ws.middle.0,
+                    next,
+                    g,
+                    rows.clone(),
+                    Epilogue::Add(r as *const f32, also),
+                );
+                barrier.wait();
+                r = next;
+            }
+            self.tail(r, ws.across.0, out.0, g, rows);
+        }
+    }
+
+    /// `sub_mean` (a 1x1 conv) of the frame's rows into the zero-bordered planes at `mean`.
+    unsafe fn sub_mean(&self, frame: &[u8], mean: *mut f32, g: &Geometry, rows: Range<usize>) {
+        for y in rows {
+            for c in 0..3 {
+                let m = &self.mean_weights[c];
+                let b = self.mean_bias[c];
+                // SAFETY: row y of plane c, columns 1..=w: inside the plane.
+                let row = unsafe { std::slice::from_raw_parts_mut(mean.add(g.at(c, y, 0)), g.w) };
+                let pixels = &frame[y * g.w * 3..(y + 1) * g.w * 3];
+                for (v, p) in row.iter_mut().zip(pixels.chunks_exact(3)) {
+                    *v = m[0] * f32::from(p[0])
+                        + m[1] * f32::from(p[1])
+                        + m[2] * f32::from(p[2])
+                        + b;
+                }
+            }
+        }
+    }
+
+    /// The skip's horizontal pass: for each colour c and column phase j, row `r` of plane
+    /// (c, j) holds input row `r - 2` (replicated at the edges) filtered by phase j's taps.
+    unsafe fn horizontal_skip(
+        &self,
+        frame: &[u8],
+        across: *mut f32,
+        g: &Geometry,
+        rows: Range<usize>,
+    ) {
+        let s = self.scale;
+        let (h, w) = (g.h as i64, g.w);
+        // one colour of one row, replicate-padded by 2 on the left and at least 10 on the right
+        let mut padded = vec![0f32; w.div_ceil(8) * 8 + 12];
+        for r in rows {
+            let y = (r as i64 - 2).clamp(0, h - 1) as usize;
+            let pixels = &frame[y * w * 3..(y + 1) * w * 3];
+            for c in 0..3 {
+                for (x, v) in padded.iter_mut().enumerate() {
+                    *v = f32::from(pixels[x.saturating_sub(2).min(w - 1) * 3 + c]);
+                }
+                for (j, taps) in self.taps.iter().enumerate() {
+                    // SAFETY: row r of plane (c, j), columns 0..round_up(w, 8) <= stride.
+                    unsafe {
+                        filter_row(
+                            &padded,
+                            taps,
+                            across.add((c * s + j) * g.skip_plane + r * g.stride),
+                            w,
+                        )
+                    };
+                }
+            }
+        }
+    }
+
+    /// The tail conv of `input`, plus the skip's vertical pass, clamped and truncated, written
+    /// pixel-shuffled into the output rows of input rows `rows`.
+    unsafe fn tail(
+        &self,
+        input: *const f32,
+        across: *const f32,
+        out: *mut u8,
+        g: &Geometry,
+        rows: Range<usize>,
+    ) {
+        let s = self.scale;
+        let channels = self.tail.cout;
+        let mut bytes = vec![0u8; channels * g.stride];
+        for y in rows {
+            // SAFETY: as `conv`; `bytes` holds `channels` rows of `stride` bytes.
+            unsafe {
+                conv_row(
+                    &self.tail,
+                    input,
+                    std::ptr::null_mut(),
+                    g,
+                    y,
+                    Epilogue::Tail {
+                        across,
+                        taps: &self.taps,
+                        scale: s,
+                        bytes: bytes.as_mut_ptr(),
+                    },
+                );
+            }
+            let out_w = g.w * s * 3;
+            for i in 0..s {
+                // SAFETY: output row y*s + i of this frame, ours alone (row band).
+                let row =
+                    unsafe { std::slice::from_raw_parts_mut(out.add((y * s + i) * out_w), out_w) };
+                let phase = &bytes[i * s * 3 * g.stride..(i + 1) * s * 3 * g.stride];
+                for (k, byte_row) in phase.chunks_exact(g.stride).enumerate() {
+                    for (x, &value) in byte_row[..g.w].iter().enumerate() {
+                        row[x * s * 3 + k] = value;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn band(total: usize, t: usize, threads: usize) -> Range<usize> {
+    total * t / threads..total * (t + 1) / threads
+}
+
+/// Sizes of the zero-bordered planes: element (c, y, x) at `c * plane + (y + 1) * stride + x + 1`.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    h: usize,
+    w: usize,
+    /// Row length: the width rounded up to whole 32-pixel groups, plus room to read past it.
+    stride: usize,
+    plane: usize,
+    /// Rows of the skip's planes: h + 4, no border columns.
+    skip_plane: usize,
+}
+
+impl Geometry {
+    fn at(&self, c: usize, y: usize, x: usize) -> usize {
+        c * self.plane + (y + 1) * self.stride + x + 1
+    }
+}
+
+/// The buffers of one frame size, reused from frame to frame: their borders stay zero, as
+/// only interior pixels are ever written.
+#[derive(Debug)]
+struct Workspace {
+    geometry: Geometry,
+    mean: Vec<f32>,
+    features: Vec<f32>,
+    middle: Vec<f32>,
+    ping: Vec<f32>,
+    pong: Vec<f32>,
+    across: Vec<f32>,
+}
+
+impl Workspace {
+    fn new(net: &NativeNet, h: usize, w: usize) -> Workspace {
+        let stride = w.div_ceil(32) * 32 + 16;
+        let plane = (h + 2) * stride;
+        let middle = net.blocks.iter().map(|b| b.conv1.cout).max().unwrap_or(1);
+        let geometry = Geometry {
+            h,
+            w,
+            stride,
+            plane,
+            skip_plane: (h + 4) * stride,
+        };
+        Workspace {
+            geometry,
+            mean: vec![0.0; 3 * plane],
+            features: vec![0.0; net.width * plane],
+            middle: vec![0.0; middle * plane],
+            ping: vec![0.0; net.width * plane],
+            pong: vec![0.0; net.width * plane],
+            across: vec![0.0; 3 * net.scale * geometry.skip_plane],
+        }
+    }
+
+    fn fits(&self, h: usize, w: usize) -> bool {
+        self.geometry.h == h && self.geometry.w == w
+    }
+
+    fn shared(&mut self) -> SharedWorkspace {
+        SharedWorkspace {
+            mean: Shared(self.mean.as_mut_ptr()),
+            features: Shared(self.features.as_mut_ptr()),
+            middle: Shared(self.middle.as_mut_ptr()),
+            ping: Shared(self.ping.as_mut_ptr()),
+            pong: Shared(self.pong.as_mut_ptr()),
+            across: Shared(self.across.as_mut_ptr()),
+        }
+    }
+}
+
+/// A pointer the band threads share; each writes only its own rows (see `run_band`).
+#[derive(Debug, Clone, Copy)]
+struct Shared<T>(*mut T);
+// SAFETY: only used by `run_band`'s threads, which write disjoint rows between barriers.
+unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Shared<T> {}
+
+struct SharedWorkspace {
+    mean: Shared<f32>,
+    features: Shared<f32>,
+    middle: Shared<f32>,
+    ping: Shared<f32>,
+    pong: Shared<f32>,
+    across: Shared<f32>,
+}
+
+#[derive(Clone, Copy)]
+enum Epilogue<'a> {
+    Plain,
+    /// PReLU with these per-channel slopes.
+    PRelu(&'a [f32]),
+    /// Plus the same pixel of these planes (a residual, and the features before the tail).
+    Add(*const f32, Option<*const f32>),
+    /// Plus the skip's vertical pass over `across`, clamped to 0..=255 and truncated, into
+    /// `bytes`, `cout` rows of `stride` bytes.
+    Tail {
+        across: *const f32,
+        taps: &'a [[f32; 5]],
+        scale: usize,
+        bytes: *mut u8,
+    },
+}
+
+/// `conv` of planes `src` into planes `dst` for rows `rows`, then the epilogue.
+///
+/// # Safety
+/// `src` and `dst` (and an epilogue's planes) are buffers of `g`'s size with `conv`'s channel
+/// counts, `src` zero-bordered; rows of `src` around `rows` are written.
+unsafe fn conv(
+    conv: &Conv3,
+    src: *const f32,
+    dst: *mut f32,
+    g: &Geometry,
+    rows: Range<usize>,
+    epilogue: Epilogue,
+) {
+    for y in rows {
+        // SAFETY: forwarded.
+        unsafe { conv_row(conv, src, dst, g, y, epilogue) };
+    }
+}
+
+/// One output row of `conv`.
+///
+/// # Safety
+/// As [`conv`]; the CPU has AVX2 and FMA ([`supported`]).
+unsafe fn conv_row(
+    conv: &Conv3,
+    src: *const f32,
+    dst: *mut f32,
+    g: &Geometry,
+    y: usize,
+    epilogue: Epilogue,
+) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: forwarded; `from_module` only builds a net where `supported()`.
+    unsafe {
+        avx2::conv_row(conv, src, dst, g, y, epilogue)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (conv, src, dst, g, y, epilogue);
+        unreachable!("NativeNet::from_module returns None off x86-64");
+    }
+}
+
+/// `out[x] = sum of taps[b] * padded[x + b]` for x in 0..round_up(w, 8).
+///
+/// # Safety
+/// `out` has room for round_up(w, 8) floats; `padded` holds at least round_up(w, 8) + 4.
+unsafe fn filter_row(padded: &[f32], taps: &[f32; 5], out: *mut f32, w: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: forwarded; only reached where `supported()`.
+    unsafe {
+        avx2::filter_row(padded, taps, out, w)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (padded, taps, out, w);
+        unreachable!("NativeNet::from_module returns None off x86-64");
+    }
+}
+
+/// How `cout` output channels are cut into register blocks of at most 4, as evenly as possible
+/// (with 2 strips of 8 pixels, 8 accumulators: more spill on AVX2's 16 registers).
+fn channel_blocks(cout: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = cout.div_ceil(4);
+    (0..blocks).map(move |b| {
+        let start = cout * b / blocks;
+        (start, cout * (b + 1) / blocks - start)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Conv3, Epilogue, Geometry, channel_blocks};
+
+    /// # Safety
+    /// See `super::filter_row`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn filter_row(padded: &[f32], taps: &[f32; 5], out: *mut f32, w: usize) {
+        assert!(padded.len() >= w.div_ceil(8) * 8 + 4);
+        let taps = taps.map(|t| _mm256_set1_ps(t));
+        for x in (0..w).step_by(8) {
+            let mut v = _mm256_setzero_ps();
+            for (b, tap) in taps.iter().enumerate() {
+                // SAFETY: x + b + 8 <= round_up(w, 8) + 4 <= padded.len() (asserted).
+                v = _mm256_fmadd_ps(
+                    *tap,
+                    unsafe { _mm256_loadu_ps(padded.as_ptr().add(x + b)) },
+                    v,
+                );
+            }
+            // SAFETY: x + 8 <= round_up(w, 8): the caller's room.
+            unsafe { _mm256_storeu_ps(out.add(x), v) };
+        }
+    }
+
+    /// # Safety
+    /// See `super::conv_row`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn conv_row(
+        conv: &Conv3,
+        src: *const f32,
+        dst: *mut f32,
+        g: &Geometry,
+        y: usize,
+        epilogue: Epilogue,
+    ) {
+        for (co, count) in channel_blocks(conv.cout) {
+            // SAFETY: forwarded.
+            unsafe {
+                match count {
+                    1 => block::<1, 4>(conv, co, src, dst, g, y, epilogue),
+                    2 => block::<2, 4>(conv, co, src, dst, g, y, epilogue),
+                    3 => block::<3, 2>(conv, co, src, dst, g, y, epilogue),
+                    _ => block::<4, 2>(conv, co, src, dst, g, y, epilogue),
+                }
+            }
+        }
+    }
+
+    /// Output channels `co..co + CB` of row `y`, `SB` strips of 8 pixels at a time: every input
+    /// value loaded feeds CB FMAs, every weight broadcast SB.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const CB: usize, const SB: usize>(
+        conv: &Conv3,
+        co: usize,
+        src: *const f32,
+        dst: *mut f32,
+        g: &Geometry,
+        y: usize,
+        epilogue: Epilogue,
+    ) {
+        let (stride, plane, cin) = (g.stride, g.plane, conv.cin);
+        let weights = conv.weights.as_ptr();
+        let mut x0 = 0;
+        while x0 < g.w {
+            let mut acc = [[_mm256_setzero_ps(); SB]; CB];
+            for ci in 0..cin {
+                // SAFETY (all loads): padded row y (the row above y) of plane ci, from column
+                // x0; reads reach 2 rows down and x0 + 8 * SB + 2 <= stride columns across.
+                let base = unsafe { src.add(ci * plane + y * stride + x0) };
+                let wbase = unsafe { weights.add((co * cin + ci) * 9) };
+                for dy in 0..3 {
+                    for dx in 0..3 {
+                        let p = unsafe { base.add(dy * stride + dx) };
+                        let mut v = [_mm256_setzero_ps(); SB];
+                        for (s, v) in v.iter_mut().enumerate() {
+                            *v = unsafe { _mm256_loadu_ps(p.add(s * 8)) };
+                        }
+                        for (c, acc) in acc.iter_mut().enumerate() {
+                            let wv = unsafe {
+                                _mm256_broadcast_ss(&*wbase.add(c * cin * 9 + dy * 3 + dx))
+                            };
+                            for (a, v) in acc.iter_mut().zip(v) {
+                                *a = _mm256_fmadd_ps(wv, v, *a);
+                            }
+                        }
+                    }
+                }
+            }
+            for (c, acc) in acc.iter().enumerate() {
+                let channel = co + c;
+                let bias = _mm256_set1_ps(conv.bias[channel]);
+                for (s, acc) in acc.iter().enumerate() {
+                    let x = x0 + s * 8;
+                    if x >= g.w {
+                        break;
+                    }
+                    let mut r = _mm256_add_ps(*acc, bias);
+                    let at = g.at(channel, y, x);
+                    // SAFETY (epilogue loads and the store): interior pixels x..x + 8 of row y,
+                    // at most 7 columns past the width, inside the row's stride.
+                    let target = match epilogue {
+                        Epilogue::Plain => unsafe { dst.add(at) },
+                        Epilogue::PRelu(slopes) => {
+                            let slope = _mm256_set1_ps(slopes[channel]);
+                            let zero = _mm256_setzero_ps();
+                            r = _mm256_fmadd_ps(
+                                slope,
+                                _mm256_min_ps(r, zero),
+                                _mm256_max_ps(r, zero),
+                            );
+                            unsafe { dst.add(at) }
+                        }
+                        Epilogue::Add(a, b) => {
+                            r = _mm256_add_ps(r, unsafe { _mm256_loadu_ps(a.add(at)) });
+                            if let Some(b) = b {
+                                r = _mm256_add_ps(r, unsafe { _mm256_loadu_ps(b.add(at)) });
+                            }
+                            unsafe { dst.add(at) }
+                        }
+                        Epilogue::Tail {
+                            across,
+                            taps,
+                            scale,
+                            bytes,
+                        } => {
+                            // channel (i, j, c): vertical taps of phase i over plane (c, j),
+                            // rows y..y + 5 of the skip planes (input rows y - 2..=y + 2)
+                            let (i, j, colour) =
+                                (channel / (3 * scale), channel / 3 % scale, channel % 3);
+                            let column = unsafe {
+                                across.add(
+                                    (colour * scale + j) * g.stride * (g.h + 4) + y * stride + x,
+                                )
+                            };
+                            for (a, tap) in taps[i].iter().enumerate() {
+                                let v = unsafe { _mm256_loadu_ps(column.add(a * stride)) };
+                                r = _mm256_fmadd_ps(_mm256_set1_ps(*tap), v, r);
+                            }
+                            r = _mm256_min_ps(
+                                _mm256_max_ps(r, _mm256_setzero_ps()),
+                                _mm256_set1_ps(255.0),
+                            );
+                            // truncate to 8 x i32, pack to 8 bytes (lanes 0-3 and 4-7 sit in
+                            // the low dword of each 128-bit half after the two packs)
+                            let i = _mm256_cvttps_epi32(r);
+                            let words = _mm256_packus_epi32(i, i);
+                            let packed = _mm256_packus_epi16(words, words);
+                            let eight = _mm_unpacklo_epi32(
+                                _mm256_castsi256_si128(packed),
+                                _mm256_extracti128_si256(packed, 1),
+                            );
+                            // SAFETY: row `channel` of `bytes`, x + 8 <= stride.
+                            unsafe {
+                                _mm_storel_epi64(bytes.add(channel * stride + x).cast(), eight)
+                            };
+                            continue;
+                        }
+                    };
+                    if x + 8 <= g.w {
+                        unsafe { _mm256_storeu_ps(target, r) };
+                    } else {
+                        let mut lanes = [0f32; 8];
+                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), r) };
+                        for (k, lane) in lanes.iter().enumerate().take(g.w - x) {
+                            unsafe { *target.add(k) = *lane };
+                        }
+                    }
+                }
+            }
+            x0 += 8 * SB;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_phase_taps_are_torchs_bicubic() {
+        for scale in [2, 3, 4] {
+            let taps = phase_taps(scale);
+            for (phase, t) in taps.iter().enumerate() {
+                let sum: f32 = t.iter().sum();
+                assert!(
+                    (sum - 1.0).abs() < 1e-6,
+                    "x{scale} phase {phase}: taps sum to {sum}"
+                );
+                // mirror phases have mirrored taps
+                let mut mirrored = taps[scale - 1 - phase];
+                mirrored.reverse();
+                for (a, b) in t.iter().zip(mirrored) {
+                    assert!((a - b).abs() < 1e-6, "x{scale} phase {phase}: {t:?}");
+                }
+            }
+        }
+        // x4 phase 0 samples h - 0.375: Keys' weights at distances 1.625, 0.625, 0.375, 1.375;
+        // x2 phase 0 samples h - 0.25: 1.75, 0.75, 0.25, 1.25
+        for (scale, d) in [
+            (4, [1.625, 0.625, 0.375, 1.375]),
+            (2, [1.75, 0.75, 0.25, 1.25]),
+        ] {
+            let t = phase_taps(scale)[0];
+            for (k, distance) in d.iter().enumerate() {
+                assert!(
+                    (f64::from(t[k]) - cubic(*distance)).abs() < 1e-6,
+                    "x{scale}: {t:?}"
+                );
+            }
+            assert_eq!(t[4], 0.0);
+        }
+    }
+
+    #[test]
+    fn channels_are_cut_into_blocks_of_at_most_four() {
+        let cut = |n| channel_blocks(n).collect::<Vec<_>>();
+        assert_eq!(cut(7), [(0, 3), (3, 4)]);
+        assert_eq!(cut(4), [(0, 4)]);
+        assert_eq!(cut(48).len(), 12);
+        for n in 1..=64 {
+            let blocks = cut(n);
+            assert!(
+                blocks.iter().all(|&(_, b)| (1..=4).contains(&b)),
+                "{n}: {blocks:?}"
+            );
+            let starts: Vec<usize> = blocks.iter().map(|&(s, _)| s).collect();
+            let ends: Vec<usize> = blocks.iter().map(|&(s, b)| s + b).collect();
+            assert_eq!(starts[0], 0);
+            assert_eq!(ends[ends.len() - 1], n);
+            assert_eq!(starts[1..], ends[..ends.len() - 1]);
+        }
+    }
+
+    #[test]
+    fn bands_cover_every_row_once() {
+        for (total, threads) in [(180, 2), (7, 3), (1, 1), (5, 4)] {
+            let rows: Vec<usize> = (0..threads).flat_map(|t| band(total, t, threads)).collect();
+            assert_eq!(rows, (0..total).collect::<Vec<_>>());
+        }
+    }
+}
