@@ -550,6 +550,13 @@ fn the_direct_cpu_form_gives_libtorchs_picture() {
                     fast.len()
                 );
             }
+            // tiles of several sizes (each size keeps buffers of its own) give the whole frame
+            let whole = variant.upscale(&hr).unwrap();
+            for tile in [16, 40] {
+                let tiled = variant.upscale_tiled(&hr, tile).unwrap();
+                let diff = max_diff(&bytes(&tiled), &bytes(&whole));
+                assert!(diff <= 1, "{name} in {tile}-pixel tiles differs by {diff}");
+            }
             // and it restores: above bicubic on the held-out photograph
             let out = variant.upscale(&lr).unwrap();
             let bicubic = ladder.variant("bicubic").unwrap().upscale(&lr).unwrap();

@@ -53,8 +53,12 @@ pub(super) struct NativeNet {
     tail: Conv3,
     /// Per output phase, the 5 bicubic taps at input offsets -2..=2 (`bicubic_phase_kernel`).
     taps: Vec<[f32; 5]>,
-    workspace: Mutex<Option<Workspace>>,
+    /// Buffers of the last few frame sizes, most recent last.
+    workspaces: Mutex<Vec<Workspace>>,
 }
+
+/// How many frame sizes keep their buffers (a tiled frame has up to 4 tile sizes).
+const KEPT_WORKSPACES: usize = 4;
 
 /// The widest body this path takes (see `from_module`).
 const MAX_WIDTH: usize = 16;
@@ -194,7 +198,7 @@ impl NativeNet {
             blocks,
             tail,
             taps: phase_taps(scale),
-            workspace: Mutex::default(),
+            workspaces: Mutex::default(),
         })
     }
 
@@ -203,10 +207,18 @@ impl NativeNet {
     pub(super) fn upscale(&self, frames: &Tensor, threads: usize) -> Result<Tensor, tch::TchError> {
         let input = frames.f_contiguous()?;
         let size = input.size();
-        let &[n, h, w, 3] = size.as_slice() else {
-            return Err(tch::TchError::Shape(format!(
-                "expected uint8 (N, H, W, 3), got {size:?}"
-            )));
+        let (kind, device) = (input.f_kind()?, input.device());
+        let (n, h, w) = match *size.as_slice() {
+            [n, h, w, 3]
+                if n > 0 && h > 0 && w > 0 && kind == Kind::Uint8 && device == tch::Device::Cpu =>
+            {
+                (n, h, w)
+            }
+            _ => {
+                return Err(tch::TchError::Shape(format!(
+                    "expected uint8 (N, H, W, 3) on the CPU, got {kind:?} {size:?} on {device:?}"
+                )));
+            }
         };
         let s = self.scale as i64;
         let output = Tensor::f_empty([n, h * s, w * s, 3], (Kind::Uint8, tch::Device::Cpu))?;
@@ -221,24 +233,30 @@ impl NativeNet {
                 std::slice::from_raw_parts_mut(output.data_ptr() as *mut u8, n * frame_out),
             )
         };
-        let mut guard = self.workspace.try_lock().ok();
-        let mut own = None;
-        let workspace = match guard.as_deref_mut() {
-            Some(slot) => slot,
-            None => &mut own, // another thread runs this rung right now: a workspace of our own
+        // a kept workspace of this size (tiles of a frame come in a few sizes), or a new one;
+        // two threads running this rung at once each take their own
+        let kept = {
+            let mut kept = self.workspaces.lock().unwrap_or_else(|e| e.into_inner());
+            kept.iter()
+                .position(|ws| ws.fits(h, w))
+                .map(|i| kept.remove(i))
         };
-        if !workspace.as_ref().is_some_and(|ws| ws.fits(h, w)) {
-            *workspace = Some(Workspace::new(self, h, w));
-        }
-        let ws = workspace.as_mut().expect("just set");
+        let mut ws = match kept {
+            Some(ws) => ws,
+            None => Workspace::new(self, h, w)?,
+        };
         let threads = threads.clamp(1, h.div_ceil(8).max(1));
         for (frame, out) in src
             .chunks_exact(frame_in)
             .zip(dst.chunks_exact_mut(frame_out))
         {
-            self.run_frame(ws, frame, out, threads);
+            self.run_frame(&mut ws, frame, out, threads);
         }
-        drop(guard);
+        let mut kept = self.workspaces.lock().unwrap_or_else(|e| e.into_inner());
+        kept.push(ws);
+        if kept.len() > KEPT_WORKSPACES {
+            kept.remove(0);
+        }
         Ok(output)
     }
 
@@ -246,17 +264,40 @@ impl NativeNet {
         let geometry = ws.geometry;
         let shared = ws.shared();
         let out = Shared(out.as_mut_ptr());
-        let barrier = Barrier::new(threads);
+        // The barrier is sized to the helpers that did start (a refused thread, at a process
+        // limit, must not leave the others waiting at it forever): each helper waits for its
+        // band and the count before it starts, and returns if it is told none.
+        let barrier = std::sync::OnceLock::new();
         std::thread::scope(|scope| {
-            for t in 1..threads {
+            let mut helpers = Vec::new();
+            for _ in 1..threads {
+                let (tell, told) = std::sync::mpsc::channel::<(usize, usize)>();
                 let (barrier, shared) = (&barrier, &shared);
-                scope.spawn(move || {
-                    // SAFETY: see `run_band`.
-                    unsafe { self.run_band(t, threads, barrier, &geometry, frame, out, shared) }
-                });
+                let started = std::thread::Builder::new()
+                    .name("lightsr-direct".into())
+                    .spawn_scoped(scope, move || {
+                        let Ok((t, threads)) = told.recv() else {
+                            return;
+                        };
+                        let Some(barrier) = barrier.get() else {
+                            return;
+                        };
+                        // SAFETY: see `run_band`.
+                        unsafe { self.run_band(t, threads, barrier, &geometry, frame, out, shared) }
+                    });
+                if started.is_err() {
+                    break;
+                }
+                helpers.push(tell);
+            }
+            let threads = helpers.len() + 1;
+            let barrier = barrier.get_or_init(|| Barrier::new(threads));
+            for (t, tell) in helpers.iter().enumerate() {
+                // a helper that started is waiting for this; it cannot have gone
+                let _ = tell.send((t + 1, threads));
             }
             // SAFETY: see `run_band`.
-            unsafe { self.run_band(0, threads, &barrier, &geometry, frame, out, &shared) }
+            unsafe { self.run_band(0, threads, barrier, &geometry, frame, out, &shared) }
         });
     }
 
@@ -410,11 +451,7 @@ impl NativeNet {
                 let row =
                     unsafe { std::slice::from_raw_parts_mut(out.add((y * s + i) * out_w), out_w) };
                 let phase = &bytes[i * s * 3 * g.stride..(i + 1) * s * 3 * g.stride];
-                for (k, byte_row) in phase.chunks_exact(g.stride).enumerate() {
-                    for (x, &value) in byte_row[..g.w].iter().enumerate() {
-                        row[x * s * 3 + k] = value;
-                    }
-                }
+                interleave(phase, g.stride, g.w, row);
             }
         }
     }
@@ -456,7 +493,9 @@ struct Workspace {
 }
 
 impl Workspace {
-    fn new(net: &NativeNet, h: usize, w: usize) -> Workspace {
+    /// Zeroed buffers for frames of h x w; out of memory is an error libtorch's would read as
+    /// one (`Variant`'s frame error names it, with the frame and what to do).
+    fn new(net: &NativeNet, h: usize, w: usize) -> Result<Workspace, tch::TchError> {
         let stride = w.div_ceil(32) * 32 + 16;
         let plane = (h + 2) * stride;
         let middle = net.blocks.iter().map(|b| b.conv1.cout).max().unwrap_or(1);
@@ -467,15 +506,26 @@ impl Workspace {
             plane,
             skip_plane: (h + 4) * stride,
         };
-        Workspace {
+        let zeros = |len: usize| -> Result<Vec<f32>, tch::TchError> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).map_err(|_| {
+                tch::TchError::Torch(format!(
+                    "out of memory: the direct CPU form's buffers: you tried to allocate {} bytes",
+                    len * 4
+                ))
+            })?;
+            v.resize(len, 0.0);
+            Ok(v)
+        };
+        Ok(Workspace {
             geometry,
-            mean: vec![0.0; 3 * plane],
-            features: vec![0.0; net.width * plane],
-            middle: vec![0.0; middle * plane],
-            ping: vec![0.0; net.width * plane],
-            pong: vec![0.0; net.width * plane],
-            across: vec![0.0; 3 * net.scale * geometry.skip_plane],
-        }
+            mean: zeros(3 * plane)?,
+            features: zeros(net.width * plane)?,
+            middle: zeros(middle * plane)?,
+            ping: zeros(net.width * plane)?,
+            pong: zeros(net.width * plane)?,
+            across: zeros(3 * net.scale * geometry.skip_plane)?,
+        })
     }
 
     fn fits(&self, h: usize, w: usize) -> bool {
@@ -571,6 +621,23 @@ unsafe fn conv_row(
     }
 }
 
+/// `rows` (k of them, each `stride` bytes, `w` used) interleaved into `out`: byte x * k + j of
+/// `out` is byte x of row j (the pixel shuffle of one output row: k = s * 3).
+fn interleave(rows: &[u8], stride: usize, w: usize, out: &mut [u8]) {
+    let k = rows.len() / stride;
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if k <= 16 && supported() {
+        // SAFETY: the CPU has AVX2 (and so SSE2); bounds are checked inside.
+        done = unsafe { avx2::interleave(rows, stride, w, out) };
+    }
+    for (j, row) in rows.chunks_exact(stride).enumerate() {
+        for (x, &value) in row[..w].iter().enumerate().skip(done) {
+            out[x * k + j] = value;
+        }
+    }
+}
+
 /// `out[x] = sum of taps[b] * padded[x + b]` for x in 0..round_up(w, 8).
 ///
 /// # Safety
@@ -603,6 +670,68 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{Conv3, Epilogue, Geometry, channel_blocks};
+
+    /// `super::interleave` for whole groups of 16 pixels whose 16-byte stores stay inside
+    /// `out`; returns how many pixels it did (the caller does the rest).
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn interleave(rows: &[u8], stride: usize, w: usize, out: &mut [u8]) -> usize {
+        let k = rows.len() / stride;
+        assert!((1..=16).contains(&k) && rows.len() == k * stride && out.len() >= w * k);
+        let mut x = 0;
+        // pixel x + 15's 16-byte store ends at (x + 15) * k + 16 <= out.len()
+        while x + 16 <= w && (x + 15) * k + 16 <= out.len() && x + 16 <= stride {
+            let mut v = [_mm_setzero_si128(); 16];
+            for (j, v) in v.iter_mut().enumerate().take(k) {
+                // SAFETY: x + 16 <= stride: inside row j.
+                *v = unsafe { _mm_loadu_si128(rows.as_ptr().add(j * stride + x).cast()) };
+            }
+            // 16 x 16 byte transpose: after it, v[BIT_REVERSED[p]] holds pixel x + p's bytes
+            let v = transpose16(v);
+            // in pixel order: each store's last 16 - k bytes are the next pixel's, rewritten next
+            for (p, &from) in BIT_REVERSED.iter().enumerate() {
+                // SAFETY: (x + p) * k + 16 <= (x + 15) * k + 16 <= out.len() (loop condition).
+                unsafe { _mm_storeu_si128(out.as_mut_ptr().add((x + p) * k).cast(), v[from]) };
+            }
+            x += 16;
+        }
+        x
+    }
+
+    /// Where `transpose16` leaves each pixel: the 4-bit reversal of its index.
+    const BIT_REVERSED: [usize; 16] = [0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15];
+
+    /// Four rounds of byte, word, dword and qword unpacks.
+    #[target_feature(enable = "avx2")]
+    fn transpose16(r: [__m128i; 16]) -> [__m128i; 16] {
+        let mut a = [_mm_setzero_si128(); 16];
+        for i in 0..8 {
+            a[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+            a[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+        }
+        let mut b = [_mm_setzero_si128(); 16];
+        for i in 0..4 {
+            for h in 0..2 {
+                b[4 * i + h] = _mm_unpacklo_epi16(a[4 * i + h], a[4 * i + 2 + h]);
+                b[4 * i + 2 + h] = _mm_unpackhi_epi16(a[4 * i + h], a[4 * i + 2 + h]);
+            }
+        }
+        let mut c = [_mm_setzero_si128(); 16];
+        for i in 0..2 {
+            for h in 0..4 {
+                c[8 * i + h] = _mm_unpacklo_epi32(b[8 * i + h], b[8 * i + 4 + h]);
+                c[8 * i + 4 + h] = _mm_unpackhi_epi32(b[8 * i + h], b[8 * i + 4 + h]);
+            }
+        }
+        let mut d = [_mm_setzero_si128(); 16];
+        for h in 0..8 {
+            d[h] = _mm_unpacklo_epi64(c[h], c[8 + h]);
+            d[8 + h] = _mm_unpackhi_epi64(c[h], c[8 + h]);
+        }
+        d
+    }
 
     /// # Safety
     /// See `super::filter_row`.
@@ -832,6 +961,27 @@ mod tests {
             assert_eq!(starts[0], 0);
             assert_eq!(ends[ends.len() - 1], n);
             assert_eq!(starts[1..], ends[..ends.len() - 1]);
+        }
+    }
+
+    #[test]
+    fn rows_interleave_into_pixels() {
+        for k in [1, 3, 6, 9, 12, 16] {
+            for w in [1usize, 5, 16, 17, 18, 33, 34, 35, 100] {
+                let stride = w.div_ceil(32) * 32 + 16;
+                let rows: Vec<u8> = (0..k * stride).map(|i| (i * 7 + i / 13) as u8).collect();
+                let mut out = vec![0u8; w * k];
+                interleave(&rows, stride, w, &mut out);
+                for x in 0..w {
+                    for j in 0..k {
+                        assert_eq!(
+                            out[x * k + j],
+                            rows[j * stride + x],
+                            "k {k} w {w} x {x} j {j}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -479,6 +479,13 @@ mod tests {
             Some("an allocation of 2.00 GiB")
         );
         assert_eq!(out_of_memory("RuntimeError: shape mismatch"), None);
+        // the direct CPU form's own buffers (engine::native)
+        let direct =
+            "out of memory: the direct CPU form's buffers: you tried to allocate 2500000 bytes";
+        assert_eq!(
+            out_of_memory(direct).as_deref(),
+            Some("an allocation of 2.5 MB")
+        );
         let small = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 4096 bytes.";
         assert_eq!(
             out_of_memory(small).as_deref(),
