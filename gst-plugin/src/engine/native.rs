@@ -3,12 +3,13 @@
 //!
 //! The light rungs are thin: 6-16 channels at input resolution, a tail of `3 * s * s` channels
 //! and the bicubic skip. oneDNN runs such layers far below the CPU's peak (x4 `dense-pruned`:
-//! 27 ms a 320x180 frame for 0.37 GMACs on a 2-core EPYC that does 72 GMAC/s in a GEMM), so this
-//! module runs them itself: each 3x3 convolution as register-blocked FMAs over strips of 8
-//! pixels and blocks of up to 4 output channels, read from zero-bordered planes; the bicubic skip
-//! separably (4 taps across, 4 down) inside the tail's epilogue; clamp, truncation and the
-//! pixel shuffle into the uint8 output in the same pass; rows split between threads with a
-//! barrier between layers.
+//! 27 ms a 320x180 frame for 0.37 GMACs on a 2-core EPYC that does 72 GMAC/s in a dense
+//! 64-channel conv), so this module runs them itself: each 3x3 convolution as register-blocked
+//! FMAs over 2 strips of 8 pixels and blocks of up to 4 output channels, read from zero-bordered
+//! planes; the bicubic skip separably (4 taps across, 4 down, the vertical pass in the tail's
+//! epilogue); clamp, truncation and packing to bytes in the same epilogue, then the pixel shuffle
+//! as a byte transpose; rows split between threads with a barrier between layers. Only bodies up
+//! to 16 channels wide: oneDNN does better on wider ones.
 //!
 //! It computes exactly what `lightsr.deploy.PhaseDeploy` computes, from the TorchScript
 //! module's own parameters, and [`NativeNet::from_module`] only accepts a module whose
@@ -57,8 +58,10 @@ pub(super) struct NativeNet {
     workspaces: Mutex<Vec<Workspace>>,
 }
 
-/// How many frame sizes keep their buffers (a tiled frame has up to 4 tile sizes).
+/// How many frame sizes keep their buffers (a tiled frame has up to 4 tile sizes), within
+/// `KEPT_BYTES` beside the latest size's (a 1920x1080 input at width 16 needs about 670 MB).
 const KEPT_WORKSPACES: usize = 4;
+const KEPT_BYTES: usize = 256 << 20;
 
 /// The widest body this path takes (see `from_module`).
 const MAX_WIDTH: usize = 16;
@@ -254,9 +257,8 @@ impl NativeNet {
         }
         let mut kept = self.workspaces.lock().unwrap_or_else(|e| e.into_inner());
         kept.push(ws);
-        if kept.len() > KEPT_WORKSPACES {
-            kept.remove(0);
-        }
+        let sizes: Vec<usize> = kept.iter().map(Workspace::bytes).collect();
+        kept.drain(..evicted(&sizes));
         Ok(output)
     }
 
@@ -457,6 +459,16 @@ impl NativeNet {
     }
 }
 
+/// How many of the kept workspaces (oldest first, of these sizes in bytes) to free: the oldest
+/// go first, down to the newest alone if that alone is over the memory bound.
+fn evicted(sizes: &[usize]) -> usize {
+    let mut first = sizes.len().saturating_sub(KEPT_WORKSPACES);
+    while first + 1 < sizes.len() && sizes[first..].iter().sum::<usize>() > KEPT_BYTES {
+        first += 1;
+    }
+    first
+}
+
 fn band(total: usize, t: usize, threads: usize) -> Range<usize> {
     total * t / threads..total * (t + 1) / threads
 }
@@ -526,6 +538,16 @@ impl Workspace {
             pong: zeros(net.width * plane)?,
             across: zeros(3 * net.scale * geometry.skip_plane)?,
         })
+    }
+
+    fn bytes(&self) -> usize {
+        let floats = self.mean.len()
+            + self.features.len()
+            + self.middle.len()
+            + self.ping.len()
+            + self.pong.len()
+            + self.across.len();
+        floats * std::mem::size_of::<f32>()
     }
 
     fn fits(&self, h: usize, w: usize) -> bool {
@@ -983,6 +1005,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn kept_buffers_stay_few_and_within_the_memory_bound() {
+        let mb = 1 << 20;
+        assert_eq!(evicted(&[]), 0);
+        assert_eq!(evicted(&[mb; 4]), 0);
+        assert_eq!(evicted(&[mb; 6]), 2); // at most 4 sizes
+        assert_eq!(evicted(&[200 * mb, 100 * mb]), 1); // 300 MB: the older goes
+        assert_eq!(evicted(&[mb, 700 * mb]), 1); // the newest stays alone, however large
+        assert_eq!(evicted(&[700 * mb, mb]), 1);
+        assert_eq!(evicted(&[100 * mb, 100 * mb, 50 * mb]), 0);
     }
 
     #[test]
