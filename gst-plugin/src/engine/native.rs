@@ -257,8 +257,10 @@ impl NativeNet {
         }
         let mut kept = self.workspaces.lock().unwrap_or_else(|e| e.into_inner());
         kept.push(ws);
-        let sizes: Vec<usize> = kept.iter().map(Workspace::bytes).collect();
-        kept.drain(..evicted(&sizes));
+        if kept.len() > 1 {
+            let sizes: Vec<usize> = kept.iter().map(Workspace::bytes).collect();
+            kept.drain(..evicted(&sizes));
+        }
         Ok(output)
     }
 
@@ -266,13 +268,18 @@ impl NativeNet {
         let geometry = ws.geometry;
         let shared = ws.shared();
         let out = Shared(out.as_mut_ptr());
+        // one set of row buffers per band, each moved to the thread that runs the band
+        let rows = Scratch::sizes(&geometry, self.tail.cout);
+        ws.scratch.resize_with(threads, || Scratch::new(rows));
+        let mut scratch = ws.scratch.iter_mut();
+        let own = scratch.next().expect("one per thread");
         // The barrier is sized to the helpers that did start (a refused thread, at a process
         // limit, must not leave the others waiting at it forever): each helper waits for its
         // band and the count before it starts, and returns if it is told none.
         let barrier = std::sync::OnceLock::new();
         std::thread::scope(|scope| {
             let mut helpers = Vec::new();
-            for _ in 1..threads {
+            for scratch in scratch {
                 let (tell, told) = std::sync::mpsc::channel::<(usize, usize)>();
                 let (barrier, shared) = (&barrier, &shared);
                 let started = std::thread::Builder::new()
@@ -285,7 +292,11 @@ impl NativeNet {
                             return;
                         };
                         // SAFETY: see `run_band`.
-                        unsafe { self.run_band(t, threads, barrier, &geometry, frame, out, shared) }
+                        unsafe {
+                            self.run_band(
+                                t, threads, barrier, &geometry, frame, out, shared, scratch,
+                            )
+                        }
                     });
                 if started.is_err() {
                     break;
@@ -299,7 +310,7 @@ impl NativeNet {
                 let _ = tell.send((t + 1, threads));
             }
             // SAFETY: see `run_band`.
-            unsafe { self.run_band(0, threads, barrier, &geometry, frame, out, &shared) }
+            unsafe { self.run_band(0, threads, barrier, &geometry, frame, out, &shared, own) }
         });
     }
 
@@ -319,12 +330,13 @@ impl NativeNet {
         frame: &[u8],
         out: Shared<u8>,
         ws: &SharedWorkspace,
+        scratch: &mut Scratch,
     ) {
         let rows = band(g.h, t, threads);
         let skip_rows = band(g.h + 4, t, threads);
         unsafe {
             self.sub_mean(frame, ws.mean.0, g, rows.clone());
-            self.horizontal_skip(frame, ws.across.0, g, skip_rows);
+            self.horizontal_skip(frame, ws.across.0, g, skip_rows, &mut scratch.padded);
             barrier.wait();
             conv(
                 &self.initial,
@@ -359,7 +371,7 @@ impl NativeNet {
                 barrier.wait();
                 r = next;
             }
-            self.tail(r, ws.across.0, out.0, g, rows);
+            self.tail(r, ws.across.0, out.0, g, rows, &mut scratch.bytes);
         }
     }
 
@@ -390,11 +402,10 @@ impl NativeNet {
         across: *mut f32,
         g: &Geometry,
         rows: Range<usize>,
+        padded: &mut [f32],
     ) {
         let s = self.scale;
         let (h, w) = (g.h as i64, g.w);
-        // one colour of one row, replicate-padded by 2 on the left and at least 10 on the right
-        let mut padded = vec![0f32; w.div_ceil(8) * 8 + 12];
         for r in rows {
             let y = (r as i64 - 2).clamp(0, h - 1) as usize;
             let pixels = &frame[y * w * 3..(y + 1) * w * 3];
@@ -406,7 +417,7 @@ impl NativeNet {
                     // SAFETY: row r of plane (c, j), columns 0..round_up(w, 8) <= stride.
                     unsafe {
                         filter_row(
-                            &padded,
+                            padded,
                             taps,
                             across.add((c * s + j) * g.skip_plane + r * g.stride),
                             w,
@@ -426,10 +437,9 @@ impl NativeNet {
         out: *mut u8,
         g: &Geometry,
         rows: Range<usize>,
+        bytes: &mut [u8],
     ) {
         let s = self.scale;
-        let channels = self.tail.cout;
-        let mut bytes = vec![0u8; channels * g.stride];
         for y in rows {
             // SAFETY: as `conv`; `bytes` holds `channels` rows of `stride` bytes.
             unsafe {
@@ -502,6 +512,31 @@ struct Workspace {
     ping: Vec<f32>,
     pong: Vec<f32>,
     across: Vec<f32>,
+    /// Row buffers, one set per band thread.
+    scratch: Vec<Scratch>,
+}
+
+/// One band thread's row buffers (`Scratch::sizes`).
+#[derive(Debug)]
+struct Scratch {
+    /// One colour of one input row, replicate-padded by 2 on the left and at least 10 on the
+    /// right (`horizontal_skip`).
+    padded: Vec<f32>,
+    /// The tail's output channels of one row as bytes, `stride` each (`tail`).
+    bytes: Vec<u8>,
+}
+
+impl Scratch {
+    fn sizes(g: &Geometry, tail_channels: usize) -> (usize, usize) {
+        (g.w.div_ceil(8) * 8 + 12, tail_channels * g.stride)
+    }
+
+    fn new((padded, bytes): (usize, usize)) -> Scratch {
+        Scratch {
+            padded: vec![0.0; padded],
+            bytes: vec![0; bytes],
+        }
+    }
 }
 
 impl Workspace {
@@ -537,6 +572,7 @@ impl Workspace {
             ping: zeros(net.width * plane)?,
             pong: zeros(net.width * plane)?,
             across: zeros(3 * net.scale * geometry.skip_plane)?,
+            scratch: Vec::new(),
         })
     }
 
@@ -883,9 +919,7 @@ mod avx2 {
                             let (i, j, colour) =
                                 (channel / (3 * scale), channel / 3 % scale, channel % 3);
                             let column = unsafe {
-                                across.add(
-                                    (colour * scale + j) * g.stride * (g.h + 4) + y * stride + x,
-                                )
+                                across.add((colour * scale + j) * g.skip_plane + y * stride + x)
                             };
                             for (a, tap) in taps[i].iter().enumerate() {
                                 let v = unsafe { _mm256_loadu_ps(column.add(a * stride)) };
