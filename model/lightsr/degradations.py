@@ -323,14 +323,15 @@ def _require_av():
 # hands the element). swscale's default RGB <-> yuv420p conversion (PyAV's reformat) truncates and
 # shifts luma by about -1.1 grey levels on a round trip, which a network learns to undo, and then
 # brightens every clean frame (model/REPORT.md); so the conversion is done here, rounded.
-_RGB_TO_YCBCR = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
-_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+# MATLAB's rgb2ycbcr rows over 255 (the offsets 16, 128, 128 are added apart)
+RGB_TO_YCBCR = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+_YCBCR_TO_RGB = np.linalg.inv(RGB_TO_YCBCR)
 
 
 def rgb_to_yuv420(rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB (h, w, 3), even sides -> yuv420p planes as PyAV lays them out, (h * 3 / 2, w)."""
     h, w = rgb.shape[:2]
-    ycc = rgb.astype(np.float64) @ _RGB_TO_YCBCR.T + np.array([16.0, 128.0, 128.0])
+    ycc = rgb.astype(np.float64) @ RGB_TO_YCBCR.T + np.array([16.0, 128.0, 128.0])
     chroma = ycc[..., 1:].reshape(h // 2, 2, w // 2, 2, 2).mean(axis=(1, 3))  # 2x2 box, centre-sited
     planes = [ycc[..., 0].reshape(-1), chroma[..., 0].reshape(-1), chroma[..., 1].reshape(-1)]
     return np.clip(np.rint(np.concatenate(planes)), 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)

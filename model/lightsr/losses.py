@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lightsr.degradations import RGB_TO_YCBCR
 
 # ------------------------------------------------------------------ registry
 LOSS_REGISTRY: dict[str, type[nn.Module]] = {}
@@ -75,9 +76,6 @@ class PSNRLoss(nn.Module):
     dB, as a heavily compressed one. Under L1 the heavy samples' large errors dominate the mean,
     and a small network settles on a blur that costs clean input about 0.8 dB (model/REPORT.md)."""
 
-    # BT.601 studio-range RGB (0..255) -> Y, Cb, Cr offsets-free rows (MATLAB rgb2ycbcr / 255)
-    YCBCR = ((65.481, 128.553, 24.966), (-37.797, -74.203, 112.0), (112.0, -93.786, -18.214))
-
     def __init__(self, eps: float = 1e-8, chroma_weight: float | None = None):
         super().__init__()
         self.eps = eps
@@ -86,7 +84,8 @@ class PSNRLoss(nn.Module):
         # unset: the error in RGB; set: in BT.601 Y, Cb, Cr, the chroma planes weighted by it (the
         # ladder is judged on Y, and 4:2:0 coding leaves chroma the least recoverable)
         self.chroma_weight = None if chroma_weight is None else float(chroma_weight)
-        self.register_buffer("ycbcr", torch.tensor(self.YCBCR) / 255.0, persistent=False)
+        # the codec pass's BT.601 rows (lightsr.degradations), without the offsets
+        self.register_buffer("ycbcr", torch.from_numpy(RGB_TO_YCBCR).float(), persistent=False)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         diff = pred.float() - target.float()

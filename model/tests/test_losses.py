@@ -241,7 +241,8 @@ def test_psnr_loss_in_ycbcr_weighs_chroma_as_asked():
     assert losses.PSNRLoss()(pred, target).item() == pytest.approx((10 * torch.log10(rgb_mse)).mean().item(), abs=1e-4)
     # an error of chroma only (Y unchanged: +1 Cb step of BT.601 in RGB): invisible at weight 0,
     # counted at weight 0.25 as a quarter of each chroma plane's error over 1.5
-    cb = torch.linalg.inv(torch.tensor(losses.PSNRLoss.YCBCR) / 255.0)[:, 1].view(1, 3, 1, 1)
+    from lightsr.degradations import RGB_TO_YCBCR
+    cb = torch.linalg.inv(torch.from_numpy(RGB_TO_YCBCR).float())[:, 1].view(1, 3, 1, 1)
     shifted = target + 4.0 * cb
     assert losses.PSNRLoss(chroma_weight=0.0)(shifted, target).item() < -70  # log10(eps) territory
     assert losses.PSNRLoss(chroma_weight=0.25)(shifted, target).item() == pytest.approx(
