@@ -297,12 +297,20 @@ fn main() {
     });
 
     // A rung with a direct CPU form (engine::native) is also timed through libtorch, side by side.
+    // Where the direct form runs its AVX-512 kernels, its AVX2 kernels are timed too.
     let has_direct = variant.runs_direct();
+    let wide = has_direct && variant.direct_isa() == Some("AVX-512");
     let mut torch = Vec::with_capacity(frames);
+    let mut narrow = Vec::with_capacity(frames);
     if has_direct {
         variant.set_direct(false);
         direct_forward(&variant, &input);
         variant.set_direct(true);
+    }
+    if wide {
+        variant.set_direct_wide(false);
+        direct_forward(&variant, &input);
+        variant.set_direct_wide(true);
     }
     let mut direct = Vec::with_capacity(frames);
     let mut element: Vec<Vec<Duration>> = vec![Vec::with_capacity(frames); runs.len()];
@@ -311,6 +319,11 @@ fn main() {
             variant.set_direct(false);
             torch.push(direct_forward(&variant, &input));
             variant.set_direct(true);
+        }
+        if wide {
+            variant.set_direct_wide(false);
+            narrow.push(direct_forward(&variant, &input));
+            variant.set_direct_wide(true);
         }
         direct.push(direct_forward(&variant, &input));
         for (run, times) in runs.iter_mut().zip(&mut element) {
@@ -329,11 +342,20 @@ fn main() {
     );
     if has_direct {
         let torch_ms = median_ms(&mut torch);
+        let isa = variant.direct_isa().unwrap_or_default();
         println!(
             "  {:<44}: {forward_ms:8.2} ms/frame  (libtorch: {torch_ms:.2} ms, {:.2}x the direct form)",
-            "direct CPU form forward (engine::native)",
+            format!("direct CPU form forward ({isa})"),
             torch_ms / forward_ms
         );
+        if wide {
+            let narrow_ms = median_ms(&mut narrow);
+            println!(
+                "  {:<44}: {narrow_ms:8.2} ms/frame  ({:.2}x the AVX-512 kernels)",
+                "direct CPU form forward (AVX2)",
+                narrow_ms / forward_ms
+            );
+        }
     } else {
         println!(
             "  {:<44}: {forward_ms:8.2} ms/frame",

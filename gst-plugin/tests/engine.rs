@@ -511,16 +511,30 @@ fn direct_cpu() -> bool {
     }
 }
 
+/// Whether this CPU also has the direct form's AVX-512 kernels (AVX-512F).
+fn avx512_cpu() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        direct_cpu() && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[test]
 fn the_direct_cpu_form_gives_libtorchs_picture() {
     // Every thin plain-convolution rung of the default ladder (body width up to 16) runs on the
-    // CPU in its direct form (where the CPU has AVX2 and FMA); it must give the TorchScript module's picture, to a
+    // CPU in its direct form (where the CPU has AVX2 and FMA; AVX-512 kernels where it has
+    // AVX-512F, and they must give the AVX2 kernels' bytes); it must give the TorchScript module's picture, to a
     // grey level where float sums round differently, on a held-out photograph, an odd-sized
     // strided crop of it and a batch of two. The Fourier rung, the wider `dense-wide` rungs and
     // bicubic stay with libtorch.
     let bundle = Bundle::load(&BundleSource::Embedded, Device::Cpu).unwrap();
     let hr = photo("astronaut_hr", 192, 128);
     let mut direct = Vec::new();
+    let mut wide = Vec::new();
     for scale in [4i64, 2] {
         let ladder = bundle.ladder(scale as u32).unwrap();
         let lr = photo(&format!("astronaut_lr_x{scale}"), 192 / scale, 128 / scale);
@@ -549,6 +563,15 @@ fn the_direct_cpu_form_gives_libtorchs_picture() {
                     input.size(),
                     fast.len()
                 );
+                // on a CPU with AVX-512 the AVX2 kernels give the very same bytes
+                if variant.direct_isa() == Some("AVX-512") {
+                    variant.set_direct_wide(false);
+                    assert_eq!(variant.direct_isa(), Some("AVX2"), "{name}");
+                    let narrow = bytes(&variant.upscale(input).unwrap());
+                    variant.set_direct_wide(true);
+                    assert!(narrow == fast, "{name}: AVX2 and AVX-512 kernels differ");
+                    wide.push(name.clone());
+                }
             }
             // tiles of several sizes (each size keeps buffers of its own) give the whole frame
             let whole = variant.upscale(&hr).unwrap();
@@ -568,6 +591,8 @@ fn the_direct_cpu_form_gives_libtorchs_picture() {
     }
     if direct_cpu() {
         assert_eq!(direct, ["x4 dense", "x4 dense-pruned", "x2 dense"]);
+        // the AVX-512 kernels wherever the CPU has them (each rung checked on its 3 inputs)
+        assert_eq!(wide.len(), if avx512_cpu() { 9 } else { 0 }, "{wide:?}");
     } else {
         assert!(direct.is_empty(), "{direct:?} without AVX2 and FMA");
     }

@@ -19,7 +19,10 @@
 
 use std::{
     ops::Range,
-    sync::{Barrier, Mutex},
+    sync::{
+        Barrier, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use tch::{CModule, Kind, Tensor};
@@ -54,6 +57,9 @@ pub(super) struct NativeNet {
     tail: Conv3,
     /// Per output phase, the 5 bicubic taps at input offsets -2..=2 (`bicubic_phase_kernel`).
     taps: Vec<[f32; 5]>,
+    /// Whether the convolutions use the AVX-512 kernels (16 pixels a vector) rather than the
+    /// AVX2 ones; only ever true where the CPU has AVX-512F ([`NativeNet::set_wide`]).
+    wide: AtomicBool,
     /// Buffers of the last few frame sizes, most recent last.
     workspaces: Mutex<Vec<Workspace>>,
 }
@@ -62,6 +68,18 @@ pub(super) struct NativeNet {
 /// `KEPT_BYTES` beside the latest size's (a 1920x1080 input at width 16 needs about 670 MB).
 const KEPT_WORKSPACES: usize = 4;
 const KEPT_BYTES: usize = 256 << 20;
+
+/// Whether this CPU has the AVX-512 kernels' instructions (AVX-512F).
+pub(super) fn wide_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        supported() && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// The widest body this path takes (see `from_module`).
 const MAX_WIDTH: usize = 16;
@@ -201,8 +219,22 @@ impl NativeNet {
             blocks,
             tail,
             taps: phase_taps(scale),
+            wide: AtomicBool::new(wide_supported()),
             workspaces: Mutex::default(),
         })
+    }
+
+    /// Uses the AVX-512 kernels (where the CPU has them) or the AVX2 ones; both compute every
+    /// value with the same operations in the same order. Returns whether AVX-512 is now used.
+    pub(super) fn set_wide(&self, on: bool) -> bool {
+        let on = on && wide_supported();
+        self.wide.store(on, Ordering::Relaxed);
+        on
+    }
+
+    /// Whether the AVX-512 kernels are in use.
+    pub(super) fn is_wide(&self) -> bool {
+        self.wide.load(Ordering::Relaxed)
     }
 
     /// `frames`, uint8 (N, H, W, 3) RGB on the CPU, upscaled: uint8 (N, H*s, W*s, 3), on
@@ -265,7 +297,10 @@ impl NativeNet {
     }
 
     fn run_frame(&self, ws: &mut Workspace, frame: &[u8], out: &mut [u8], threads: usize) {
-        let geometry = ws.geometry;
+        let geometry = Geometry {
+            wide: self.is_wide(),
+            ..ws.geometry
+        };
         let shared = ws.shared();
         let out = Shared(out.as_mut_ptr());
         // one set of row buffers per band, each moved to the thread that runs the band
@@ -488,11 +523,13 @@ fn band(total: usize, t: usize, threads: usize) -> Range<usize> {
 struct Geometry {
     h: usize,
     w: usize,
-    /// Row length: the width rounded up to whole 32-pixel groups, plus room to read past it.
+    /// Row length: the width rounded up to whole 64-pixel groups, plus room to read past it.
     stride: usize,
     plane: usize,
     /// Rows of the skip's planes: h + 4, no border columns.
     skip_plane: usize,
+    /// Whether this frame's convolutions use the AVX-512 kernels (`NativeNet::is_wide`).
+    wide: bool,
 }
 
 impl Geometry {
@@ -506,12 +543,12 @@ impl Geometry {
 #[derive(Debug)]
 struct Workspace {
     geometry: Geometry,
-    mean: Vec<f32>,
-    features: Vec<f32>,
-    middle: Vec<f32>,
-    ping: Vec<f32>,
-    pong: Vec<f32>,
-    across: Vec<f32>,
+    mean: Planes,
+    features: Planes,
+    middle: Planes,
+    ping: Planes,
+    pong: Planes,
+    across: Planes,
     /// Row buffers, one set per band thread.
     scratch: Vec<Scratch>,
 }
@@ -543,7 +580,8 @@ impl Workspace {
     /// Zeroed buffers for frames of h x w; out of memory is an error libtorch's would read as
     /// one (`Variant`'s frame error names it, with the frame and what to do).
     fn new(net: &NativeNet, h: usize, w: usize) -> Result<Workspace, tch::TchError> {
-        let stride = w.div_ceil(32) * 32 + 16;
+        // the AVX-512 kernels read 64 pixels (+ 2 for the taps) from a multiple of 64
+        let stride = w.div_ceil(64) * 64 + 16;
         let plane = (h + 2) * stride;
         let middle = net.blocks.iter().map(|b| b.conv1.cout).max().unwrap_or(1);
         let geometry = Geometry {
@@ -552,37 +590,35 @@ impl Workspace {
             stride,
             plane,
             skip_plane: (h + 4) * stride,
+            wide: false,
         };
-        let zeros = |len: usize| -> Result<Vec<f32>, tch::TchError> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(len).map_err(|_| {
-                tch::TchError::Torch(format!(
-                    "out of memory: the direct CPU form's buffers: you tried to allocate {} bytes",
-                    len * 4
-                ))
-            })?;
-            v.resize(len, 0.0);
-            Ok(v)
-        };
+        // interior column 0 of every row at a 64-byte boundary (the kernels' stores and the
+        // middle tap's loads then stay within cache lines); column 0 for the skip's planes
+        let planes = |channels: usize| Planes::zeroed(channels * plane, 1);
         Ok(Workspace {
             geometry,
-            mean: zeros(3 * plane)?,
-            features: zeros(net.width * plane)?,
-            middle: zeros(middle * plane)?,
-            ping: zeros(net.width * plane)?,
-            pong: zeros(net.width * plane)?,
-            across: zeros(3 * net.scale * geometry.skip_plane)?,
+            mean: planes(3)?,
+            features: planes(net.width)?,
+            middle: planes(middle)?,
+            ping: planes(net.width)?,
+            pong: planes(net.width)?,
+            across: Planes::zeroed(3 * net.scale * geometry.skip_plane, 0)?,
             scratch: Vec::new(),
         })
     }
 
     fn bytes(&self) -> usize {
-        let floats = self.mean.len()
-            + self.features.len()
-            + self.middle.len()
-            + self.ping.len()
-            + self.pong.len()
-            + self.across.len();
+        let floats = [
+            &self.mean,
+            &self.features,
+            &self.middle,
+            &self.ping,
+            &self.pong,
+            &self.across,
+        ]
+        .iter()
+        .map(|p| p.data.len())
+        .sum::<usize>();
         floats * std::mem::size_of::<f32>()
     }
 
@@ -592,13 +628,44 @@ impl Workspace {
 
     fn shared(&mut self) -> SharedWorkspace {
         SharedWorkspace {
-            mean: Shared(self.mean.as_mut_ptr()),
-            features: Shared(self.features.as_mut_ptr()),
-            middle: Shared(self.middle.as_mut_ptr()),
-            ping: Shared(self.ping.as_mut_ptr()),
-            pong: Shared(self.pong.as_mut_ptr()),
-            across: Shared(self.across.as_mut_ptr()),
+            mean: Shared(self.mean.start()),
+            features: Shared(self.features.start()),
+            middle: Shared(self.middle.start()),
+            ping: Shared(self.ping.start()),
+            pong: Shared(self.pong.start()),
+            across: Shared(self.across.start()),
         }
+    }
+}
+
+/// Zeroed planes whose element `first` (and so every row's, strides being multiples of 16
+/// floats) sits at a 64-byte boundary.
+#[derive(Debug)]
+struct Planes {
+    data: Vec<f32>,
+    offset: usize,
+}
+
+impl Planes {
+    /// `len` zeroed floats; out of memory is an error libtorch's would read as one
+    /// (`Variant`'s frame error names it, with the frame and what to do).
+    fn zeroed(len: usize, first: usize) -> Result<Planes, tch::TchError> {
+        const LANES: usize = 16;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len + LANES).map_err(|_| {
+            tch::TchError::Torch(format!(
+                "out of memory: the direct CPU form's buffers: you tried to allocate {} bytes",
+                len * 4
+            ))
+        })?;
+        data.resize(len + LANES, 0.0);
+        let misaligned = (data.as_ptr() as usize / 4 + first) % LANES;
+        let offset = (LANES - misaligned) % LANES;
+        Ok(Planes { data, offset })
+    }
+
+    fn start(&mut self) -> *mut f32 {
+        self.data[self.offset..].as_mut_ptr()
     }
 }
 
@@ -668,9 +735,14 @@ unsafe fn conv_row(
     epilogue: Epilogue,
 ) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: forwarded; `from_module` only builds a net where `supported()`.
+    // SAFETY: forwarded; `from_module` only builds a net where `supported()`, and `g.wide` is
+    // only set where `wide_supported()` (`NativeNet::set_wide`).
     unsafe {
-        avx2::conv_row(conv, src, dst, g, y, epilogue)
+        if g.wide {
+            avx512::conv_row(conv, src, dst, g, y, epilogue)
+        } else {
+            avx2::conv_row(conv, src, dst, g, y, epilogue)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -713,10 +785,11 @@ unsafe fn filter_row(padded: &[f32], taps: &[f32; 5], out: *mut f32, w: usize) {
     }
 }
 
-/// How `cout` output channels are cut into register blocks of at most 4, as evenly as possible
-/// (with 2 strips of 8 pixels, 8 accumulators: more spill on AVX2's 16 registers).
-fn channel_blocks(cout: usize) -> impl Iterator<Item = (usize, usize)> {
-    let blocks = cout.div_ceil(4);
+/// How `cout` output channels are cut into register blocks of at most `most`, as evenly as
+/// possible (AVX2: 4, with 2 strips of 8 pixels 8 accumulators, as more spill on its 16
+/// registers; AVX-512: 4 too, with 4 strips of 16 pixels: blocks of 6 ran a third slower).
+fn channel_blocks(cout: usize, most: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = cout.div_ceil(most);
     (0..blocks).map(move |b| {
         let start = cout * b / blocks;
         (start, cout * (b + 1) / blocks - start)
@@ -823,7 +896,7 @@ mod avx2 {
         y: usize,
         epilogue: Epilogue,
     ) {
-        for (co, count) in channel_blocks(conv.cout) {
+        for (co, count) in channel_blocks(conv.cout, 4) {
             // SAFETY: forwarded.
             unsafe {
                 match count {
@@ -851,6 +924,9 @@ mod avx2 {
     ) {
         let (stride, plane, cin) = (g.stride, g.plane, conv.cin);
         let weights = conv.weights.as_ptr();
+        // the taps' offsets, kept a loop as in `avx512::block`
+        let offsets: [usize; 9] = std::array::from_fn(|tap| tap / 3 * stride + tap % 3);
+        let taps = std::hint::black_box(9);
         let mut x0 = 0;
         while x0 < g.w {
             let mut acc = [[_mm256_setzero_ps(); SB]; CB];
@@ -859,20 +935,16 @@ mod avx2 {
                 // x0; reads reach 2 rows down and x0 + 8 * SB + 2 <= stride columns across.
                 let base = unsafe { src.add(ci * plane + y * stride + x0) };
                 let wbase = unsafe { weights.add((co * cin + ci) * 9) };
-                for dy in 0..3 {
-                    for dx in 0..3 {
-                        let p = unsafe { base.add(dy * stride + dx) };
-                        let mut v = [_mm256_setzero_ps(); SB];
-                        for (s, v) in v.iter_mut().enumerate() {
-                            *v = unsafe { _mm256_loadu_ps(p.add(s * 8)) };
-                        }
-                        for (c, acc) in acc.iter_mut().enumerate() {
-                            let wv = unsafe {
-                                _mm256_broadcast_ss(&*wbase.add(c * cin * 9 + dy * 3 + dx))
-                            };
-                            for (a, v) in acc.iter_mut().zip(v) {
-                                *a = _mm256_fmadd_ps(wv, v, *a);
-                            }
+                for (tap, &offset) in offsets.iter().enumerate().take(taps) {
+                    let p = unsafe { base.add(offset) };
+                    let mut v = [_mm256_setzero_ps(); SB];
+                    for (s, v) in v.iter_mut().enumerate() {
+                        *v = unsafe { _mm256_loadu_ps(p.add(s * 8)) };
+                    }
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        let wv = unsafe { _mm256_broadcast_ss(&*wbase.add(c * cin * 9 + tap)) };
+                        for (a, v) in acc.iter_mut().zip(v) {
+                            *a = _mm256_fmadd_ps(wv, v, *a);
                         }
                     }
                 }
@@ -961,6 +1033,152 @@ mod avx2 {
     }
 }
 
+/// The convolutions with AVX-512F: the AVX2 kernels' scheme at 16 pixels a vector, with twice
+/// the strips (32 vector registers): every lane sees the same operations in the same order as
+/// in [`avx2`], so both give the same values.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Conv3, Epilogue, Geometry, channel_blocks};
+
+    /// # Safety
+    /// See `super::conv_row`; the CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn conv_row(
+        conv: &Conv3,
+        src: *const f32,
+        dst: *mut f32,
+        g: &Geometry,
+        y: usize,
+        epilogue: Epilogue,
+    ) {
+        for (co, count) in channel_blocks(conv.cout, 4) {
+            // SAFETY: forwarded.
+            unsafe {
+                match count {
+                    1 => block::<1, 4>(conv, co, src, dst, g, y, epilogue),
+                    2 => block::<2, 4>(conv, co, src, dst, g, y, epilogue),
+                    3 => block::<3, 4>(conv, co, src, dst, g, y, epilogue),
+                    _ => block::<4, 4>(conv, co, src, dst, g, y, epilogue),
+                }
+            }
+        }
+    }
+
+    /// Output channels `co..co + CB` of row `y`, `SB` strips of 16 pixels at a time.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const CB: usize, const SB: usize>(
+        conv: &Conv3,
+        co: usize,
+        src: *const f32,
+        dst: *mut f32,
+        g: &Geometry,
+        y: usize,
+        epilogue: Epilogue,
+    ) {
+        let (stride, plane, cin) = (g.stride, g.plane, conv.cin);
+        let weights = conv.weights.as_ptr();
+        // the taps' offsets in the planes, row by row; the loop over them is kept a loop
+        // (`black_box`): unrolled, the compiler hoists all 9 * CB weight broadcasts and
+        // spills them to the stack, which ran the kernel at half speed
+        let offsets: [usize; 9] = std::array::from_fn(|tap| tap / 3 * stride + tap % 3);
+        let taps = std::hint::black_box(9);
+        let mut x0 = 0;
+        while x0 < g.w {
+            let mut acc = [[_mm512_setzero_ps(); SB]; CB];
+            for ci in 0..cin {
+                // SAFETY (all loads): padded row y (the row above y) of plane ci, from column
+                // x0 (a multiple of 16 * SB = 64 below the width); reads reach 2 rows down and
+                // x0 + 16 * SB + 2 <= round_up(w, 64) + 2 <= stride columns across.
+                let base = unsafe { src.add(ci * plane + y * stride + x0) };
+                let wbase = unsafe { weights.add((co * cin + ci) * 9) };
+                for (tap, &offset) in offsets.iter().enumerate().take(taps) {
+                    let p = unsafe { base.add(offset) };
+                    let mut v = [_mm512_setzero_ps(); SB];
+                    for (s, v) in v.iter_mut().enumerate() {
+                        *v = unsafe { _mm512_loadu_ps(p.add(s * 16)) };
+                    }
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        let wv = _mm512_set1_ps(unsafe { *wbase.add(c * cin * 9 + tap) });
+                        for (a, v) in acc.iter_mut().zip(v) {
+                            *a = _mm512_fmadd_ps(wv, v, *a);
+                        }
+                    }
+                }
+            }
+            for (c, acc) in acc.iter().enumerate() {
+                let channel = co + c;
+                let bias = _mm512_set1_ps(conv.bias[channel]);
+                for (s, acc) in acc.iter().enumerate() {
+                    let x = x0 + s * 16;
+                    if x >= g.w {
+                        break;
+                    }
+                    let mut r = _mm512_add_ps(*acc, bias);
+                    let at = g.at(channel, y, x);
+                    // SAFETY (epilogue loads and the store): interior pixels x..x + 16 of row
+                    // y, at most 15 columns past the width, inside the row's stride.
+                    let target = match epilogue {
+                        Epilogue::Plain => unsafe { dst.add(at) },
+                        Epilogue::PRelu(slopes) => {
+                            let slope = _mm512_set1_ps(slopes[channel]);
+                            let zero = _mm512_setzero_ps();
+                            r = _mm512_fmadd_ps(
+                                slope,
+                                _mm512_min_ps(r, zero),
+                                _mm512_max_ps(r, zero),
+                            );
+                            unsafe { dst.add(at) }
+                        }
+                        Epilogue::Add(a, b) => {
+                            r = _mm512_add_ps(r, unsafe { _mm512_loadu_ps(a.add(at)) });
+                            if let Some(b) = b {
+                                r = _mm512_add_ps(r, unsafe { _mm512_loadu_ps(b.add(at)) });
+                            }
+                            unsafe { dst.add(at) }
+                        }
+                        Epilogue::Tail {
+                            across,
+                            taps,
+                            scale,
+                            bytes,
+                        } => {
+                            // as in the AVX2 kernel: phase i's vertical taps over plane (c, j)
+                            let (i, j, colour) =
+                                (channel / (3 * scale), channel / 3 % scale, channel % 3);
+                            let column = unsafe {
+                                across.add((colour * scale + j) * g.skip_plane + y * stride + x)
+                            };
+                            for (a, tap) in taps[i].iter().enumerate() {
+                                let v = unsafe { _mm512_loadu_ps(column.add(a * stride)) };
+                                r = _mm512_fmadd_ps(_mm512_set1_ps(*tap), v, r);
+                            }
+                            r = _mm512_min_ps(
+                                _mm512_max_ps(r, _mm512_setzero_ps()),
+                                _mm512_set1_ps(255.0),
+                            );
+                            // truncate to 16 x i32, narrow to 16 bytes (values are 0..=255)
+                            let sixteen = _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(r));
+                            // SAFETY: row `channel` of `bytes`, x + 16 <= round_up(w, 16) <= stride.
+                            unsafe {
+                                _mm_storeu_si128(bytes.add(channel * stride + x).cast(), sixteen)
+                            };
+                            continue;
+                        }
+                    };
+                    let lanes = (g.w - x).min(16);
+                    // only the row's own pixels: the borders stay zero
+                    let mask: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
+                    unsafe { _mm512_mask_storeu_ps(target, mask, r) };
+                }
+            }
+            x0 += 16 * SB;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1002,7 +1220,7 @@ mod tests {
 
     #[test]
     fn channels_are_cut_into_blocks_of_at_most_four() {
-        let cut = |n| channel_blocks(n).collect::<Vec<_>>();
+        let cut = |n| channel_blocks(n, 4).collect::<Vec<_>>();
         assert_eq!(cut(7), [(0, 3), (3, 4)]);
         assert_eq!(cut(4), [(0, 4)]);
         assert_eq!(cut(48).len(), 12);
@@ -1024,7 +1242,8 @@ mod tests {
     fn rows_interleave_into_pixels() {
         for k in [1, 3, 6, 9, 12, 16] {
             for w in [1usize, 5, 16, 17, 18, 33, 34, 35, 100] {
-                let stride = w.div_ceil(32) * 32 + 16;
+                // the AVX-512 kernels read 64 pixels (+ 2 for the taps) from a multiple of 64
+                let stride = w.div_ceil(64) * 64 + 16;
                 let rows: Vec<u8> = (0..k * stride).map(|i| (i * 7 + i / 13) as u8).collect();
                 let mut out = vec![0u8; w * k];
                 interleave(&rows, stride, w, &mut out);

@@ -75,6 +75,13 @@ impl Variant {
         } else {
             None
         };
+        // `LIGHTSRSCALE_DIRECT_CPU=avx2` keeps the direct form to its AVX2 kernels on a CPU
+        // that has AVX-512 (checked below in the form it will run in)
+        if let Some(net) = &native
+            && std::env::var_os("LIGHTSRSCALE_DIRECT_CPU").is_some_and(|v| v == "avx2")
+        {
+            net.set_wide(false);
+        }
         let (native, direct_refused) = match native {
             Some(net) => match direct_matches_module(&net, &module) {
                 Ok(()) => (Some(net), None),
@@ -117,6 +124,20 @@ impl Variant {
         let on = on && self.native.is_some();
         self.direct.store(on, Ordering::Relaxed);
         on
+    }
+
+    /// The instruction set of the direct form's kernels ("AVX-512" or "AVX2"); None without
+    /// a direct form.
+    pub fn direct_isa(&self) -> Option<&'static str> {
+        let net = self.native.as_ref()?;
+        Some(if net.is_wide() { "AVX-512" } else { "AVX2" })
+    }
+
+    /// Runs the direct form's AVX-512 kernels (where the CPU has AVX-512F) or its AVX2 ones;
+    /// they give the same values (benchmarks compare the two). Returns whether AVX-512 is now
+    /// used.
+    pub fn set_direct_wide(&self, on: bool) -> bool {
+        self.native.as_ref().is_some_and(|net| net.set_wide(on))
     }
 
     /// Why a rung that has the direct form's shape runs in libtorch (its output on the test

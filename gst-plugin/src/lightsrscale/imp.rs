@@ -524,8 +524,8 @@ impl LightSrScale {
             gst::debug!(CAT, imp = self, "C allocator for CPU tensors: {tuning:?}");
             for variant in bundle.ladders.iter().flat_map(|l| &l.variants) {
                 let (scale, name) = (variant.scale(), variant.name());
-                if variant.runs_direct() {
-                    gst::debug!(CAT, imp = self, "x{scale} {name}: direct CPU form (AVX2)");
+                if let Some(isa) = variant.direct_isa().filter(|_| variant.runs_direct()) {
+                    gst::debug!(CAT, imp = self, "x{scale} {name}: direct CPU form ({isa})");
                 } else if let Some(why) = variant.direct_refused() {
                     gst::warning!(CAT, imp = self, "x{scale} {name} runs in libtorch: {why}");
                 }
