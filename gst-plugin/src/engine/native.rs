@@ -81,8 +81,10 @@ pub(super) fn wide_supported() -> bool {
     }
 }
 
-/// The widest body this path takes (see `from_module`).
+/// The widest body this path takes with its AVX2 kernels, and with its AVX-512 ones (see
+/// `from_module`).
 const MAX_WIDTH: usize = 16;
+const MAX_WIDTH_WIDE: usize = 32;
 
 /// Whether this CPU can run the direct path.
 pub(super) fn supported() -> bool {
@@ -142,9 +144,10 @@ fn phase_taps(scale: usize) -> Vec<[f32; 5]> {
 
 impl NativeNet {
     /// The direct form of `module`, a `PhaseDeploy` rung of plain 3x3 convolutions at input
-    /// resolution; None for any other module (it stays with libtorch) or on a CPU without AVX2
-    /// and FMA.
-    pub(super) fn from_module(module: &CModule, scale: u32) -> Option<NativeNet> {
+    /// resolution, with the AVX-512 kernels if `wide` (and the CPU has them); None for any
+    /// other module (it stays with libtorch) or on a CPU without AVX2 and FMA.
+    pub(super) fn from_module(module: &CModule, scale: u32, wide: bool) -> Option<NativeNet> {
+        let wide = wide && wide_supported();
         if !supported() || !(2..=4).contains(&scale) {
             return None;
         }
@@ -196,9 +199,11 @@ impl NativeNet {
             expected += 5;
         }
         let tail = conv3("tail", width)?;
-        // Wider bodies are where oneDNN does well: x4 `dense-wide` (width 28) ran at 0.88x its
-        // libtorch speed in this form, x4 `dense` (16) at 1.2x, `dense-pruned` (7) at 1.8-1.9x.
-        if width > MAX_WIDTH {
+        // Wider bodies are where oneDNN does well. With AVX2 on a Zen 3 EPYC, x4 `dense-wide`
+        // (width 28) ran at 0.88x its libtorch speed in this form, x4 `dense` (16) at 1.2x,
+        // `dense-pruned` (7) at 1.8-1.9x; with AVX-512 on a Xeon, x4 `dense-wide` at 1.6x,
+        // x2 `dense-wide` at 2.0x.
+        if width > if wide { MAX_WIDTH_WIDE } else { MAX_WIDTH } {
             return None;
         }
         // Nothing else: any other parameter (channel attention, a SepConv, a Fourier unit) is
@@ -219,7 +224,7 @@ impl NativeNet {
             blocks,
             tail,
             taps: phase_taps(scale),
-            wide: AtomicBool::new(wide_supported()),
+            wide: AtomicBool::new(wide),
             workspaces: Mutex::default(),
         })
     }

@@ -70,18 +70,14 @@ impl Variant {
             file: file.clone(),
             problem: first_line(&e),
         })?;
+        // `LIGHTSRSCALE_DIRECT_CPU=avx2` keeps the direct form to its AVX2 kernels (and their
+        // narrower rungs) on a CPU that has AVX-512
+        let wide = std::env::var_os("LIGHTSRSCALE_DIRECT_CPU").is_none_or(|v| v != "avx2");
         let native = if device == Device::Cpu && spec.kind != "bicubic" {
-            NativeNet::from_module(&module, scale)
+            NativeNet::from_module(&module, scale, wide)
         } else {
             None
         };
-        // `LIGHTSRSCALE_DIRECT_CPU=avx2` keeps the direct form to its AVX2 kernels on a CPU
-        // that has AVX-512 (checked below in the form it will run in)
-        if let Some(net) = &native
-            && std::env::var_os("LIGHTSRSCALE_DIRECT_CPU").is_some_and(|v| v == "avx2")
-        {
-            net.set_wide(false);
-        }
         let (native, direct_refused) = match native {
             Some(net) => match direct_matches_module(&net, &module) {
                 Ok(()) => (Some(net), None),
