@@ -375,7 +375,7 @@ impl NativeNet {
         let rows = band(g.h, t, threads);
         let skip_rows = band(g.h + 4, t, threads);
         unsafe {
-            self.sub_mean(frame, ws.mean.0, g, rows.clone());
+            self.sub_mean(frame, ws.mean.0, g, rows.clone(), &mut scratch.padded);
             self.horizontal_skip(frame, ws.across.0, g, skip_rows, &mut scratch.padded);
             barrier.wait();
             conv(
@@ -416,19 +416,25 @@ impl NativeNet {
     }
 
     /// `sub_mean` (a 1x1 conv) of the frame's rows into the zero-bordered planes at `mean`.
-    unsafe fn sub_mean(&self, frame: &[u8], mean: *mut f32, g: &Geometry, rows: Range<usize>) {
+    unsafe fn sub_mean(
+        &self,
+        frame: &[u8],
+        mean: *mut f32,
+        g: &Geometry,
+        rows: Range<usize>,
+        padded: &mut [f32],
+    ) {
+        let w = g.w;
         for y in rows {
+            let colours = padded_rows(&frame[y * w * 3..(y + 1) * w * 3], padded);
             for c in 0..3 {
-                let m = &self.mean_weights[c];
+                let [m0, m1, m2] = self.mean_weights[c];
                 let b = self.mean_bias[c];
                 // SAFETY: row y of plane c, columns 1..=w: inside the plane.
-                let row = unsafe { std::slice::from_raw_parts_mut(mean.add(g.at(c, y, 0)), g.w) };
-                let pixels = &frame[y * g.w * 3..(y + 1) * g.w * 3];
-                for (v, p) in row.iter_mut().zip(pixels.chunks_exact(3)) {
-                    *v = m[0] * f32::from(p[0])
-                        + m[1] * f32::from(p[1])
-                        + m[2] * f32::from(p[2])
-                        + b;
+                let row = unsafe { std::slice::from_raw_parts_mut(mean.add(g.at(c, y, 0)), w) };
+                let [r, gr, bl] = colours.map(|p| &p[2..2 + w]);
+                for (((v, r), gr), bl) in row.iter_mut().zip(r).zip(gr).zip(bl) {
+                    *v = m0 * r + m1 * gr + m2 * bl + b;
                 }
             }
         }
@@ -448,16 +454,13 @@ impl NativeNet {
         let (h, w) = (g.h as i64, g.w);
         for r in rows {
             let y = (r as i64 - 2).clamp(0, h - 1) as usize;
-            let pixels = &frame[y * w * 3..(y + 1) * w * 3];
-            for c in 0..3 {
-                for (x, v) in padded.iter_mut().enumerate() {
-                    *v = f32::from(pixels[x.saturating_sub(2).min(w - 1) * 3 + c]);
-                }
+            let colours = padded_rows(&frame[y * w * 3..(y + 1) * w * 3], padded);
+            for (c, colour) in colours.iter().enumerate() {
                 for (j, taps) in self.taps.iter().enumerate() {
                     // SAFETY: row r of plane (c, j), columns 0..round_up(w, 8) <= stride.
                     unsafe {
                         filter_row(
-                            padded,
+                            colour,
                             taps,
                             across.add((c * s + j) * g.skip_plane + r * g.stride),
                             w,
@@ -507,6 +510,30 @@ impl NativeNet {
             }
         }
     }
+}
+
+/// One row of RGB pixels as three rows of floats, one a colour, each replicate-padded by 2 on
+/// the left and to its end on the right: `padded` is cut into three equal rows (their length
+/// `Scratch::sizes`), which are returned.
+fn padded_rows<'a>(pixels: &[u8], padded: &'a mut [f32]) -> [&'a [f32]; 3] {
+    let w = pixels.len() / 3;
+    let len = padded.len() / 3;
+    let (r, rest) = padded.split_at_mut(len);
+    let (g, b) = rest.split_at_mut(len);
+    for (((p, r), g), b) in pixels
+        .chunks_exact(3)
+        .zip(&mut r[2..])
+        .zip(&mut g[2..])
+        .zip(&mut b[2..])
+    {
+        (*r, *g, *b) = (p[0].into(), p[1].into(), p[2].into());
+    }
+    for row in [&mut *r, &mut *g, &mut *b] {
+        let (first, last) = (row[2], row[w + 1]);
+        row[..2].fill(first);
+        row[w + 2..].fill(last);
+    }
+    [r, g, b]
 }
 
 /// How many of the kept workspaces (oldest first, of these sizes in bytes) to free: the oldest
@@ -561,8 +588,8 @@ struct Workspace {
 /// One band thread's row buffers (`Scratch::sizes`).
 #[derive(Debug)]
 struct Scratch {
-    /// One colour of one input row, replicate-padded by 2 on the left and at least 10 on the
-    /// right (`horizontal_skip`).
+    /// One input row, a row a colour, each replicate-padded by 2 on the left and at least 10
+    /// on the right (`padded_rows`).
     padded: Vec<f32>,
     /// The tail's output channels of one row as bytes, `stride` each (`tail`).
     bytes: Vec<u8>,
@@ -570,7 +597,7 @@ struct Scratch {
 
 impl Scratch {
     fn sizes(g: &Geometry, tail_channels: usize) -> (usize, usize) {
-        (g.w.div_ceil(8) * 8 + 12, tail_channels * g.stride)
+        (3 * (g.w.div_ceil(8) * 8 + 12), tail_channels * g.stride)
     }
 
     fn new((padded, bytes): (usize, usize)) -> Scratch {
@@ -585,8 +612,8 @@ impl Workspace {
     /// Zeroed buffers for frames of h x w; out of memory is an error libtorch's would read as
     /// one (`Variant`'s frame error names it, with the frame and what to do).
     fn new(net: &NativeNet, h: usize, w: usize) -> Result<Workspace, tch::TchError> {
-        // the AVX-512 kernels read 64 pixels (+ 2 for the taps) from a multiple of 64
-        let stride = w.div_ceil(64) * 64 + 16;
+        // the AVX-512 kernels read 48 or 64 pixels (+ 2 for the taps) from below the width
+        let stride = w.div_ceil(64) * 64 + 64;
         let plane = (h + 2) * stride;
         let middle = net.blocks.iter().map(|b| b.conv1.cout).max().unwrap_or(1);
         let geometry = Geometry {
@@ -1058,14 +1085,18 @@ mod avx512 {
         y: usize,
         epilogue: Epilogue,
     ) {
-        for (co, count) in channel_blocks(conv.cout, 4) {
+        for (co, count) in channel_blocks(conv.cout, 8) {
             // SAFETY: forwarded.
             unsafe {
                 match count {
                     1 => block::<1, 4>(conv, co, src, dst, g, y, epilogue),
                     2 => block::<2, 4>(conv, co, src, dst, g, y, epilogue),
                     3 => block::<3, 4>(conv, co, src, dst, g, y, epilogue),
-                    _ => block::<4, 4>(conv, co, src, dst, g, y, epilogue),
+                    4 => block::<4, 4>(conv, co, src, dst, g, y, epilogue),
+                    5 => block::<5, 4>(conv, co, src, dst, g, y, epilogue),
+                    6 => block::<6, 4>(conv, co, src, dst, g, y, epilogue),
+                    7 => block::<7, 3>(conv, co, src, dst, g, y, epilogue),
+                    _ => block::<8, 3>(conv, co, src, dst, g, y, epilogue),
                 }
             }
         }
