@@ -140,6 +140,12 @@ struct VariantCost {
     /// `base` is the rung's first frame in the stream, a cold run (the streaming thread's first
     /// use of GStreamer's scaler or of libtorch at this size): the next frame replaces it.
     provisional: bool,
+    /// `mean` and `window` hold only that cold first frame: the next frame replaces it there,
+    /// whatever else it says. Kept, a cold first run of GStreamer's scaler (1.6 ms against its
+    /// 25 us) stayed the weight-free rung's p95 for a window of frames: a miss of the learned
+    /// rung above found nothing cheaper and stayed on it, its frames made by the scaler behind
+    /// the given-up run, and the stream never stepped down (`tests/deadline.rs`, a CI run).
+    cold: bool,
 }
 
 impl VariantCost {
@@ -160,6 +166,11 @@ impl VariantCost {
                 self.mean = Some(normalised);
                 self.base = normalised;
                 self.provisional = true;
+                self.cold = true;
+            }
+            Some(_) if std::mem::take(&mut self.cold) => {
+                self.mean = Some(normalised);
+                self.window.clear();
             }
             Some(mean) => {
                 self.mean = Some(ewma(mean, normalised, COST_ALPHA));
@@ -195,6 +206,7 @@ impl VariantCost {
             window: recent.map(|c| c / load).collect(),
             extrapolated: false,
             provisional: false,
+            cold: false,
         }
     }
 
@@ -205,6 +217,7 @@ impl VariantCost {
             window: self.window.iter().map(|c| c * factor).collect(),
             extrapolated: true,
             provisional: false,
+            cold: false,
         }
     }
 }
@@ -432,6 +445,7 @@ impl CostModel {
                 window: VecDeque::from([cost / load]),
                 extrapolated: false,
                 provisional: false,
+                cold: false,
             };
         }
     }
@@ -2765,6 +2779,28 @@ mod tests {
             policy.record(d.variant, ms(3.0), true);
         }
         assert_eq!(rechecked, Some(1 + frames_in(RECHECK_FIRST) as u64));
+    }
+
+    #[test]
+    fn a_cold_first_frame_is_not_its_rungs_cost() {
+        // A live start: the weight-free rung (GStreamer's scaler) makes the frames beside the
+        // warm-up, its first one cold (12 ms: the scaler's first run) and then 25 us; the
+        // learned rung above is measured at 1.2 ms and the stream climbs to it. Its cost is
+        // the warm frames', not the cold one's (in the p95 of its window, and most of its mean
+        // after ten frames): a stall of the learned rung then steps down to it at once.
+        let mut sim = Sim::new(&[None, None], PolicyConfig::default());
+        sim.run_beside_warm_up(10, |i, _| if i == 0 { 12.0 } else { 0.025 });
+        let predicted = sim.policy.cost_model().predicted(1).unwrap();
+        assert!(predicted < ms(0.03), "{predicted:?}");
+        sim.policy.seed(0, &[ms(1.2); 5]);
+        sim.run(10, |_, v| [1.2, 0.025][v]);
+        assert_eq!(sim.policy.active_variant(), Some(0));
+        sim.run(2, |i, v| if i == 20 { 350.0 } else { [1.2, 0.025][v] });
+        let down: Vec<_> = switches(&sim.frames)
+            .into_iter()
+            .map(|(i, s)| (i, s.to, s.reason))
+            .collect();
+        assert_eq!(down[1..], [(21, 1, Reason::DeadlineMissed)], "{down:?}");
     }
 
     #[test]
