@@ -611,3 +611,46 @@ fn the_direct_cpu_form_gives_libtorchs_picture() {
         assert!(direct.is_empty(), "{direct:?} without AVX2 and FMA");
     }
 }
+
+#[test]
+fn the_direct_cpu_form_at_the_edges_of_its_strips() {
+    // Frames 1-3 rows high and 1-17, 33, 49, 65 and 100 pixels wide: every width where the last
+    // strip of 8 or 16 pixels is partial (masked stores), and where the 3-strip blocks of the
+    // AVX-512 kernels (48 pixels) read furthest past the width. Each direct rung gives
+    // libtorch's picture there too (to a grey level), and the AVX2 kernels the AVX-512 ones'
+    // very bytes.
+    let bundle = Bundle::load(&BundleSource::Embedded, Device::Cpu).unwrap();
+    let hr = photo("astronaut_hr", 192, 128);
+    let mut checked = 0;
+    for scale in [4u32, 2] {
+        let ladder = bundle.ladder(scale).unwrap();
+        for variant in ladder.variants.iter().filter(|v| v.runs_direct()) {
+            let name = format!("x{scale} {}", variant.name());
+            for h in 1..=3 {
+                for w in (1..=17).chain([33, 49, 65, 100]) {
+                    let input = hr.narrow(1, 50, h).narrow(2, 20, w);
+                    let fast = variant.upscale(&input).unwrap();
+                    variant.set_direct(false);
+                    let reference = variant.upscale(&input);
+                    variant.set_direct(true);
+                    let reference = reference.unwrap_or_else(|e| panic!("{name} {w}x{h}: {e}"));
+                    assert_eq!(fast.size(), reference.size(), "{name} {w}x{h}");
+                    let (fast, reference) = (bytes(&fast), bytes(&reference));
+                    let diff = max_diff(&fast, &reference);
+                    assert!(diff <= 1, "{name} {w}x{h}: differs from libtorch by {diff}");
+                    if variant.direct_isa() == Some("AVX-512") {
+                        variant.set_direct_wide(false);
+                        let narrow = bytes(&variant.upscale(&input).unwrap());
+                        variant.set_direct_wide(true);
+                        assert!(narrow == fast, "{name} {w}x{h}: AVX2 and AVX-512 differ");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 0 || !direct_cpu(),
+        "no rung runs direct on this AVX2 CPU"
+    );
+}

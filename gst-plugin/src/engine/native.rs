@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: MPL-2.0
-//! A direct CPU path for the plain-convolution rungs in phase form (x86-64 with AVX2 and FMA).
+//! A direct CPU path for the plain-convolution rungs in phase form (x86-64 with AVX2 and FMA;
+//! AVX-512 kernels where the CPU has AVX-512F).
 //!
-//! The light rungs are thin: 6-16 channels at input resolution, a tail of `3 * s * s` channels
+//! The light rungs are thin: 6-28 channels at input resolution, a tail of `3 * s * s` channels
 //! and the bicubic skip. oneDNN runs such layers far below the CPU's peak (x4 `dense-pruned`:
 //! 27 ms a 320x180 frame for 0.37 GMACs on a 2-core EPYC that does 72 GMAC/s in a dense
 //! 64-channel conv), so this module runs them itself: each 3x3 convolution as register-blocked
-//! FMAs over 2 strips of 8 pixels and blocks of up to 4 output channels, read from zero-bordered
-//! planes; the bicubic skip separably (4 taps across, 4 down, the vertical pass in the tail's
-//! epilogue); clamp, truncation and packing to bytes in the same epilogue, then the pixel shuffle
-//! as a byte transpose; rows split between threads with a barrier between layers. Only bodies up
-//! to 16 channels wide: oneDNN does better on wider ones.
+//! FMAs, with AVX2 over 2 strips of 8 pixels and blocks of up to 4 output channels, with AVX-512
+//! over 4 strips of 16 pixels and up to 6 channels or 3 strips and 7-8 channels (module
+//! `avx512`), read from zero-bordered planes; the bicubic skip separably (4 taps across, 4 down,
+//! the vertical pass in the tail's epilogue); clamp, truncation and packing to bytes in the same
+//! epilogue, then the pixel shuffle as a byte transpose; rows split between threads with a
+//! barrier between layers. Both kernel sets compute every value with the same operations in the
+//! same order (identical bytes). Bodies up to 16 channels wide with AVX2 ([`MAX_WIDTH`]), up to
+//! 32 with AVX-512: oneDNN does better on wider ones.
 //!
 //! It computes exactly what `lightsr.deploy.PhaseDeploy` computes, from the TorchScript
 //! module's own parameters, and [`NativeNet::from_module`] only accepts a module whose
@@ -65,7 +69,8 @@ pub(super) struct NativeNet {
 }
 
 /// How many frame sizes keep their buffers (a tiled frame has up to 4 tile sizes), within
-/// `KEPT_BYTES` beside the latest size's (a 1920x1080 input at width 16 needs about 670 MB).
+/// `KEPT_BYTES` beside the latest size's (a 1920x1080 input needs about 670 MB at width 16 and
+/// 1.1 GB at width 28; a failed allocation is an error, `try_reserve_exact`).
 const KEPT_WORKSPACES: usize = 4;
 const KEPT_BYTES: usize = 256 << 20;
 
@@ -231,6 +236,8 @@ impl NativeNet {
 
     /// Uses the AVX-512 kernels (where the CPU has them) or the AVX2 ones; both compute every
     /// value with the same operations in the same order. Returns whether AVX-512 is now used.
+    /// A switch for benchmarks and tests: a body over [`MAX_WIDTH`] (accepted for AVX-512) then
+    /// runs on the AVX2 kernels too, with the same bytes, slower than libtorch would.
     pub(super) fn set_wide(&self, on: bool) -> bool {
         let on = on && wide_supported();
         self.wide.store(on, Ordering::Relaxed);
@@ -1126,8 +1133,9 @@ mod avx512 {
             let mut acc = [[_mm512_setzero_ps(); SB]; CB];
             for ci in 0..cin {
                 // SAFETY (all loads): padded row y (the row above y) of plane ci, from column
-                // x0 (a multiple of 16 * SB = 64 below the width); reads reach 2 rows down and
-                // x0 + 16 * SB + 2 <= round_up(w, 64) + 2 <= stride columns across.
+                // x0 (a multiple of 16 * SB, 64 or 48, below the width); reads reach 2 rows down
+                // and x0 + 16 * SB + 2 <= round_up(w, 16 * SB) + 2 <= w + 66 <= stride columns
+                // across (stride = round_up(w, 64) + 64).
                 let base = unsafe { src.add(ci * plane + y * stride + x0) };
                 let wbase = unsafe { weights.add((co * cin + ci) * 9) };
                 for (tap, &offset) in offsets.iter().enumerate().take(taps) {
@@ -1286,8 +1294,8 @@ mod tests {
     fn rows_interleave_into_pixels() {
         for k in [1, 3, 6, 9, 12, 16] {
             for w in [1usize, 5, 16, 17, 18, 33, 34, 35, 100] {
-                // the AVX-512 kernels read 64 pixels (+ 2 for the taps) from a multiple of 64
-                let stride = w.div_ceil(64) * 64 + 16;
+                // as `Geometry`'s: 64 floats of room past the width rounded to 64
+                let stride = w.div_ceil(64) * 64 + 64;
                 let rows: Vec<u8> = (0..k * stride).map(|i| (i * 7 + i / 13) as u8).collect();
                 let mut out = vec![0u8; w * k];
                 interleave(&rows, stride, w, &mut out);
