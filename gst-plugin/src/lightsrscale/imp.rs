@@ -85,12 +85,18 @@ const WARM_UP_DISCARDED: usize = 2;
 const WARM_UP_TIMED: usize = 5;
 /// Total warm-up time after which the remaining rungs are left to be measured by probes.
 const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
-/// A live warm-up stops at a rung whose first timed run takes this many frame durations, or
-/// that it estimates that slow from a lighter rung's cost and the manifest's timings: the policy
-/// never climbs that far (it does not even recheck a rung over twice the budget), so the
+/// A live warm-up stops at a rung whose first timed run takes this many frame durations: the
+/// policy never climbs that far (it does not even recheck a rung over twice the budget), so the
 /// heavier rungs are left out rather than holding the cores the stream needs (on 2 CPU cores
 /// the x4 `fourier` rung takes 0.35 s a 320x180 frame: 7 runs of it were 2.5 s).
 const WARM_UP_HOPELESS: u32 = 2;
+/// A live warm-up does not run a rung it estimates (from a lighter rung's cost here and the
+/// manifest's timings) over this many frame durations either: the policy climbs only to a rung
+/// that fits the budget with headroom (under 0.8 of a frame), so the estimate would have to be
+/// 1.9x too high. Its runs held the stream on the weight-free rung: x4 `dense-wide`, estimated
+/// at 71 ms and measured at 78, took 0.55 s of a 0.83 s warm-up at 25 fps on 2 cores. A quiet
+/// machine still rechecks such a rung later (the policy's recheck reaches 2x the budget).
+const WARM_UP_UNMEASURED: f64 = 1.5;
 /// 0: libtorch's own choice (one intra-op thread per core).
 const DEFAULT_THREADS: u32 = 0;
 /// 0: tile only frames whose estimated working memory exceeds the budget ([`auto_tile`]).
@@ -762,6 +768,10 @@ impl LightSrScale {
         };
         let live = self.upstream_live();
         let hopeless = warm_up.frame.filter(|_| live).map(|f| f * WARM_UP_HOPELESS);
+        let unmeasured = warm_up
+            .frame
+            .filter(|_| live)
+            .map(|f| f.mul_f64(WARM_UP_UNMEASURED));
         let generation = warm_up.generation;
         let element = self.obj().downgrade();
         let cancel = Arc::new(AtomicBool::new(false));
@@ -781,7 +791,8 @@ impl LightSrScale {
             // share 2-4% instead of 84-95% at 320x180 -> x4, gst-plugin/README.md).
             let seeds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let job = (formats, scaler, tile);
-                measure_rungs(&variants, &warm_up.order, &infos, job, hopeless, &stopped)
+                let limits = (hopeless, unmeasured);
+                measure_rungs(&variants, &warm_up.order, &infos, job, limits, &stopped)
             }))
             .unwrap_or_else(|_| Err("the warm-up panicked".to_string()));
             let Some(element) = element.upgrade() else {
@@ -1102,7 +1113,7 @@ fn measure_rungs(
     order: &[usize],
     infos: &(gst_video::VideoInfo, gst_video::VideoInfo),
     job: ((FrameFormat, FrameFormat), bool, i64),
-    hopeless: Option<Duration>,
+    (hopeless, unmeasured): (Option<Duration>, Option<Duration>),
     cancel: &AtomicBool,
 ) -> Result<Vec<(usize, Vec<Duration>)>, String> {
     let (formats, scaler, tile) = job;
@@ -1122,10 +1133,8 @@ fn measure_rungs(
             break;
         }
         let reference = variants[v].reference_cpu_cost();
-        if let Some(estimate) = estimated_cost(last_learned, reference)
-            .filter(|e| hopeless.is_some_and(|limit| *e > limit))
-        {
-            // Predicted far over the frame from a lighter rung's cost here: seeded with the
+        if let Some(estimate) = left_unrun(last_learned, reference, unmeasured) {
+            // Predicted over the frame from a lighter rung's cost here: seeded with the
             // estimate (so the policy never probes it blind), not run (its compiling runs alone
             // would take the cores for a second at the start of a live stream).
             seeds.push((v, vec![estimate]));
@@ -1247,6 +1256,16 @@ fn estimated_cost(
     let ((measured, last_reference), reference) = (last?, reference?);
     (!last_reference.is_zero())
         .then(|| measured.mul_f64(reference.as_secs_f64() / last_reference.as_secs_f64()))
+}
+
+/// The estimate of a rung a live warm-up leaves unrun: over `unmeasured`
+/// ([`WARM_UP_UNMEASURED`] frame durations; `None`, not live: every rung runs).
+fn left_unrun(
+    last: Option<(Duration, Duration)>,
+    reference: Option<Duration>,
+    unmeasured: Option<Duration>,
+) -> Option<Duration> {
+    estimated_cost(last, reference).filter(|e| unmeasured.is_some_and(|limit| *e > limit))
 }
 
 fn median(samples: &[Duration]) -> Option<Duration> {
@@ -2544,7 +2563,31 @@ mod tests {
         // CPU; dense-wide measured 78 ms here: fourier is estimated at 78 x 352 / 87 = 316 ms.
         let fourier = estimated_cost(Some((ms(78), ms(87))), Some(ms(352))).unwrap();
         assert!((315..=316).contains(&fourier.as_millis()), "{fourier:?}");
-        assert!(fourier > ms(40) * WARM_UP_HOPELESS, "left out at 25 fps");
+        let unmeasured = Some(ms(40).mul_f64(WARM_UP_UNMEASURED)); // 25 fps
+        assert_eq!(
+            left_unrun(Some((ms(78), ms(87))), Some(ms(352)), unmeasured),
+            Some(fourier),
+            "left out at 25 fps"
+        );
+        // the default bundle's manifest: x4 dense 25.66 ms, dense-wide 84.34 ms; dense measured
+        // 21.7 ms in a warm-up on 2 cores, dense-wide then 78 ms: estimated at 71 ms, left out
+        let wide = left_unrun(
+            Some((ms(21) + ms(7) / 10, ms(25))),
+            Some(ms(84)),
+            unmeasured,
+        );
+        assert!(wide.is_some_and(|e| e > ms(70)), "{wide:?}");
+        // x2 dense-wide on an AVX-512 CPU: x2 dense 8 ms here (18.3 ms in the manifest), so
+        // dense-wide (64.2 ms there) is estimated at 28 ms and measured (it takes 25 ms)
+        assert_eq!(
+            left_unrun(Some((ms(8), ms(18))), Some(ms(64)), unmeasured),
+            None
+        );
+        assert_eq!(
+            left_unrun(Some((ms(78), ms(87))), Some(ms(352)), None),
+            None,
+            "not live"
+        );
         assert_eq!(
             estimated_cost(None, Some(ms(352))),
             None,
