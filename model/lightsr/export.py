@@ -17,9 +17,12 @@ Checkpoint format (what `lightsr train`, `distill`, `prune` and `quantize` save)
      'name': 'student' (optional variant name), 'description': '...' (optional)}
 The network options are stored inside every checkpoint so that export can rebuild the
 architecture with `lightsr.archs.build_network(opt)`. Pruned models change shapes, so they
-are saved as whole modules instead:
-    {'module': nn.Module (eval mode, float NCHW 0..255 in/out), 'opt': {... 'scale': S},
+are saved as Torch-Pruning's state (`lightsr.prune.pruned_state`: `tp.state_dict` kept to
+tensors and plain values), rebuilt on `build_network(opt)` by `tp.load_state_dict`:
+    {'pruned': {'full_state_dict': ..., 'attributions': ...}, 'opt': {... 'scale': S},
      'name': ..., 'description': ...}
+Older files and `lightsr quantize`'s output hold the whole module under 'module' instead
+(eval mode, float NCHW 0..255 in/out), read with full unpickling (trusted files only).
 A ladder YAML lists the checkpoints per scale:
     name: default
     description: ...
@@ -338,10 +341,11 @@ def read_training_checkpoint(path: Path) -> dict:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        # whole pickled modules (pruned models) need full unpickling: trusted files only
+        # whole pickled modules (older pruned files, quantized ones) need full unpickling:
+        # trusted files only
         ck = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ck, dict) or not ("module" in ck or "opt" in ck):
-        raise ValueError(f"checkpoint {path}: expected {{'params', 'opt'}} or {{'module'}} "
+        raise ValueError(f"checkpoint {path}: expected {{'params', 'opt'}} or {{'pruned', 'opt'}} "
                          "(see `lightsr export --help`); for a published F2SRGAN file use "
                          "`lightsr import-official`")
     return ck
@@ -349,7 +353,11 @@ def read_training_checkpoint(path: Path) -> dict:
 
 def network_from_checkpoint(ck: dict, path: Path) -> tuple[nn.Module, dict]:
     opt = dict(ck.get("opt") or {})
-    if "module" in ck:
+    if "pruned" in ck:
+        from lightsr.prune import rebuild_pruned  # noqa: PLC0415
+
+        net = rebuild_pruned(opt, ck["pruned"])
+    elif "module" in ck:
         net = ck["module"]
         if not isinstance(net, nn.Module):
             raise ValueError(f"checkpoint {path}: 'module' is not an nn.Module")
@@ -389,7 +397,7 @@ def arch_name(net: nn.Module, pruned: bool) -> str:
 
 
 def default_arch(net: nn.Module, ck: dict) -> str:
-    return str(ck["arch"]) if "arch" in ck else arch_name(net, "module" in ck)
+    return str(ck["arch"]) if "arch" in ck else arch_name(net, "pruned" in ck or "module" in ck)
 
 
 def export_checkpoint(entry: dict, timing: bool) -> tuple[int, ExportedVariant]:

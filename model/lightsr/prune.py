@@ -153,7 +153,7 @@ def prune_generator(net: nn.Module, importance: str, ratio: float, seed: int = 0
     before = cost(net)
     ignored = protected_layers(net, example)
     with fourier_blocks_swapped(net) as stand_ins:
-        pruner = tp.pruner.MetaPruner(
+        pruner = tp.pruner.BasePruner(
             net, example, importance=make_importance(importance), pruning_ratio=ratio,
             global_pruning=importance == "lamp", max_pruning_ratio=0.9,
             ignored_layers=ignored + stand_ins)
@@ -217,20 +217,58 @@ def prune_upsampling_tail(net: nn.Module, importance: str, ratio: float, seed: i
 
 
 # --------------------------------------------------------------------------- checkpoints
+#: What a pruned generator's file keeps of each module's `__dict__` (from `tp.state_dict`):
+#: its parameters and buffers, and plain attributes (channel counts, kernel sizes, flags).
+#: Hooks, child modules and anything else are left out, so the file holds tensors and plain
+#: values only and loads with `torch.load(weights_only=True)`: no pickled classes.
+_PLAIN = (bool, int, float, str, tuple, type(None))
+
+
+def pruned_state(net: nn.Module) -> dict:
+    """Torch-Pruning's `tp.state_dict` of a pruned generator, reduced to tensors and plain
+    values (`_PLAIN`): with the generator's network options, `rebuild_pruned` makes it again."""
+    full = tp.state_dict(net)
+    kept = {}
+    for name, entries in full["full_state_dict"].items():
+        kept[name] = {k: dict(v) for k, v in entries.items() if k in ("_parameters", "_buffers")}
+        kept[name].update({k: v for k, v in entries.items()
+                           if not k.startswith("_") and isinstance(v, _PLAIN)})
+    attributions = {name: {k: v for k, v in attrs.items() if isinstance(v, _PLAIN)}
+                    for name, attrs in full["attributions"].items()}
+    return {"full_state_dict": kept, "attributions": attributions}
+
+
+def rebuild_pruned(opt: dict, state: dict) -> nn.Module:
+    """The generator of `opt` (`build_network`) with a `pruned_state`'s shapes and weights
+    (`tp.load_state_dict`), in eval mode."""
+    from lightsr.archs import build_network  # noqa: PLC0415
+
+    net = build_network(opt)
+    tp.load_state_dict(net, state)
+    return net.eval()
+
+
 def read_checkpoint(path: Path) -> dict:
-    """A lightsr checkpoint: whole pickled modules need full unpickling (trusted files only)."""
+    """A lightsr checkpoint. A pruned generator is its `pruned_state` under 'pruned'; older
+    files pickled the whole module under 'module', which needs full unpickling (trusted files
+    only)."""
     if not Path(path).is_file():
         raise SystemExit(f"lightsr: checkpoint {path} not found")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or not (isinstance(ckpt.get("module"), nn.Module)
+    if not isinstance(ckpt, dict) or not (isinstance(ckpt.get("module"), nn.Module) or "pruned" in ckpt
                                           or "params" in ckpt or "params_ema" in ckpt):
         raise SystemExit(f"lightsr: {path} is neither a lightsr training checkpoint "
-                         "({'params', 'params_ema', 'opt'}) nor a saved module ({'module', ...})")
+                         "({'params', 'params_ema', 'opt'}) nor a pruned generator ({'pruned', 'opt'})")
     return ckpt
 
 
 def generator_from(ckpt: dict, network_opt: dict | None = None) -> tuple[nn.Module, dict]:
     """The generator of a checkpoint read by `read_checkpoint`, and its network options."""
+    if "pruned" in ckpt:
+        opt = ckpt.get("opt") or network_opt
+        if not opt:
+            raise SystemExit("lightsr: a pruned generator's file needs its 'opt' (network_g)")
+        return rebuild_pruned(opt, ckpt["pruned"]), opt
     if isinstance(ckpt.get("module"), nn.Module):
         return ckpt["module"], ckpt.get("opt") or {}
     opt = ckpt.get("opt") or network_opt
@@ -249,8 +287,9 @@ def load_generator(path: Path, network_opt: dict | None = None) -> tuple[nn.Modu
 
 
 def save_pruned(path: Path, net: nn.Module, opt: dict, info: dict) -> None:
-    """Save the whole module (shapes changed, a state dict alone cannot be reloaded), with the
-    description `lightsr export` puts in the bundle manifest."""
+    """Save a pruned generator as its network options and `pruned_state` (shapes changed: a
+    plain state dict would not load into `build_network(opt)`), with the description `lightsr
+    export` puts in the bundle manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
     before, after = info.get("before", {}), info.get("after", {})
     description = (f"structured pruning ({info.get('importance')}, ratio {info.get('ratio')}"
@@ -258,7 +297,7 @@ def save_pruned(path: Path, net: nn.Module, opt: dict, info: dict) -> None:
                    f"{before.get('params')} -> {after.get('params')}, MACs@320x180 "
                    f"{before.get('macs_320x180')} -> {after.get('macs_320x180')}, "
                    f"fine-tuned {info.get('finetune_steps', 0)} steps")
-    torch.save({"module": net, "opt": opt, "prune": info, "description": description}, path)
+    torch.save({"pruned": pruned_state(net), "opt": opt, "prune": info, "description": description}, path)
 
 
 # --------------------------------------------------------------------------- command

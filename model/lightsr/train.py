@@ -277,6 +277,10 @@ def load_generator_weights(path: str | Path, key: str = "params_ema") -> tuple[d
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict):
         raise ConfigError(f"{path}: not a lightsr checkpoint (expected a dict with 'params')")
+    if "pruned" in ckpt and ckpt.get("opt"):
+        from lightsr.prune import rebuild_pruned  # noqa: PLC0415
+
+        return rebuild_pruned(ckpt["opt"], ckpt["pruned"]), ckpt["opt"]
     if "module" in ckpt and isinstance(ckpt["module"], nn.Module):
         return ckpt["module"], ckpt.get("opt")
     for k in (key, "params", "params_ema"):

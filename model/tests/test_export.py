@@ -388,11 +388,13 @@ def test_pad_cpu_forms_replaces_a_rung_only_where_the_padded_form_is_faster(tmp_
     assert "lightsr export:" in capsys.readouterr().err
 
 
-def test_pickled_pruned_checkpoint_still_loads_and_matches_the_shipped_rung():
-    """The pruned checkpoints store whole modules, pickled before the generator had `unshuffle` and
-    `attention`: they still run, eager and in the phase form, and the committed one still gives
-    what the shipped x4 `dense-pruned` rung gives."""
+def test_the_committed_pruned_checkpoint_matches_the_shipped_rung():
+    """The committed pruned checkpoint (Torch-Pruning's state since 2026-12-02, converted from
+    the whole module pickled before the generator had `unshuffle` and `attention`) loads without
+    unpickling classes, runs eager and in the phase form, and gives what the shipped x4
+    `dense-pruned` rung gives."""
     path = Path(__file__).resolve().parents[1] / "checkpoints/codec_dense_pruned58_x4_long/pruned.pth"
+    assert "pruned" in torch.load(path, map_location="cpu", weights_only=True)
     net, _ = export.network_from_checkpoint(export.read_training_checkpoint(path), path)
     assert net.unshuffle == 1 and all(isinstance(b.attention, torch.nn.Identity) for b in net.residual)
     x = u8_frame(1, 23, 30, seed=11)
