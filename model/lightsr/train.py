@@ -17,7 +17,8 @@ object per log / validation event), checkpoints/latest.pth (+ step_XXXXXXX.pth, 
 all written atomically. A checkpoint is
   {'params', 'params_ema', 'opt' (network_g), 'step', 'optimizer_g', 'scheduler_g',
    'net_d', 'optimizer_d', 'scheduler_d', 'distiller', 'rng', 'config', 'best_psnr_y'}
-(+ 'module': the whole generator when it was handed in by a caller, e.g. pruned);
+(+ 'pruned': a generator handed in by a caller, pruned, as Torch-Pruning's state on 'opt'; or
+'module': the whole generator where it cannot be rebuilt so, e.g. fake-quantised);
 checkpoints/net_g_latest.pth holds only the generator part (params, params_ema, opt, step,
 scale, phase, config): small enough to carry between machines, enough for later stages.
 `--resume` continues from checkpoints/latest.pth exactly: weights, EMA, optimisers,
@@ -289,7 +290,35 @@ def load_generator_weights(path: str | Path, key: str = "params_ema") -> tuple[d
     raise ConfigError(f"{path}: no '{key}' / 'params' entry; keys are {sorted(ckpt)}")
 
 
-GENERATOR_KEYS = ("params", "params_ema", "opt", "step", "scale", "phase", "config", "best_psnr_y", "module")
+GENERATOR_KEYS = ("params", "params_ema", "opt", "step", "scale", "phase", "config", "best_psnr_y", "pruned",
+                  "module")
+
+
+def handed_in_generator(net: nn.Module, network_opt: dict | None) -> dict:
+    """How a checkpoint holds a generator handed in whole (`run_training(net_g=...)`): a pruned
+    one as Torch-Pruning's state on `network_opt` (`{'pruned'}`, no pickled module) when
+    `build_network(network_opt)` with that state gives back its very parameters and buffers;
+    else (no `network_g`, another structure, a fake-quantised module) the module itself."""
+    if network_opt:
+        from lightsr.prune import pruned_state, rebuild_pruned  # noqa: PLC0415
+
+        state = pruned_state(net)
+        try:
+            rebuilt = rebuild_pruned(network_opt, state)
+        except Exception:  # noqa: BLE001  (any mismatch: kept whole below)
+            rebuilt = None
+        if rebuilt is not None and same_tensors(rebuilt, net):
+            return {"pruned": state}
+    return {"module": net}
+
+
+def same_tensors(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two modules have the same parameter and buffer names, shapes and values."""
+    def tensors(m: nn.Module) -> list:
+        return [*m.named_parameters(), *m.named_buffers()]
+    ta, tb = tensors(a), tensors(b)
+    return [n for n, _ in ta] == [n for n, _ in tb] and all(
+        x.shape == y.shape and torch.equal(x.detach().cpu(), y.detach().cpu()) for (_, x), (_, y) in zip(ta, tb))
 
 
 def generator_only(ckpt: dict) -> dict:
@@ -577,7 +606,7 @@ class Trainer:
             ckpt.update(net_d=self.critic.net_d.state_dict(), optimizer_d=self.optim_d.state_dict(),
                         scheduler_d=self.sched_d.state_dict())
         if self.handed_in:
-            ckpt["module"] = self.net_g_ema
+            ckpt.update(handed_in_generator(self.net_g_ema, self.opt.get("network_g")))
         return ckpt
 
     def save(self, step: int, best: bool = False) -> None:

@@ -118,6 +118,28 @@ def test_handed_in_module_is_trained_and_saved_whole(tiny_root, tmp_path):
     assert torch.allclose(module(x), out(x))
 
 
+def test_handed_in_pruned_generator_is_saved_as_torch_pruning_state(tiny_root, tmp_path):
+    # `lightsr prune` hands the trainer a pruned generator with the config's network_g: its
+    # checkpoints hold Torch-Pruning's state on network_g, not a pickled module
+    from lightsr import prune
+
+    opt = tiny_opt(tiny_root, iters=2)
+    net = build_network(opt["network_g"]).eval()
+    prune.prune_generator(net, "l1", 0.5)
+    out = train.run_training(opt, net_g=net, out_dir=tmp_path / "run", device="cpu")
+    for name in ("latest.pth", "net_g_latest.pth"):
+        ckpt = torch.load(tmp_path / "run/checkpoints" / name, weights_only=False)  # numpy RNG state
+        assert "pruned" in ckpt and "module" not in ckpt, sorted(ckpt)
+        # the generator's part is tensors and plain values only: it loads without classes
+        torch.save(ckpt["pruned"], tmp_path / "state.pth")
+        torch.load(tmp_path / "state.pth", weights_only=True)
+    module, net_opt = train.load_generator_weights(tmp_path / "run/checkpoints/net_g_latest.pth")
+    assert net_opt == opt["network_g"] and train.same_tensors(module, out)
+    x = torch.rand(1, 3, 5, 7) * 255
+    with torch.no_grad():
+        assert torch.equal(module(x), out(x))
+
+
 def test_pretrained_whole_module_fine_tunes_and_resumes(tiny_root, tmp_path):
     # a pruned generator is saved whole, from an EMA copy (requires_grad off): as
     # pretrain_network_g it must train (mean shifts stay frozen), save whole and resume
