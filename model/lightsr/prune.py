@@ -244,6 +244,13 @@ def rebuild_pruned(opt: dict, state: dict) -> nn.Module:
     from lightsr.archs import build_network  # noqa: PLC0415
 
     net = build_network(opt)
+    names = {name for name, _ in net.named_modules()}
+    saved = set(state["full_state_dict"])
+    if names != saved:
+        raise ValueError(f"the pruned state does not fit the network options {opt}: modules "
+                         f"{sorted(saved - names)[:5]} are not in that network and "
+                         f"{sorted(names - saved)[:5]} are not in the state; give the options the "
+                         "generator was built with (its checkpoint's 'opt')")
     tp.load_state_dict(net, state)
     return net.eval()
 

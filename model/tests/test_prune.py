@@ -65,6 +65,8 @@ def test_prune_round_trip(importance, tmp_path):
     reloaded, opt = prune.load_generator(path)
     assert opt == TINY and count_params(reloaded) == p1
     assert conv_widths(reloaded) == conv_widths(net)
+    with pytest.raises(ValueError, match="does not fit the network options"):
+        prune.rebuild_pruned({**TINY, "num_blocks": TINY["num_blocks"] + 1}, saved["pruned"])
     torch.testing.assert_close(reloaded(x), y, rtol=0, atol=0)
 
 
