@@ -13,6 +13,7 @@ pub mod convert;
 pub mod cpushare;
 pub mod engine;
 mod lightsrscale;
+pub mod omp;
 pub mod policy;
 
 #[doc(hidden)]

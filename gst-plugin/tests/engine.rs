@@ -535,6 +535,11 @@ fn the_direct_cpu_form_gives_libtorchs_picture() {
     // two, and the AVX2 kernels must give the AVX-512 kernels' very bytes. The Fourier rung and
     // bicubic stay with libtorch, and the `dense-wide` rungs too without AVX-512.
     let bundle = Bundle::load(&BundleSource::Embedded, Device::Cpu).unwrap();
+    assert!(
+        gstlightsrscale::omp::available(),
+        "libgomp (libtorch's OpenMP runtime) not found: the direct form's bands would run on \
+         threads of their own"
+    );
     let hr = photo("astronaut_hr", 192, 128);
     let mut direct = Vec::new();
     let mut wide = Vec::new();
@@ -566,6 +571,12 @@ fn the_direct_cpu_form_gives_libtorchs_picture() {
                     input.size(),
                     fast.len()
                 );
+                // the bands on threads of the element's own give the OpenMP team's very bytes
+                // (two bands and more: 2 libtorch threads, 8 rows or more a band)
+                gstlightsrscale::omp::set_team(false);
+                let own = variant.upscale(input);
+                gstlightsrscale::omp::set_team(true);
+                assert!(bytes(&own.unwrap()) == fast, "{name}: own threads differ");
                 // on a CPU with AVX-512 the AVX2 kernels give the very same bytes
                 if variant.direct_isa() == Some("AVX-512") {
                     variant.set_direct_wide(false);
@@ -644,6 +655,7 @@ fn the_direct_cpu_form_at_the_edges_of_its_strips() {
                         variant.set_direct_wide(true);
                         assert!(narrow == fast, "{name} {w}x{h}: AVX2 and AVX-512 differ");
                     }
+
                     checked += 1;
                 }
             }

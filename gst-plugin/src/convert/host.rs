@@ -102,11 +102,29 @@ impl<T: Bands> Chroma<T> {
     }
 }
 
-/// Runs `job` on each band: the first on this thread, the others on threads of their own.
+/// Runs `job` on each band: on the calling thread's OpenMP team where there is one
+/// (`crate::omp`: member t takes bands t, t + n, ...), else the first on this thread and the
+/// others on threads of their own.
 fn in_bands<R: Send, L: Send, C: Send>(
     bands: impl Iterator<Item = ((R, L), C)>,
     job: impl Fn(R, L, C) + Sync,
 ) {
+    // each band once, to whichever member or thread takes it
+    type Slot<T> = std::sync::Mutex<Option<T>>;
+    let bands: Vec<Slot<((R, L), C)>> = bands.map(|b| Slot::new(Some(b))).collect();
+    let take = |i: usize| bands[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+    if bands.len() > 1
+        && crate::omp::parallel(bands.len(), &|t, n| {
+            for i in (t..bands.len()).step_by(n) {
+                if let Some(((rgb, luma), chroma)) = take(i) {
+                    job(rgb, luma, chroma);
+                }
+            }
+        })
+    {
+        return;
+    }
+    let bands = (0..bands.len()).filter_map(take);
     std::thread::scope(|scope| {
         let mut bands = bands;
         let first = bands.next();

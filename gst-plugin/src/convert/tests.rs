@@ -469,8 +469,10 @@ fn host_loops_match_the_tensor_path_at_any_thread_count() {
     // Frames in host memory and CPU tensors are converted by `host`'s loops; CUDA tensors by
     // `rgb_to_yuv` / `yuv_to_rgb`. The two must give the same codes (one code apart at exact
     // rounding ties), whatever the size, layout, range and number of bands.
-    for portable in [false, true] {
+    // on the OpenMP team (crate::omp) and on threads of its own
+    for (portable, team) in [(false, true), (true, true), (false, false)] {
         host::PORTABLE.store(portable, std::sync::atomic::Ordering::Relaxed);
+        crate::omp::set_team(team);
         for (layout, w, h) in [
             (PixelLayout::Nv12, 64, 36),
             (PixelLayout::I420, 33, 17),
@@ -487,7 +489,7 @@ fn host_loops_match_the_tensor_path_at_any_thread_count() {
                 let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
                 for threads in [1, 2, 3, 8] {
                     let what = format!(
-                        "{layout:?} {w}x{h} {matrix:?} {range:?}, {threads} threads, portable {portable}"
+                        "{layout:?} {w}x{h} {matrix:?} {range:?}, {threads} threads, portable {portable}, team {team}"
                     );
                     let (sy, sc) = (w + 3, 2 * cw + 5);
                     let mut luma = vec![0xAB; sy * h];
@@ -536,4 +538,5 @@ fn host_loops_match_the_tensor_path_at_any_thread_count() {
             }
         }
     }
+    crate::omp::set_team(true);
 }

@@ -318,6 +318,31 @@ impl NativeNet {
         // one set of row buffers per band, each moved to the thread that runs the band
         let rows = Scratch::sizes(&geometry, self.tail.cout);
         ws.scratch.resize_with(threads, || Scratch::new(rows));
+        // On the calling thread's OpenMP team where there is one (`crate::omp`): member t runs
+        // band t with row buffers t (the team has at most `threads` members).
+        let sets = Shared(ws.scratch.as_mut_ptr());
+        if threads > 1
+            && crate::omp::parallel(threads, &|t, n| {
+                let sets = &sets;
+                // SAFETY: member t alone uses set t (t < n <= threads, the sets' count); the
+                // rest as `run_band`, all members passing the same team barriers.
+                unsafe {
+                    let scratch = &mut *sets.0.add(t);
+                    self.run_band(
+                        t,
+                        n,
+                        &LayerSync::Team,
+                        &geometry,
+                        frame,
+                        out,
+                        &shared,
+                        scratch,
+                    )
+                }
+            })
+        {
+            return;
+        }
         let mut scratch = ws.scratch.iter_mut();
         let own = scratch.next().expect("one per thread");
         // The barrier is sized to the helpers that did start (a refused thread, at a process
@@ -351,7 +376,7 @@ impl NativeNet {
                 helpers.push(tell);
             }
             let threads = helpers.len() + 1;
-            let barrier = barrier.get_or_init(|| Barrier::new(threads));
+            let barrier = barrier.get_or_init(|| LayerSync::Threads(Barrier::new(threads)));
             for (t, tell) in helpers.iter().enumerate() {
                 // a helper that started is waiting for this; it cannot have gone
                 let _ = tell.send((t + 1, threads));
@@ -372,7 +397,7 @@ impl NativeNet {
         &self,
         t: usize,
         threads: usize,
-        barrier: &Barrier,
+        barrier: &LayerSync,
         g: &Geometry,
         frame: &[u8],
         out: Shared<u8>,
@@ -709,6 +734,26 @@ impl Planes {
 }
 
 /// A pointer the band threads share; each writes only its own rows (see `run_band`).
+/// How the band threads wait for each other between layers.
+enum LayerSync {
+    /// The element's own threads (`std::thread::scope`).
+    Threads(Barrier),
+    /// The calling thread's OpenMP team (`crate::omp::parallel`): libgomp's barrier.
+    Team,
+}
+
+impl LayerSync {
+    fn wait(&self) {
+        match self {
+            LayerSync::Threads(barrier) => {
+                barrier.wait();
+            }
+            // SAFETY: only inside the team's parallel region, which every member reaches.
+            LayerSync::Team => unsafe { crate::omp::barrier() },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Shared<T>(*mut T);
 // SAFETY: only used by `run_band`'s threads, which write disjoint rows between barriers.

@@ -528,6 +528,16 @@ impl LightSrScale {
         if bundle.device == tch::Device::Cpu {
             let tuning = engine::allocator::tune_for_tensors();
             gst::debug!(CAT, imp = self, "C allocator for CPU tensors: {tuning:?}");
+            gst::debug!(
+                CAT,
+                imp = self,
+                "the direct CPU form's bands and the YUV conversions run on {}",
+                if crate::omp::available() {
+                    "the calling thread's OpenMP team (libgomp)"
+                } else {
+                    "threads of the element's own (no libgomp, or LIGHTSRSCALE_DIRECT_OMP=0)"
+                }
+            );
             for variant in bundle.ladders.iter().flat_map(|l| &l.variants) {
                 let (scale, name) = (variant.scale(), variant.name());
                 if let Some(isa) = variant.direct_isa().filter(|_| variant.runs_direct()) {
