@@ -319,14 +319,17 @@ impl NativeNet {
         let rows = Scratch::sizes(&geometry, self.tail.cout);
         ws.scratch.resize_with(threads, || Scratch::new(rows));
         // On the calling thread's OpenMP team where there is one (`crate::omp`): member t runs
-        // band t with row buffers t (the team has at most `threads` members).
+        // band t with row buffers t (the team has at most `threads` members). The members wait
+        // for each other at libgomp's barrier: one that panicked would leave the others waiting
+        // there, so a panic in a band aborts instead (none is expected: every index is within
+        // the workspace's sizes; the element's own threads would hang at their barrier).
         let sets = Shared(ws.scratch.as_mut_ptr());
         if threads > 1
             && crate::omp::parallel(threads, &|t, n| {
                 let sets = &sets;
                 // SAFETY: member t alone uses set t (t < n <= threads, the sets' count); the
                 // rest as `run_band`, all members passing the same team barriers.
-                unsafe {
+                let band = || unsafe {
                     let scratch = &mut *sets.0.add(t);
                     self.run_band(
                         t,
@@ -338,6 +341,9 @@ impl NativeNet {
                         &shared,
                         scratch,
                     )
+                };
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(band)).is_err() {
+                    std::process::abort();
                 }
             })
         {
@@ -733,7 +739,6 @@ impl Planes {
     }
 }
 
-/// A pointer the band threads share; each writes only its own rows (see `run_band`).
 /// How the band threads wait for each other between layers.
 enum LayerSync {
     /// The element's own threads (`std::thread::scope`).
@@ -754,6 +759,7 @@ impl LayerSync {
     }
 }
 
+/// A pointer the band threads share; each writes only its own rows (see `run_band`).
 #[derive(Debug, Clone, Copy)]
 struct Shared<T>(*mut T);
 // SAFETY: only used by `run_band`'s threads, which write disjoint rows between barriers.
