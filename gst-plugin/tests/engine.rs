@@ -655,7 +655,6 @@ fn the_direct_cpu_form_at_the_edges_of_its_strips() {
                         variant.set_direct_wide(true);
                         assert!(narrow == fast, "{name} {w}x{h}: AVX2 and AVX-512 differ");
                     }
-
                     checked += 1;
                 }
             }

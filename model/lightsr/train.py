@@ -294,22 +294,21 @@ GENERATOR_KEYS = ("params", "params_ema", "opt", "step", "scale", "phase", "conf
                   "module")
 
 
-def handed_in_generator(net: nn.Module, network_opt: dict | None) -> dict:
-    """How a checkpoint holds a generator handed in whole (`run_training(net_g=...)`): a pruned
-    one as Torch-Pruning's state on `network_opt` (`{'pruned'}`, no pickled module) when
-    `build_network(network_opt)` with that state gives back its very parameters and buffers;
-    else (no `network_g`, another structure, a fake-quantised module) the module itself."""
-    if network_opt:
-        from lightsr.prune import pruned_state, rebuild_pruned  # noqa: PLC0415
+def rebuilds_from(net: nn.Module, network_opt: dict | None) -> bool:
+    """Whether a generator handed in whole (`run_training(net_g=...)`) is a pruned one of
+    `network_opt`: `build_network(network_opt)` with its Torch-Pruning state gives back its very
+    parameters and buffers. Then checkpoints hold that state (`{'pruned'}`, no pickled module);
+    else (no `network_g`, another structure, a fake-quantised module) the module itself. Its
+    structure does not change while it trains: asked once per run."""
+    if not network_opt:
+        return False
+    from lightsr.prune import pruned_state, rebuild_pruned  # noqa: PLC0415
 
-        state = pruned_state(net)
-        try:
-            rebuilt = rebuild_pruned(network_opt, state)
-        except Exception:  # noqa: BLE001  (any mismatch: kept whole below)
-            rebuilt = None
-        if rebuilt is not None and same_tensors(rebuilt, net):
-            return {"pruned": state}
-    return {"module": net}
+    try:
+        rebuilt = rebuild_pruned(network_opt, pruned_state(net))
+    except Exception:  # noqa: BLE001  (any mismatch: kept whole)
+        return False
+    return same_tensors(rebuilt, net)
 
 
 def same_tensors(a: nn.Module, b: nn.Module) -> bool:
@@ -381,6 +380,7 @@ class Trainer:
         np.random.seed(self.seed)
         random.seed(self.seed)
         self.handed_in = net_g is not None
+        self.rebuildable: bool | None = None  # a handed-in generator's checkpoint form (`rebuilds_from`)
         self.net_g = (net_g if net_g is not None else self.build_generator(load_pretrained=not resume)).to(self.device)
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         if self.teacher is not None:
@@ -408,7 +408,8 @@ class Trainer:
         if pretrain:
             weights, _ = load_generator_weights(pretrain, self.opt["path"].get("param_key_g", "params_ema"))
             if isinstance(weights, nn.Module):
-                # a pruned generator: its structure is not in network_g, so checkpoints keep the module
+                # a pruned generator: its structure is not in network_g, so checkpoints keep it whole
+                # (its Torch-Pruning state where it rebuilds from network_g: `rebuilds_from`)
                 # (also on --resume, whose weights then replace these)
                 self.handed_in = True
                 return make_trainable(weights)
@@ -606,7 +607,14 @@ class Trainer:
             ckpt.update(net_d=self.critic.net_d.state_dict(), optimizer_d=self.optim_d.state_dict(),
                         scheduler_d=self.sched_d.state_dict())
         if self.handed_in:
-            ckpt.update(handed_in_generator(self.net_g_ema, self.opt.get("network_g")))
+            if self.rebuildable is None:
+                self.rebuildable = rebuilds_from(self.net_g_ema, self.opt.get("network_g"))
+            if self.rebuildable:
+                from lightsr.prune import pruned_state  # noqa: PLC0415
+
+                ckpt["pruned"] = pruned_state(self.net_g_ema)
+            else:
+                ckpt["module"] = self.net_g_ema
         return ckpt
 
     def save(self, step: int, best: bool = False) -> None:

@@ -326,6 +326,8 @@ impl NativeNet {
         let sets = Shared(ws.scratch.as_mut_ptr());
         if threads > 1
             && crate::omp::parallel(threads, &|t, n| {
+                // the whole `Shared` (Sync), not its raw-pointer field, which the closure would
+                // otherwise capture alone
                 let sets = &sets;
                 // SAFETY: member t alone uses set t (t < n <= threads, the sets' count); the
                 // rest as `run_band`, all members passing the same team barriers.

@@ -777,11 +777,9 @@ impl LightSrScale {
             return Ok(());
         };
         let live = self.upstream_live();
-        let hopeless = warm_up.frame.filter(|_| live).map(|f| f * WARM_UP_HOPELESS);
-        let unmeasured = warm_up
-            .frame
-            .filter(|_| live)
-            .map(|f| f.mul_f64(WARM_UP_UNMEASURED));
+        let live_frame = warm_up.frame.filter(|_| live);
+        let hopeless = live_frame.map(|f| f * WARM_UP_HOPELESS);
+        let unmeasured = live_frame.map(|f| f.mul_f64(WARM_UP_UNMEASURED));
         let generation = warm_up.generation;
         let element = self.obj().downgrade();
         let cancel = Arc::new(AtomicBool::new(false));
