@@ -80,8 +80,11 @@ const DEFAULT_BOUND: &str = "";
 /// a frame expected within it is worth running rather than dropping.
 const DEFAULT_MAX_LATENESS: u64 = 20_000_000;
 
-/// Warm-up per rung: compiling runs not timed, then timed runs.
+/// Warm-up per rung: compiling runs not timed, then timed runs. A rung in the direct CPU form
+/// (`engine::native`) has nothing to compile: its one untimed run sizes its workspace (and, on a
+/// new thread, starts the OpenMP team).
 const WARM_UP_DISCARDED: usize = 2;
+const WARM_UP_DISCARDED_DIRECT: usize = 1;
 const WARM_UP_TIMED: usize = 5;
 /// Total warm-up time after which the remaining rungs are left to be measured by probes.
 const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
@@ -90,6 +93,14 @@ const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
 /// heavier rungs are left out rather than holding the cores the stream needs (on 2 CPU cores
 /// the x4 `fourier` rung takes 0.35 s a 320x180 frame: 7 runs of it were 2.5 s).
 const WARM_UP_HOPELESS: u32 = 2;
+/// A live warm-up times a rung no further once its first timed run takes longer than this many
+/// frame durations: the policy climbs only to a rung under 0.8 of a frame (and rechecks a rung
+/// it left out later, on a quiet machine), so more runs would only hold the cores the stream
+/// needs. x4 `dense-wide` on an AVX-512 CPU, estimated at 45 ms and measured at 50-90 ms, took
+/// 0.45 s of a 0.6 s warm-up at 25 fps on 2 cores with all five.
+const WARM_UP_ONE_RUN: u32 = 1;
+// the warm-up stops only after a rung whose runs it would also have cut short
+const _: () = assert!(WARM_UP_ONE_RUN < WARM_UP_HOPELESS);
 /// A live warm-up does not run a rung it estimates (from a lighter rung's cost here and the
 /// manifest's timings) over this many frame durations either: the policy climbs only to a rung
 /// that fits the budget with headroom (under 0.8 of a frame), so the estimate would have to be
@@ -778,8 +789,11 @@ impl LightSrScale {
         };
         let live = self.upstream_live();
         let live_frame = warm_up.frame.filter(|_| live);
-        let hopeless = live_frame.map(|f| f * WARM_UP_HOPELESS);
-        let unmeasured = live_frame.map(|f| f.mul_f64(WARM_UP_UNMEASURED));
+        let limits = WarmUpLimits {
+            one_run: live_frame.map(|f| f * WARM_UP_ONE_RUN),
+            hopeless: live_frame.map(|f| f * WARM_UP_HOPELESS),
+            unmeasured: live_frame.map(|f| f.mul_f64(WARM_UP_UNMEASURED)),
+        };
         let generation = warm_up.generation;
         let element = self.obj().downgrade();
         let cancel = Arc::new(AtomicBool::new(false));
@@ -799,7 +813,6 @@ impl LightSrScale {
             // share 2-4% instead of 84-95% at 320x180 -> x4, gst-plugin/README.md).
             let seeds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let job = (formats, scaler, tile);
-                let limits = (hopeless, unmeasured);
                 measure_rungs(&variants, &warm_up.order, &infos, job, limits, &stopped)
             }))
             .unwrap_or_else(|_| Err("the warm-up panicked".to_string()));
@@ -1108,11 +1121,23 @@ fn running_time_of(segment: &gst::Segment, pts: Option<gst::ClockTime>) -> Optio
     segment.to_running_time(pts?).map(|t| t.nseconds())
 }
 
+/// How far a warm-up measures (all `None` when not live: every rung, every run).
+#[derive(Clone, Copy, Debug)]
+struct WarmUpLimits {
+    /// A rung whose first timed run takes longer keeps that one sample ([`WARM_UP_ONE_RUN`]).
+    one_run: Option<Duration>,
+    /// The warm-up stops after a rung whose first timed run takes longer ([`WARM_UP_HOPELESS`]).
+    hopeless: Option<Duration>,
+    /// A rung estimated over it is not run ([`WARM_UP_UNMEASURED`], [`left_unrun`]).
+    unmeasured: Option<Duration>,
+}
+
 /// Runs each rung in `order` (lightest first) on a blank frame of the negotiated formats
 /// (compiling runs untimed, then timed ones): the scheduler's first cost estimates. Bounded by
-/// [`WARM_UP_LIMIT`], and it stops after a rung whose first timed run took longer than
-/// `hopeless` (one sample for it), or at a rung [`estimated_cost`] puts over `hopeless` (its
-/// estimate as its one sample, and it is not run); rungs not reached are left to probes.
+/// [`WARM_UP_LIMIT`]; a rung whose first timed run took longer than `limits.one_run` keeps
+/// that one sample, and the warm-up stops after one over `limits.hopeless`, or at a rung
+/// [`estimated_cost`] puts over `limits.unmeasured` (its estimate as its one sample, and it is
+/// not run); rungs not reached are left to probes.
 /// `job`: the formats, whether the weight-free rung gets a scaler of its own (a converter is
 /// not for two threads at once), the tile size. `cancel` stops it after the run in progress,
 /// the rung cut short left out.
@@ -1121,7 +1146,7 @@ fn measure_rungs(
     order: &[usize],
     infos: &(gst_video::VideoInfo, gst_video::VideoInfo),
     job: ((FrameFormat, FrameFormat), bool, i64),
-    (hopeless, unmeasured): (Option<Duration>, Option<Duration>),
+    limits: WarmUpLimits,
     cancel: &AtomicBool,
 ) -> Result<Vec<(usize, Vec<Duration>)>, String> {
     let (formats, scaler, tile) = job;
@@ -1141,7 +1166,7 @@ fn measure_rungs(
             break;
         }
         let reference = variants[v].reference_cpu_cost();
-        if let Some(estimate) = left_unrun(last_learned, reference, unmeasured) {
+        if let Some(estimate) = left_unrun(last_learned, reference, limits.unmeasured) {
             // Predicted over the frame from a lighter rung's cost here: seeded with the
             // estimate (so the policy never probes it blind), not run (its compiling runs alone
             // would take the cores for a second at the start of a live stream).
@@ -1163,18 +1188,19 @@ fn measure_rungs(
             let (h, w) = (formats.0.height as i64, formats.0.width as i64);
             job.variant.warm_up(h, w).map_err(|e| e.to_string())?;
         }
+        let discarded = discarded_runs(&job);
         let mut samples = Vec::with_capacity(WARM_UP_TIMED);
-        for run in 0..WARM_UP_DISCARDED + WARM_UP_TIMED {
+        for run in 0..discarded + WARM_UP_TIMED {
             let t = Instant::now();
             let mut out = outframe.as_mut_video_frame_ref();
             upscale_frame(&job, &inframe.as_video_frame_ref(), &mut out)?;
-            if run >= WARM_UP_DISCARDED {
+            if run >= discarded {
                 samples.push(t.elapsed());
             }
             if started.elapsed() > WARM_UP_LIMIT && !samples.is_empty() {
                 break;
             }
-            if far_over(&samples, hopeless) || cancelled() {
+            if far_over(&samples, limits.one_run) || cancelled() {
                 break;
             }
         }
@@ -1182,7 +1208,7 @@ fn measure_rungs(
             // a rung cut short is left out (no partial costs)
             break;
         }
-        let stop = far_over(&samples, hopeless);
+        let stop = far_over(&samples, limits.hopeless);
         if let (Some(median), Some(reference)) = (median(&samples), reference)
             && !job.variant.is_weight_free()
         {
@@ -1282,9 +1308,21 @@ fn median(samples: &[Duration]) -> Option<Duration> {
     sorted.get(sorted.len() / 2).copied()
 }
 
-/// Whether a rung's first timed warm-up run took longer than `hopeless`.
-fn far_over(samples: &[Duration], hopeless: Option<Duration>) -> bool {
-    matches!((samples.first(), hopeless), (Some(&first), Some(limit)) if first > limit)
+/// Whether a rung's first timed warm-up run took longer than `limit`.
+fn far_over(samples: &[Duration], limit: Option<Duration>) -> bool {
+    matches!((samples.first(), limit), (Some(&first), Some(limit)) if first > limit)
+}
+
+/// The untimed runs before a rung's timed ones in a warm-up: libtorch's profiling executor
+/// specialises a TorchScript module over its first two runs; the direct CPU form and GStreamer's
+/// scaler only set up on their first.
+fn discarded_runs(job: &FrameJob) -> usize {
+    let settled_at_once = job.by_scaler().is_some() || job.variant.runs_direct();
+    if settled_at_once {
+        WARM_UP_DISCARDED_DIRECT
+    } else {
+        WARM_UP_DISCARDED
+    }
 }
 
 /// Runs one frame: GStreamer's scaler for the weight-free rung on the CPU, else the rung's
@@ -2562,6 +2600,14 @@ mod tests {
             !far_over(&[ms(350)], None),
             "not live: every rung is measured"
         );
+        // a rung over a frame keeps its first timed run alone, and the warm-up goes on
+        let one_run = Some(ms(40) * WARM_UP_ONE_RUN);
+        assert!(far_over(&[ms(50)], one_run), "x4 dense-wide on AVX-512");
+        assert!(
+            !far_over(&[ms(50)], limit),
+            "... which does not stop the warm-up"
+        );
+        assert!(!far_over(&[ms(30)], one_run), "x4 dense: five timed runs");
     }
 
     #[test]
