@@ -9,7 +9,7 @@
 //! ms without (`OMP_WAIT_POLICY=passive` removed the difference), and through the element
 //! (whose inference thread converts each frame with libtorch) 8.3 ms against a 4.4-4.8 ms
 //! forward. On the team the spinning worker takes its share at once, and no thread is started
-//! per call. The entry points are looked up at run time (`dlsym`, all four in one object);
+//! per call. The entry points are looked up at run time (`dlsym`, all three in one object);
 //! where they are missing, or with `LIGHTSRSCALE_DIRECT_OMP=0`, [`parallel`] says so and the
 //! caller runs threads of its own.
 
@@ -34,12 +34,10 @@ pub fn set_team(on: bool) {
 
 /// `GOMP_parallel(fn, data, num_threads, flags)`.
 type Parallel = unsafe extern "C" fn(unsafe extern "C" fn(*mut c_void), *mut c_void, u32, u32);
-type Barrier = unsafe extern "C" fn();
 type Query = unsafe extern "C" fn() -> i32;
 
 struct Gomp {
     parallel: Parallel,
-    barrier: Barrier,
     thread_num: Query,
     num_threads: Query,
 }
@@ -68,11 +66,10 @@ fn gomp() -> Option<&'static Gomp> {
         };
         let symbols = [
             find(c"GOMP_parallel")?,
-            find(c"GOMP_barrier")?,
             find(c"omp_get_thread_num")?,
             find(c"omp_get_num_threads")?,
         ];
-        // all four from one object: a library exporting only stub `omp_get_*` functions would
+        // all three from one object: a library exporting only stub `omp_get_*` functions would
         // put every member on band 0 of a real team
         let object = |at: *mut c_void| {
             // SAFETY: dladdr only reads the loader's tables; `info` is written on success.
@@ -87,9 +84,8 @@ fn gomp() -> Option<&'static Gomp> {
         unsafe {
             Some(Gomp {
                 parallel: std::mem::transmute::<*mut c_void, Parallel>(symbols[0]),
-                barrier: std::mem::transmute::<*mut c_void, Barrier>(symbols[1]),
-                thread_num: std::mem::transmute::<*mut c_void, Query>(symbols[2]),
-                num_threads: std::mem::transmute::<*mut c_void, Query>(symbols[3]),
+                thread_num: std::mem::transmute::<*mut c_void, Query>(symbols[1]),
+                num_threads: std::mem::transmute::<*mut c_void, Query>(symbols[2]),
             })
         }
     })
@@ -103,8 +99,7 @@ pub fn available() -> bool {
 
 /// Runs `work(t, n)` on every member `t` of a team of `n` threads, at most `threads` (libgomp
 /// may give fewer), and returns when all are done; `false`, nothing run, where there is no
-/// team to use. A panic in `work` comes back here once every member is done (`work` that waits
-/// at [`barrier`] must not panic: the others would wait for it there).
+/// team to use. A panic in `work` comes back here once every member is done.
 pub(crate) fn parallel(threads: usize, work: &(dyn Fn(usize, usize) + Sync)) -> bool {
     let Some(gomp) = gomp().filter(|_| TEAM.with(Cell::get)) else {
         return false;
@@ -125,8 +120,8 @@ pub(crate) fn parallel(threads: usize, work: &(dyn Fn(usize, usize) + Sync)) -> 
             usize::try_from(n).unwrap_or(1),
         );
         if n == 0 || t >= n || n > call.threads {
-            // libgomp never forms a bigger team than asked; a member left out of the work
-            // would leave the others waiting at its barriers
+            // libgomp never forms a bigger team than asked; a member past it would have no
+            // share of the work (the direct form's bands: no rings of its own)
             std::process::abort();
         }
         // a panic must not unwind into libgomp: caught here, raised again after the region
@@ -150,32 +145,19 @@ pub(crate) fn parallel(threads: usize, work: &(dyn Fn(usize, usize) + Sync)) -> 
     true
 }
 
-/// libgomp's barrier: every member of the team waits here for the others.
-///
-/// # Safety
-/// Only inside [`parallel`]'s `work`, and reached by every member of the team the same number
-/// of times.
-pub(crate) unsafe fn barrier() {
-    if let Some(gomp) = gomp() {
-        // SAFETY: forwarded.
-        unsafe { (gomp.barrier)() }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn every_member_runs_once_and_the_barrier_holds_them_together() {
+    fn every_member_runs_once_on_a_team_no_bigger_than_asked() {
         // libtorch (and with it libgomp) is linked into the test binary
         let _ = tch::get_num_threads();
         let off = std::env::var_os("LIGHTSRSCALE_DIRECT_OMP").is_some_and(|v| v == "0");
         for threads in [1, 2, 3] {
             let ran = AtomicUsize::new(0);
-            let before = AtomicUsize::new(0);
-            let seen = AtomicUsize::new(usize::MAX);
+            let members = std::sync::Mutex::new(Vec::new());
             let team = AtomicUsize::new(0);
             let bad = AtomicUsize::new(0);
             let used = parallel(threads, &|t, n| {
@@ -183,11 +165,7 @@ mod tests {
                     bad.fetch_add(1, Ordering::SeqCst);
                 }
                 team.store(n, Ordering::SeqCst);
-                before.fetch_add(1, Ordering::SeqCst);
-                // SAFETY: every member reaches it once
-                unsafe { barrier() };
-                // after the barrier every member has counted itself in
-                seen.fetch_min(before.load(Ordering::SeqCst), Ordering::SeqCst);
+                members.lock().unwrap().push(t);
                 ran.fetch_add(1, Ordering::SeqCst);
             });
             // the torch wheel's libtorch runs on libgomp: the team is there unless turned off
@@ -202,7 +180,10 @@ mod tests {
             assert!((1..=threads).contains(&n), "team of {n} for {threads}");
             assert_eq!(bad.load(Ordering::SeqCst), 0);
             assert_eq!(ran.load(Ordering::SeqCst), n, "threads {threads}");
-            assert_eq!(seen.load(Ordering::SeqCst), n, "threads {threads}");
+            // each member once: bands 0..n, every one run
+            let mut members = members.into_inner().unwrap();
+            members.sort();
+            assert_eq!(members, (0..n).collect::<Vec<_>>(), "threads {threads}");
         }
     }
 

@@ -24,7 +24,7 @@
 use std::{
     ops::Range,
     sync::{
-        Barrier, Mutex,
+        Mutex,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -290,9 +290,10 @@ impl NativeNet {
         };
         let mut ws = match kept {
             Some(ws) => ws,
-            None => Workspace::new(self, h, w)?,
+            None => Workspace::new(h, w),
         };
         let threads = threads.clamp(1, h.div_ceil(8).max(1));
+        ws.reserve(self, threads)?;
         for (frame, out) in src
             .chunks_exact(frame_in)
             .zip(dst.chunks_exact_mut(frame_out))
@@ -313,36 +314,26 @@ impl NativeNet {
             wide: self.is_wide(),
             ..ws.geometry
         };
-        let shared = ws.shared();
         let out = Shared(out.as_mut_ptr());
-        // one set of row buffers per band, each moved to the thread that runs the band
-        let rows = Scratch::sizes(&geometry, self.tail.cout);
-        ws.scratch.resize_with(threads, || Scratch::new(rows));
+        // one set of rings and row buffers per band, each moved to the thread that runs it
+        let count = threads.min(ws.bands.len());
+        let bands = &mut ws.bands[..count];
+        let threads = bands.len();
         // On the calling thread's OpenMP team where there is one (`crate::omp`): member t runs
-        // band t with row buffers t (the team has at most `threads` members). The members wait
-        // for each other at libgomp's barrier: one that panicked would leave the others waiting
-        // there, so a panic in a band aborts instead (none is expected: every index is within
-        // the workspace's sizes; the element's own threads would hang at their barrier).
-        let sets = Shared(ws.scratch.as_mut_ptr());
+        // band t with rings t (the team has at most `threads` members). A panic in a band
+        // aborts: none is expected (every index is within the rings' sizes), and the element
+        // cannot hand a frame on half made.
+        let sets = Shared(bands.as_mut_ptr());
         if threads > 1
             && crate::omp::parallel(threads, &|t, n| {
                 // the whole `Shared` (Sync), not its raw-pointer field, which the closure would
                 // otherwise capture alone
                 let sets = &sets;
-                // SAFETY: member t alone uses set t (t < n <= threads, the sets' count); the
-                // rest as `run_band`, all members passing the same team barriers.
+                // SAFETY: member t alone uses set t (t < n <= threads, the sets' count), and
+                // writes only the output rows of band t of n.
                 let band = || unsafe {
-                    let scratch = &mut *sets.0.add(t);
-                    self.run_band(
-                        t,
-                        n,
-                        &LayerSync::Team,
-                        &geometry,
-                        frame,
-                        out,
-                        &shared,
-                        scratch,
-                    )
+                    let rings = &mut *sets.0.add(t);
+                    self.run_band(t, n, &geometry, frame, out, rings)
                 };
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(band)).is_err() {
                     std::process::abort();
@@ -351,32 +342,23 @@ impl NativeNet {
         {
             return;
         }
-        let mut scratch = ws.scratch.iter_mut();
-        let own = scratch.next().expect("one per thread");
-        // The barrier is sized to the helpers that did start (a refused thread, at a process
-        // limit, must not leave the others waiting at it forever): each helper waits for its
-        // band and the count before it starts, and returns if it is told none.
-        let barrier = std::sync::OnceLock::new();
+        let mut sets = bands.iter_mut();
+        let own = sets.next().expect("one per thread");
+        // The bands are cut for the helpers that did start (a refused thread, at a process
+        // limit, must leave its rows to the others): each helper waits for its band and the
+        // count before it starts, and returns if it is told none.
         std::thread::scope(|scope| {
             let mut helpers = Vec::new();
-            for scratch in scratch {
+            for rings in sets {
                 let (tell, told) = std::sync::mpsc::channel::<(usize, usize)>();
-                let (barrier, shared) = (&barrier, &shared);
                 let started = std::thread::Builder::new()
                     .name("lightsr-direct".into())
                     .spawn_scoped(scope, move || {
                         let Ok((t, threads)) = told.recv() else {
                             return;
                         };
-                        let Some(barrier) = barrier.get() else {
-                            return;
-                        };
-                        // SAFETY: see `run_band`.
-                        unsafe {
-                            self.run_band(
-                                t, threads, barrier, &geometry, frame, out, shared, scratch,
-                            )
-                        }
+                        // SAFETY: see `run_band`; band t of `threads`, rings of its own.
+                        unsafe { self.run_band(t, threads, &geometry, frame, out, rings) }
                     });
                 if started.is_err() {
                     break;
@@ -384,170 +366,195 @@ impl NativeNet {
                 helpers.push(tell);
             }
             let threads = helpers.len() + 1;
-            let barrier = barrier.get_or_init(|| LayerSync::Threads(Barrier::new(threads)));
             for (t, tell) in helpers.iter().enumerate() {
                 // a helper that started is waiting for this; it cannot have gone
                 let _ = tell.send((t + 1, threads));
             }
             // SAFETY: see `run_band`.
-            unsafe { self.run_band(0, threads, barrier, &geometry, frame, out, &shared, own) }
+            unsafe { self.run_band(0, threads, &geometry, frame, out, own) }
         });
     }
 
-    /// Band `t` of `threads` of every layer, in turn.
+    /// Output rows of band `t` of `threads`, every layer row by row: at step k, conv layer d
+    /// (0 the first, then two a block, the tail last) makes its row k - d from the rows its
+    /// input layer made up to this step, into a ring of a few rows that stays in the cache
+    /// (a whole frame's planes, one layer at a time, did not: their 2 MB at 320x180 and 7
+    /// channels exceed a core's L2, and the convolutions ran at 55-65% of their speed on data in
+    /// L1). Each layer makes the rows its successors need of this band, so a band reaches
+    /// `depth - 1 - d` rows past its edges at layer d (those rows are made twice, once for each
+    /// band); rows -1 and h of every ring are made zeros (the convolutions' padding).
     ///
     /// # Safety
-    /// Every thread writes only the rows of its own band of each buffer, reads rows of other
-    /// bands only of buffers written before the last barrier, and all threads pass the same
-    /// barriers; the buffers are `g`'s size and the output is the frame's.
-    #[allow(clippy::too_many_arguments)]
+    /// `rings` are `g`'s size, for this net; the output is the frame's, and this band's output
+    /// rows are written by this thread alone.
     unsafe fn run_band(
         &self,
         t: usize,
         threads: usize,
-        barrier: &LayerSync,
         g: &Geometry,
         frame: &[u8],
         out: Shared<u8>,
-        ws: &SharedWorkspace,
-        scratch: &mut Scratch,
+        rings: &mut Rings,
     ) {
         let rows = band(g.h, t, threads);
-        let skip_rows = band(g.h + 4, t, threads);
-        unsafe {
-            self.sub_mean(frame, ws.mean.0, g, rows.clone(), &mut scratch.padded);
-            self.horizontal_skip(frame, ws.across.0, g, skip_rows, &mut scratch.padded);
-            barrier.wait();
-            conv(
-                &self.initial,
-                ws.mean.0,
-                ws.features.0,
-                g,
-                rows.clone(),
-                Epilogue::Plain,
-            );
-            barrier.wait();
-            let mut r = ws.features.0;
-            for (i, block) in self.blocks.iter().enumerate() {
-                conv(
-                    &block.conv1,
-                    r,
-                    ws.middle.0,
-                    g,
-                    rows.clone(),
-                    Epilogue::PRelu(&block.slopes),
-                );
-                barrier.wait();
-                let next = if r == ws.ping.0 { ws.pong.0 } else { ws.ping.0 };
-                let also = (i + 1 == self.blocks.len()).then_some(ws.features.0 as *const f32);
-                conv(
-                    &block.conv2,
-                    ws.middle.0,
-                    next,
-                    g,
-                    rows.clone(),
-                    Epilogue::Add(r as *const f32, also),
-                );
-                barrier.wait();
-                r = next;
-            }
-            self.tail(r, ws.across.0, out.0, g, rows, &mut scratch.bytes);
+        if rows.is_empty() {
+            return;
         }
-    }
-
-    /// `sub_mean` (a 1x1 conv) of the frame's rows into the zero-bordered planes at `mean`.
-    unsafe fn sub_mean(
-        &self,
-        frame: &[u8],
-        mean: *mut f32,
-        g: &Geometry,
-        rows: Range<usize>,
-        padded: &mut [f32],
-    ) {
-        let w = g.w;
-        for y in rows {
-            let colours = padded_rows(&frame[y * w * 3..(y + 1) * w * 3], padded);
-            for c in 0..3 {
-                let [m0, m1, m2] = self.mean_weights[c];
-                let b = self.mean_bias[c];
-                // SAFETY: row y of plane c, columns 1..=w: inside the plane.
-                let row = unsafe { std::slice::from_raw_parts_mut(mean.add(g.at(c, y, 0)), w) };
-                let [r, gr, bl] = colours.map(|p| &p[2..2 + w]);
-                for (((v, r), gr), bl) in row.iter_mut().zip(r).zip(gr).zip(bl) {
-                    *v = m0 * r + m1 * gr + m2 * bl + b;
+        let (y0, y1, h) = (rows.start as isize, rows.end as isize, g.h as isize);
+        let blocks = self.blocks.len();
+        let depth = 2 * blocks + 2;
+        // rows of conv layer d this band makes
+        let range = |d: usize| {
+            let reach = (depth - 1 - d) as isize;
+            (y0 - reach).max(0)..(y1 + reach).min(h)
+        };
+        let first = range(0);
+        let means = (first.start - 1).max(0)..(first.end + 1).min(h);
+        // skip rows (input rows r - 2, replicated at the edges) of the band's tail rows
+        let skips = y0..y1 + 4;
+        let mut next_skip = skips.start;
+        let Rings {
+            bufs,
+            padded,
+            bytes,
+            ..
+        } = rings;
+        for step in (y0 - depth as isize - 2)..(y1 + depth as isize) {
+            // SAFETY (throughout): every row index below is in -1..=h, the rings' rows are
+            // `g`'s, and each ring keeps enough rows for its readers (`Rings::new`).
+            unsafe {
+                let r = step + 1;
+                if means.contains(&r) {
+                    self.sub_mean(frame, bufs.mean, g, r as usize, padded);
+                } else if (r == -1 && means.start == 0) || (r == h && means.end == h) {
+                    bufs.mean.zero_row(r);
                 }
+                for d in 0..depth - 1 {
+                    let r = step - d as isize;
+                    let range = range(d);
+                    let output = if d == 0 {
+                        bufs.features
+                    } else if d % 2 == 1 {
+                        bufs.middles[d / 2]
+                    } else {
+                        bufs.outs[d / 2 - 1]
+                    };
+                    if !range.contains(&r) {
+                        if (r == -1 && range.start == 0) || (r == h && range.end == h) {
+                            output.zero_row(r);
+                        }
+                        continue;
+                    }
+                    let y = r as usize;
+                    if d == 0 {
+                        conv_row(&self.initial, bufs.mean, output, g, y, Epilogue::Plain);
+                        continue;
+                    }
+                    let b = (d - 1) / 2;
+                    let block = &self.blocks[b];
+                    let input = if b == 0 {
+                        bufs.features
+                    } else {
+                        bufs.outs[b - 1]
+                    };
+                    if d % 2 == 1 {
+                        let epilogue = Epilogue::PRelu(&block.slopes);
+                        conv_row(&block.conv1, input, output, g, y, epilogue);
+                    } else {
+                        let also = (b + 1 == blocks).then_some(bufs.features);
+                        let epilogue = Epilogue::Add(input, also);
+                        conv_row(&block.conv2, bufs.middles[b], output, g, y, epilogue);
+                    }
+                }
+                let y = step - (depth - 1) as isize;
+                if y < y0 || y >= y1 {
+                    continue;
+                }
+                // the skip rows this tail row reads: y..=y + 4
+                while next_skip <= y + 4 {
+                    self.horizontal_skip(frame, bufs.across, g, next_skip as usize, padded);
+                    next_skip += 1;
+                }
+                let last = bufs.outs[blocks - 1];
+                self.tail(last, bufs.across, out.0, g, y as usize, bytes);
+            }
+        }
+        debug_assert!(next_skip == skips.end);
+    }
+
+    /// `sub_mean` (a 1x1 conv) of the frame's row `y` into its row of `mean`.
+    unsafe fn sub_mean(&self, frame: &[u8], mean: Buf, g: &Geometry, y: usize, padded: &mut [f32]) {
+        let w = g.w;
+        let colours = padded_rows(&frame[y * w * 3..(y + 1) * w * 3], padded);
+        for c in 0..3 {
+            let [m0, m1, m2] = self.mean_weights[c];
+            let b = self.mean_bias[c];
+            // SAFETY: row y of plane c, columns 0..w: inside the ring's row.
+            let row = unsafe { std::slice::from_raw_parts_mut(mean.at(c, y, 0), w) };
+            let [r, gr, bl] = colours.map(|p| &p[2..2 + w]);
+            for (((v, r), gr), bl) in row.iter_mut().zip(r).zip(gr).zip(bl) {
+                *v = m0 * r + m1 * gr + m2 * bl + b;
             }
         }
     }
 
-    /// The skip's horizontal pass: for each colour c and column phase j, row `r` of plane
-    /// (c, j) holds input row `r - 2` (replicated at the edges) filtered by phase j's taps.
+    /// The skip's horizontal pass for skip row `r`: for each colour c and column phase j, row
+    /// `r` of plane (c, j) holds input row `r - 2` (replicated at the edges) filtered by phase
+    /// j's taps.
     unsafe fn horizontal_skip(
         &self,
         frame: &[u8],
-        across: *mut f32,
+        across: Buf,
         g: &Geometry,
-        rows: Range<usize>,
+        r: usize,
         padded: &mut [f32],
     ) {
         let s = self.scale;
         let (h, w) = (g.h as i64, g.w);
-        for r in rows {
-            let y = (r as i64 - 2).clamp(0, h - 1) as usize;
-            let colours = padded_rows(&frame[y * w * 3..(y + 1) * w * 3], padded);
-            for (c, colour) in colours.iter().enumerate() {
-                for (j, taps) in self.taps.iter().enumerate() {
-                    // SAFETY: row r of plane (c, j), columns 0..round_up(w, 8) <= stride.
-                    unsafe {
-                        filter_row(
-                            colour,
-                            taps,
-                            across.add((c * s + j) * g.skip_plane + r * g.stride),
-                            w,
-                        )
-                    };
-                }
+        let y = (r as i64 - 2).clamp(0, h - 1) as usize;
+        let colours = padded_rows(&frame[y * w * 3..(y + 1) * w * 3], padded);
+        for (c, colour) in colours.iter().enumerate() {
+            for (j, taps) in self.taps.iter().enumerate() {
+                // SAFETY: row r of plane (c, j), columns 0..round_up(w, 8) <= stride.
+                unsafe {
+                    filter_row(
+                        colour,
+                        taps,
+                        across.ptr.add((c * s + j) * across.plane + across.row(r)),
+                        w,
+                    )
+                };
             }
         }
     }
 
-    /// The tail conv of `input`, plus the skip's vertical pass, clamped and truncated, written
-    /// pixel-shuffled into the output rows of input rows `rows`.
+    /// The tail conv of `input`'s row `y`, plus the skip's vertical pass, clamped and
+    /// truncated, written pixel-shuffled into output rows y * s..(y + 1) * s.
     unsafe fn tail(
         &self,
-        input: *const f32,
-        across: *const f32,
+        input: Buf,
+        across: Buf,
         out: *mut u8,
         g: &Geometry,
-        rows: Range<usize>,
+        y: usize,
         bytes: &mut [u8],
     ) {
         let s = self.scale;
-        for y in rows {
-            // SAFETY: as `conv`; `bytes` holds `channels` rows of `stride` bytes.
-            unsafe {
-                conv_row(
-                    &self.tail,
-                    input,
-                    std::ptr::null_mut(),
-                    g,
-                    y,
-                    Epilogue::Tail {
-                        across,
-                        taps: &self.taps,
-                        scale: s,
-                        bytes: bytes.as_mut_ptr(),
-                    },
-                );
-            }
-            let out_w = g.w * s * 3;
-            for i in 0..s {
-                // SAFETY: output row y*s + i of this frame, ours alone (row band).
-                let row =
-                    unsafe { std::slice::from_raw_parts_mut(out.add((y * s + i) * out_w), out_w) };
-                let phase = &bytes[i * s * 3 * g.stride..(i + 1) * s * 3 * g.stride];
-                interleave(phase, g.stride, g.w, row);
-            }
+        let epilogue = Epilogue::Tail {
+            across,
+            taps: &self.taps,
+            scale: s,
+            bytes: bytes.as_mut_ptr(),
+        };
+        // SAFETY: as `conv_row`; `bytes` holds `channels` rows of `stride` bytes.
+        unsafe { conv_row(&self.tail, input, Buf::NONE, g, y, epilogue) };
+        let out_w = g.w * s * 3;
+        for i in 0..s {
+            // SAFETY: output row y*s + i of this frame, ours alone (row band).
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(out.add((y * s + i) * out_w), out_w) };
+            let phase = &bytes[i * s * 3 * g.stride..(i + 1) * s * 3 * g.stride];
+            interleave(phase, g.stride, g.w, row);
         }
     }
 }
@@ -590,44 +597,84 @@ fn band(total: usize, t: usize, threads: usize) -> Range<usize> {
     total * t / threads..total * (t + 1) / threads
 }
 
-/// Sizes of the zero-bordered planes: element (c, y, x) at `c * plane + (y + 1) * stride + x + 1`.
+/// Sizes of a frame's rows: every buffer's rows are `stride` floats; a zero-bordered buffer
+/// holds column x at `x + 1`.
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
     h: usize,
     w: usize,
     /// Row length: the width rounded up to whole 64-pixel groups, plus room to read past it.
     stride: usize,
-    plane: usize,
-    /// Rows of the skip's planes: h + 4, no border columns.
-    skip_plane: usize,
     /// Whether this frame's convolutions use the AVX-512 kernels (`NativeNet::is_wide`).
     wide: bool,
 }
 
-impl Geometry {
-    fn at(&self, c: usize, y: usize, x: usize) -> usize {
-        c * self.plane + (y + 1) * self.stride + x + 1
+/// A ring of rows of `channels` planes: buffer row p (in a zero-bordered buffer padded row p,
+/// frame row p - 1) of channel c starts at `ptr + c * plane + (p % ring) * stride`.
+#[derive(Debug, Clone, Copy)]
+struct Buf {
+    ptr: *mut f32,
+    channels: usize,
+    stride: usize,
+    plane: usize,
+    ring: usize,
+}
+
+impl Buf {
+    /// For an epilogue that writes no buffer (the tail writes bytes).
+    const NONE: Buf = Buf {
+        ptr: std::ptr::null_mut(),
+        channels: 0,
+        stride: 0,
+        plane: 0,
+        ring: 1,
+    };
+
+    /// Offset of buffer row `p` within a plane.
+    fn row(&self, p: usize) -> usize {
+        p % self.ring * self.stride
+    }
+
+    /// Frame row `y`, column `x` of channel `c` of a zero-bordered buffer.
+    ///
+    /// # Safety
+    /// `c` below the buffer's channels, `x` inside its rows.
+    unsafe fn at(&self, c: usize, y: usize, x: usize) -> *mut f32 {
+        // SAFETY: as the caller's.
+        unsafe { self.ptr.add(c * self.plane + self.row(y + 1) + x + 1) }
+    }
+
+    /// Frame row `r` (-1 or h: the convolutions' padding) of every channel of a zero-bordered
+    /// buffer made zeros, the whole row.
+    ///
+    /// # Safety
+    /// The buffer is one of `Rings::new`'s.
+    unsafe fn zero_row(&self, r: isize) {
+        let p = usize::try_from(r + 1).expect("rows from -1");
+        for c in 0..self.channels {
+            // SAFETY: row p of plane c, `stride` floats of the buffer's own.
+            unsafe {
+                std::ptr::write_bytes(self.ptr.add(c * self.plane + self.row(p)), 0, self.stride)
+            };
+        }
     }
 }
 
-/// The buffers of one frame size, reused from frame to frame: their borders stay zero, as
-/// only interior pixels are ever written.
-#[derive(Debug)]
-struct Workspace {
-    geometry: Geometry,
-    mean: Planes,
-    features: Planes,
-    middle: Planes,
-    ping: Planes,
-    pong: Planes,
-    across: Planes,
-    /// Row buffers, one set per band thread.
-    scratch: Vec<Scratch>,
-}
+/// Rows a ring keeps: a convolution reads rows y - 1..=y + 1 while its input layer writes y + 2
+/// (and a block's second conv the residual at y - 1 of that step's newest); the first layer's
+/// features are read again by the last block, `2 * blocks` rows later.
+const RING_ROWS: usize = 4;
+/// The skip's rows: the tail reads 5 while the next is written.
+const SKIP_RING_ROWS: usize = 8;
 
-/// One band thread's row buffers (`Scratch::sizes`).
+/// One band's rings and row buffers (`NativeNet::run_band`), moved to the thread that runs it.
 #[derive(Debug)]
-struct Scratch {
+struct Rings {
+    /// The zero-bordered rings, one allocation.
+    conv: Planes,
+    /// The skip's planes (no border columns).
+    skip: Planes,
+    bufs: BandBufs,
     /// One input row, a row a colour, each replicate-padded by 2 on the left and at least 10
     /// on the right (`padded_rows`).
     padded: Vec<f32>,
@@ -635,82 +682,120 @@ struct Scratch {
     bytes: Vec<u8>,
 }
 
-impl Scratch {
-    fn sizes(g: &Geometry, tail_channels: usize) -> (usize, usize) {
-        (3 * (g.w.div_ceil(8) * 8 + 12), tail_channels * g.stride)
-    }
+// SAFETY: the raw pointers in `bufs` point into the rings' own heap buffers, which move with
+// them; the rings are used by one thread at a time (`&mut`).
+unsafe impl Send for Rings {}
 
-    fn new((padded, bytes): (usize, usize)) -> Scratch {
-        Scratch {
-            padded: vec![0.0; padded],
-            bytes: vec![0; bytes],
-        }
-    }
+#[derive(Debug)]
+struct BandBufs {
+    mean: Buf,
+    features: Buf,
+    /// Per block: its first conv's output, then its second's.
+    middles: Vec<Buf>,
+    outs: Vec<Buf>,
+    across: Buf,
 }
 
-impl Workspace {
-    /// Zeroed buffers for frames of h x w; out of memory is an error libtorch's would read as
-    /// one (`Variant`'s frame error names it, with the frame and what to do).
-    fn new(net: &NativeNet, h: usize, w: usize) -> Result<Workspace, tch::TchError> {
-        // the AVX-512 kernels read 48 or 64 pixels (+ 2 for the taps) from below the width
-        let stride = w.div_ceil(64) * 64 + 64;
-        let plane = (h + 2) * stride;
-        let middle = net.blocks.iter().map(|b| b.conv1.cout).max().unwrap_or(1);
-        let geometry = Geometry {
-            h,
-            w,
-            stride,
-            plane,
-            skip_plane: (h + 4) * stride,
-            wide: false,
-        };
+impl Rings {
+    /// Zeroed rings for frames of `g`'s width; out of memory is an error libtorch's would read
+    /// as one (`Variant`'s frame error names it, with the frame and what to do).
+    fn new(net: &NativeNet, g: &Geometry) -> Result<Rings, tch::TchError> {
+        let stride = g.stride;
+        let blocks = net.blocks.len();
+        // (channels, rows) of each zero-bordered ring, in the order `bufs` takes them
+        let mut layout = vec![(3, RING_ROWS), (net.width, 2 * blocks + 2)];
+        layout.extend(net.blocks.iter().map(|b| (b.conv1.cout, RING_ROWS)));
+        layout.extend(net.blocks.iter().map(|_| (net.width, RING_ROWS)));
+        let floats: usize = layout.iter().map(|(c, r)| c * r * stride).sum();
         // interior column 0 of every row at a 64-byte boundary (the kernels' stores and the
         // middle tap's loads then stay within cache lines); column 0 for the skip's planes
-        let planes = |channels: usize| Planes::zeroed(channels * plane, 1);
-        Ok(Workspace {
-            geometry,
-            mean: planes(3)?,
-            features: planes(net.width)?,
-            middle: planes(middle)?,
-            ping: planes(net.width)?,
-            pong: planes(net.width)?,
-            across: Planes::zeroed(3 * net.scale * geometry.skip_plane, 0)?,
-            scratch: Vec::new(),
+        let mut conv = Planes::zeroed(floats, 1)?;
+        let skip_planes = 3 * net.scale;
+        let mut skip = Planes::zeroed(skip_planes * SKIP_RING_ROWS * stride, 0)?;
+        let mut next = conv.start();
+        let mut bufs = layout.iter().map(|&(channels, ring)| {
+            let buf = Buf {
+                ptr: next,
+                channels,
+                stride,
+                plane: ring * stride,
+                ring,
+            };
+            // SAFETY: within `conv`'s `floats`, the layout's sum.
+            next = unsafe { next.add(channels * ring * stride) };
+            buf
+        });
+        let mean = bufs.next().expect("layout");
+        let features = bufs.next().expect("layout");
+        let middles: Vec<Buf> = bufs.by_ref().take(blocks).collect();
+        let outs: Vec<Buf> = bufs.collect();
+        let across = Buf {
+            ptr: skip.start(),
+            channels: skip_planes,
+            stride,
+            plane: SKIP_RING_ROWS * stride,
+            ring: SKIP_RING_ROWS,
+        };
+        Ok(Rings {
+            conv,
+            skip,
+            bufs: BandBufs {
+                mean,
+                features,
+                middles,
+                outs,
+                across,
+            },
+            padded: vec![0.0; 3 * (g.w.div_ceil(8) * 8 + 12)],
+            bytes: vec![0; net.tail.cout * stride],
         })
     }
 
     fn bytes(&self) -> usize {
-        let floats = [
-            &self.mean,
-            &self.features,
-            &self.middle,
-            &self.ping,
-            &self.pong,
-            &self.across,
-        ]
-        .iter()
-        .map(|p| p.data.len())
-        .sum::<usize>();
-        floats * std::mem::size_of::<f32>()
+        (self.conv.data.len() + self.skip.data.len() + self.padded.len()) * 4 + self.bytes.len()
+    }
+}
+
+/// The buffers of one frame size, reused from frame to frame: one set of rings per band.
+#[derive(Debug)]
+struct Workspace {
+    geometry: Geometry,
+    bands: Vec<Rings>,
+}
+
+impl Workspace {
+    fn new(h: usize, w: usize) -> Workspace {
+        // the AVX-512 kernels read 48 or 64 pixels (+ 2 for the taps) from below the width
+        let stride = w.div_ceil(64) * 64 + 64;
+        Workspace {
+            geometry: Geometry {
+                h,
+                w,
+                stride,
+                wide: false,
+            },
+            bands: Vec::new(),
+        }
+    }
+
+    /// Rings for `threads` bands at least.
+    fn reserve(&mut self, net: &NativeNet, threads: usize) -> Result<(), tch::TchError> {
+        while self.bands.len() < threads {
+            self.bands.push(Rings::new(net, &self.geometry)?);
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> usize {
+        self.bands.iter().map(Rings::bytes).sum()
     }
 
     fn fits(&self, h: usize, w: usize) -> bool {
         self.geometry.h == h && self.geometry.w == w
     }
-
-    fn shared(&mut self) -> SharedWorkspace {
-        SharedWorkspace {
-            mean: Shared(self.mean.start()),
-            features: Shared(self.features.start()),
-            middle: Shared(self.middle.start()),
-            ping: Shared(self.ping.start()),
-            pong: Shared(self.pong.start()),
-            across: Shared(self.across.start()),
-        }
-    }
 }
 
-/// Zeroed planes whose element `first` (and so every row's, strides being multiples of 16
+/// Zeroed floats whose element `first` (and so every row's, strides being multiples of 16
 /// floats) sits at a 64-byte boundary.
 #[derive(Debug)]
 struct Planes {
@@ -741,91 +826,49 @@ impl Planes {
     }
 }
 
-/// How the band threads wait for each other between layers.
-enum LayerSync {
-    /// The element's own threads (`std::thread::scope`).
-    Threads(Barrier),
-    /// The calling thread's OpenMP team (`crate::omp::parallel`): libgomp's barrier.
-    Team,
-}
-
-impl LayerSync {
-    fn wait(&self) {
-        match self {
-            LayerSync::Threads(barrier) => {
-                barrier.wait();
-            }
-            // SAFETY: only inside the team's parallel region, which every member reaches.
-            LayerSync::Team => unsafe { crate::omp::barrier() },
-        }
-    }
-}
-
 /// A pointer the band threads share; each writes only its own rows (see `run_band`).
 #[derive(Debug, Clone, Copy)]
 struct Shared<T>(*mut T);
-// SAFETY: only used by `run_band`'s threads, which write disjoint rows between barriers.
+// SAFETY: only used by `run_band`'s threads, which write disjoint output rows.
 unsafe impl<T> Send for Shared<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for Shared<T> {}
-
-struct SharedWorkspace {
-    mean: Shared<f32>,
-    features: Shared<f32>,
-    middle: Shared<f32>,
-    ping: Shared<f32>,
-    pong: Shared<f32>,
-    across: Shared<f32>,
-}
 
 #[derive(Clone, Copy)]
 enum Epilogue<'a> {
     Plain,
     /// PReLU with these per-channel slopes.
     PRelu(&'a [f32]),
-    /// Plus the same pixel of these planes (a residual, and the features before the tail).
-    Add(*const f32, Option<*const f32>),
+    /// Plus the same pixel of these buffers (a residual, and the features before the tail).
+    Add(Buf, Option<Buf>),
     /// Plus the skip's vertical pass over `across`, clamped to 0..=255 and truncated, into
     /// `bytes`, `cout` rows of `stride` bytes.
     Tail {
-        across: *const f32,
+        across: Buf,
         taps: &'a [[f32; 5]],
         scale: usize,
         bytes: *mut u8,
     },
 }
 
-/// `conv` of planes `src` into planes `dst` for rows `rows`, then the epilogue.
-///
-/// # Safety
-/// `src` and `dst` (and an epilogue's planes) are buffers of `g`'s size with `conv`'s channel
-/// counts, `src` zero-bordered; rows of `src` around `rows` are written.
-unsafe fn conv(
-    conv: &Conv3,
-    src: *const f32,
-    dst: *mut f32,
-    g: &Geometry,
-    rows: Range<usize>,
-    epilogue: Epilogue,
-) {
-    for y in rows {
-        // SAFETY: forwarded.
-        unsafe { conv_row(conv, src, dst, g, y, epilogue) };
+impl Epilogue<'_> {
+    /// For the tail of row `y`: the offsets in the skip's planes of its rows y..y + 5 (input
+    /// rows y - 2..=y + 2); zeros otherwise.
+    fn skip_rows(&self, y: usize) -> [usize; 5] {
+        match self {
+            Epilogue::Tail { across, .. } => std::array::from_fn(|a| across.row(y + a)),
+            _ => [0; 5],
+        }
     }
 }
 
-/// One output row of `conv`.
+/// One output row `y` of `conv` from `src` (rows y - 1..=y + 1 made) into `dst`, then the
+/// epilogue.
 ///
 /// # Safety
-/// As [`conv`]; the CPU has AVX2 and FMA ([`supported`]).
-unsafe fn conv_row(
-    conv: &Conv3,
-    src: *const f32,
-    dst: *mut f32,
-    g: &Geometry,
-    y: usize,
-    epilogue: Epilogue,
-) {
+/// The buffers are one band's `Rings` for `g` with `conv`'s channel counts; the CPU has AVX2
+/// and FMA ([`supported`]).
+unsafe fn conv_row(conv: &Conv3, src: Buf, dst: Buf, g: &Geometry, y: usize, epilogue: Epilogue) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: forwarded; `from_module` only builds a net where `supported()`, and `g.wide` is
     // only set where `wide_supported()` (`NativeNet::set_wide`).
@@ -892,7 +935,7 @@ fn channel_blocks(cout: usize, most: usize) -> impl Iterator<Item = (usize, usiz
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Conv3, Epilogue, Geometry, channel_blocks};
+    use super::{Buf, Conv3, Epilogue, Geometry, channel_blocks};
 
     /// `super::interleave` for whole groups of 16 pixels whose 16-byte stores stay inside
     /// `out`; returns how many pixels it did (the caller does the rest).
@@ -982,8 +1025,8 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn conv_row(
         conv: &Conv3,
-        src: *const f32,
-        dst: *mut f32,
+        src: Buf,
+        dst: Buf,
         g: &Geometry,
         y: usize,
         epilogue: Epilogue,
@@ -1008,16 +1051,18 @@ mod avx2 {
     unsafe fn block<const CB: usize, const SB: usize>(
         conv: &Conv3,
         co: usize,
-        src: *const f32,
-        dst: *mut f32,
+        src: Buf,
+        dst: Buf,
         g: &Geometry,
         y: usize,
         epilogue: Epilogue,
     ) {
-        let (stride, plane, cin) = (g.stride, g.plane, conv.cin);
+        let (stride, cin) = (g.stride, conv.cin);
         let weights = conv.weights.as_ptr();
-        // the taps' offsets, kept a loop as in `avx512::block`
-        let offsets: [usize; 9] = std::array::from_fn(|tap| tap / 3 * stride + tap % 3);
+        // the taps' offsets in a plane (padded rows y..y + 2: rows y - 1..=y + 1), kept a
+        // loop as in `avx512::block`
+        let offsets: [usize; 9] = std::array::from_fn(|tap| src.row(tap / 3 + y) + tap % 3);
+        let skip_rows = epilogue.skip_rows(y);
         let taps = std::hint::black_box(9);
         let mut x0 = 0;
         while x0 < g.w {
@@ -1025,7 +1070,7 @@ mod avx2 {
             for ci in 0..cin {
                 // SAFETY (all loads): padded row y (the row above y) of plane ci, from column
                 // x0; reads reach 2 rows down and x0 + 8 * SB + 2 <= stride columns across.
-                let base = unsafe { src.add(ci * plane + y * stride + x0) };
+                let base = unsafe { src.ptr.add(ci * src.plane + x0) };
                 let wbase = unsafe { weights.add((co * cin + ci) * 9) };
                 for (tap, &offset) in offsets.iter().enumerate().take(taps) {
                     let p = unsafe { base.add(offset) };
@@ -1050,11 +1095,13 @@ mod avx2 {
                         break;
                     }
                     let mut r = _mm256_add_ps(*acc, bias);
-                    let at = g.at(channel, y, x);
+                    // interior column x of row y (padded row y + 1) of each buffer
+                    let at =
+                        |b: Buf| unsafe { b.ptr.add(channel * b.plane + b.row(y + 1) + x + 1) };
                     // SAFETY (epilogue loads and the store): interior pixels x..x + 8 of row y,
                     // at most 7 columns past the width, inside the row's stride.
                     let target = match epilogue {
-                        Epilogue::Plain => unsafe { dst.add(at) },
+                        Epilogue::Plain => at(dst),
                         Epilogue::PRelu(slopes) => {
                             let slope = _mm256_set1_ps(slopes[channel]);
                             let zero = _mm256_setzero_ps();
@@ -1063,14 +1110,14 @@ mod avx2 {
                                 _mm256_min_ps(r, zero),
                                 _mm256_max_ps(r, zero),
                             );
-                            unsafe { dst.add(at) }
+                            at(dst)
                         }
                         Epilogue::Add(a, b) => {
-                            r = _mm256_add_ps(r, unsafe { _mm256_loadu_ps(a.add(at)) });
+                            r = _mm256_add_ps(r, unsafe { _mm256_loadu_ps(at(a)) });
                             if let Some(b) = b {
-                                r = _mm256_add_ps(r, unsafe { _mm256_loadu_ps(b.add(at)) });
+                                r = _mm256_add_ps(r, unsafe { _mm256_loadu_ps(at(b)) });
                             }
-                            unsafe { dst.add(at) }
+                            at(dst)
                         }
                         Epilogue::Tail {
                             across,
@@ -1082,11 +1129,10 @@ mod avx2 {
                             // rows y..y + 5 of the skip planes (input rows y - 2..=y + 2)
                             let (i, j, colour) =
                                 (channel / (3 * scale), channel / 3 % scale, channel % 3);
-                            let column = unsafe {
-                                across.add((colour * scale + j) * g.skip_plane + y * stride + x)
-                            };
+                            let column =
+                                unsafe { across.ptr.add((colour * scale + j) * across.plane + x) };
                             for (a, tap) in taps[i].iter().enumerate() {
-                                let v = unsafe { _mm256_loadu_ps(column.add(a * stride)) };
+                                let v = unsafe { _mm256_loadu_ps(column.add(skip_rows[a])) };
                                 r = _mm256_fmadd_ps(_mm256_set1_ps(*tap), v, r);
                             }
                             r = _mm256_min_ps(
@@ -1132,15 +1178,15 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Conv3, Epilogue, Geometry, channel_blocks};
+    use super::{Buf, Conv3, Epilogue, Geometry, channel_blocks};
 
     /// # Safety
     /// See `super::conv_row`; the CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn conv_row(
         conv: &Conv3,
-        src: *const f32,
-        dst: *mut f32,
+        src: Buf,
+        dst: Buf,
         g: &Geometry,
         y: usize,
         epilogue: Epilogue,
@@ -1168,18 +1214,21 @@ mod avx512 {
     unsafe fn block<const CB: usize, const SB: usize>(
         conv: &Conv3,
         co: usize,
-        src: *const f32,
-        dst: *mut f32,
+        src: Buf,
+        dst: Buf,
         g: &Geometry,
         y: usize,
         epilogue: Epilogue,
     ) {
-        let (stride, plane, cin) = (g.stride, g.plane, conv.cin);
+        let cin = conv.cin;
         let weights = conv.weights.as_ptr();
-        // the taps' offsets in the planes, row by row; the loop over them is kept a loop
+        let stride = g.stride;
+        // the taps' offsets in a plane (padded rows y..y + 2: rows y - 1..=y + 1, wherever its
+        // ring keeps them), row by row; the loop over them is kept a loop
         // (`black_box`): unrolled, the compiler hoists all 9 * CB weight broadcasts and
         // spills them to the stack, which ran the kernel at half speed
-        let offsets: [usize; 9] = std::array::from_fn(|tap| tap / 3 * stride + tap % 3);
+        let offsets: [usize; 9] = std::array::from_fn(|tap| src.row(tap / 3 + y) + tap % 3);
+        let skip_rows = epilogue.skip_rows(y);
         let taps = std::hint::black_box(9);
         let mut x0 = 0;
         while x0 < g.w {
@@ -1189,7 +1238,7 @@ mod avx512 {
                 // x0 (a multiple of 16 * SB, 64 or 48, below the width); reads reach 2 rows down
                 // and x0 + 16 * SB + 2 <= round_up(w, 16 * SB) + 2 <= w + 66 <= stride columns
                 // across (stride = round_up(w, 64) + 64).
-                let base = unsafe { src.add(ci * plane + y * stride + x0) };
+                let base = unsafe { src.ptr.add(ci * src.plane + x0) };
                 let wbase = unsafe { weights.add((co * cin + ci) * 9) };
                 for (tap, &offset) in offsets.iter().enumerate().take(taps) {
                     let p = unsafe { base.add(offset) };
@@ -1214,11 +1263,13 @@ mod avx512 {
                         break;
                     }
                     let mut r = _mm512_add_ps(*acc, bias);
-                    let at = g.at(channel, y, x);
+                    // interior column x of row y (padded row y + 1) of each buffer
+                    let at =
+                        |b: Buf| unsafe { b.ptr.add(channel * b.plane + b.row(y + 1) + x + 1) };
                     // SAFETY (epilogue loads and the store): interior pixels x..x + 16 of row
                     // y, at most 15 columns past the width, inside the row's stride.
                     let target = match epilogue {
-                        Epilogue::Plain => unsafe { dst.add(at) },
+                        Epilogue::Plain => at(dst),
                         Epilogue::PRelu(slopes) => {
                             let slope = _mm512_set1_ps(slopes[channel]);
                             let zero = _mm512_setzero_ps();
@@ -1227,14 +1278,14 @@ mod avx512 {
                                 _mm512_min_ps(r, zero),
                                 _mm512_max_ps(r, zero),
                             );
-                            unsafe { dst.add(at) }
+                            at(dst)
                         }
                         Epilogue::Add(a, b) => {
-                            r = _mm512_add_ps(r, unsafe { _mm512_loadu_ps(a.add(at)) });
+                            r = _mm512_add_ps(r, unsafe { _mm512_loadu_ps(at(a)) });
                             if let Some(b) = b {
-                                r = _mm512_add_ps(r, unsafe { _mm512_loadu_ps(b.add(at)) });
+                                r = _mm512_add_ps(r, unsafe { _mm512_loadu_ps(at(b)) });
                             }
-                            unsafe { dst.add(at) }
+                            at(dst)
                         }
                         Epilogue::Tail {
                             across,
@@ -1245,11 +1296,10 @@ mod avx512 {
                             // as in the AVX2 kernel: phase i's vertical taps over plane (c, j)
                             let (i, j, colour) =
                                 (channel / (3 * scale), channel / 3 % scale, channel % 3);
-                            let column = unsafe {
-                                across.add((colour * scale + j) * g.skip_plane + y * stride + x)
-                            };
+                            let column =
+                                unsafe { across.ptr.add((colour * scale + j) * across.plane + x) };
                             for (a, tap) in taps[i].iter().enumerate() {
-                                let v = unsafe { _mm512_loadu_ps(column.add(a * stride)) };
+                                let v = unsafe { _mm512_loadu_ps(column.add(skip_rows[a])) };
                                 r = _mm512_fmadd_ps(_mm512_set1_ps(*tap), v, r);
                             }
                             r = _mm512_min_ps(
