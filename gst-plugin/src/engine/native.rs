@@ -8,10 +8,11 @@
 //! 64-channel conv), so this module runs them itself: each 3x3 convolution as register-blocked
 //! FMAs, with AVX2 over 2 strips of 8 pixels and blocks of up to 4 output channels, with AVX-512
 //! over 4 strips of 16 pixels and up to 6 channels or 3 strips and 7-8 channels (module
-//! `avx512`), read from zero-bordered planes; the bicubic skip separably (4 taps across, 4 down,
+//! `avx512`), read from zero-bordered rows; the bicubic skip separably (4 taps across, 4 down,
 //! the vertical pass in the tail's epilogue); clamp, truncation and packing to bytes in the same
-//! epilogue, then the pixel shuffle as a byte transpose; rows split between threads with a
-//! barrier between layers. Both kernel sets compute every value with the same operations in the
+//! epilogue, then the pixel shuffle as a byte transpose. Each thread takes a band of output rows
+//! and makes it through every layer row by row, each layer's rows in a ring of a few that stays
+//! in the cache (`NativeNet::run_band`), no barrier between threads. Both kernel sets compute every value with the same operations in the
 //! same order (identical bytes). Bodies up to 16 channels wide with AVX2 ([`MAX_WIDTH`]), up to
 //! 32 with AVX-512: oneDNN does better on wider ones.
 //!
