@@ -12,8 +12,8 @@
 //! the vertical pass in the tail's epilogue); clamp, truncation and packing to bytes in the same
 //! epilogue, then the pixel shuffle as a byte transpose. Each thread takes a band of output rows
 //! and makes it through every layer row by row, each layer's rows in a ring of a few that stays
-//! in the cache (`NativeNet::run_band`), no barrier between threads. Both kernel sets compute every value with the same operations in the
-//! same order (identical bytes). Bodies up to 16 channels wide with AVX2 ([`MAX_WIDTH`]), up to
+//! in the cache (`NativeNet::run_band`), no barrier between threads. Both kernel sets compute
+//! every value with the same operations in the same order (identical bytes). Bodies up to 16 channels wide with AVX2 ([`MAX_WIDTH`]), up to
 //! 32 with AVX-512: oneDNN does better on wider ones.
 //!
 //! It computes exactly what `lightsr.deploy.PhaseDeploy` computes, from the TorchScript
@@ -70,8 +70,9 @@ pub(super) struct NativeNet {
 }
 
 /// How many frame sizes keep their buffers (a tiled frame has up to 4 tile sizes), within
-/// `KEPT_BYTES` beside the latest size's (a 1920x1080 input needs about 670 MB at width 16 and
-/// 1.1 GB at width 28; a failed allocation is an error, `try_reserve_exact`).
+/// `KEPT_BYTES` beside the latest size's (the rings of a band take a few MB at most: about
+/// 0.6 MB for x4 `dense-pruned` at 320 columns, 4.5 MB for x4 `dense` at 1920; a failed
+/// allocation is an error, `try_reserve_exact`).
 const KEPT_WORKSPACES: usize = 4;
 const KEPT_BYTES: usize = 256 << 20;
 
@@ -293,7 +294,11 @@ impl NativeNet {
             Some(ws) => ws,
             None => Workspace::new(h, w),
         };
-        let threads = threads.clamp(1, h.div_ceil(8).max(1));
+        // bands of at least twice the layers' reach: a band makes up to `depth - 1` rows past
+        // each of its edges at the first layer (`run_band`), so thinner bands would make each
+        // row twice or more (a many-core machine on small frames or tiles)
+        let depth = 2 * self.blocks.len() + 2;
+        let threads = threads.clamp(1, (h / (2 * depth)).max(1));
         ws.reserve(self, threads)?;
         for (frame, out) in src
             .chunks_exact(frame_in)
@@ -562,7 +567,7 @@ impl NativeNet {
 
 /// One row of RGB pixels as three rows of floats, one a colour, each replicate-padded by 2 on
 /// the left and to its end on the right: `padded` is cut into three equal rows (their length
-/// `Scratch::sizes`), which are returned.
+/// `Rings::new`), which are returned.
 fn padded_rows<'a>(pixels: &[u8], padded: &'a mut [f32]) -> [&'a [f32]; 3] {
     let w = pixels.len() / 3;
     let len = padded.len() / 3;
@@ -661,11 +666,13 @@ impl Buf {
     }
 }
 
-/// Rows a ring keeps: a convolution reads rows y - 1..=y + 1 while its input layer writes y + 2
-/// (and a block's second conv the residual at y - 1 of that step's newest); the first layer's
-/// features are read again by the last block, `2 * blocks` rows later.
+/// Rows a ring keeps. At a step the input layer makes its row y + 1 before a convolution reads
+/// rows y - 1..=y + 1 of it, so 3 are read; a block's second conv reads the block's input 2
+/// rows behind that input's newest row, also within 3; the mean rows are made one step ahead
+/// and read as 3. One row to spare. The first layer's features are read again by the last
+/// block, `2 * blocks` rows behind their newest: `2 * blocks + 1`, and one to spare.
 const RING_ROWS: usize = 4;
-/// The skip's rows: the tail reads 5 while the next is written.
+/// The skip's rows: made up to y + 4 just before the tail reads rows y..=y + 4 (5), with room.
 const SKIP_RING_ROWS: usize = 8;
 
 /// One band's rings and row buffers (`NativeNet::run_band`), moved to the thread that runs it.

@@ -81,8 +81,8 @@ const DEFAULT_BOUND: &str = "";
 const DEFAULT_MAX_LATENESS: u64 = 20_000_000;
 
 /// Warm-up per rung: compiling runs not timed, then timed runs. A rung in the direct CPU form
-/// (`engine::native`) has nothing to compile: its one untimed run sizes its workspace (and, on a
-/// new thread, starts the OpenMP team).
+/// (`engine::native`) or GStreamer's scaler has nothing to compile: its one untimed run sizes its
+/// buffers (and, on a new thread, starts the OpenMP team); `discarded_runs`.
 const WARM_UP_DISCARDED: usize = 2;
 const WARM_UP_DISCARDED_DIRECT: usize = 1;
 const WARM_UP_TIMED: usize = 5;
