@@ -94,13 +94,13 @@ const WARM_UP_LIMIT: Duration = Duration::from_secs(4);
 /// the x4 `fourier` rung takes 0.35 s a 320x180 frame: 7 runs of it were 2.5 s).
 const WARM_UP_HOPELESS: u32 = 2;
 /// A live warm-up times a rung no further once its first timed run takes longer than this many
-/// frame durations: the policy climbs only to a rung under 0.8 of a frame (and rechecks a rung
-/// it left out later, on a quiet machine), so more runs would only hold the cores the stream
-/// needs. x4 `dense-wide` on an AVX-512 CPU, estimated at 45 ms and measured at 50-90 ms, took
-/// 0.45 s of a 0.6 s warm-up at 25 fps on 2 cores with all five.
-const WARM_UP_ONE_RUN: u32 = 1;
+/// frame durations: the policy climbs only to a rung that fits the budget with headroom (under
+/// 0.8 of a frame; it rechecks a rung it left out later, on a quiet machine), so more runs would
+/// only hold the cores the stream needs. x4 `dense-wide` on an AVX-512 CPU, estimated at 45 ms
+/// and measured at 50-90 ms, took 0.45 s of a 0.6 s warm-up at 25 fps on 2 cores with all five.
+const WARM_UP_ONE_RUN: f64 = 0.8;
 // the warm-up stops only after a rung whose runs it would also have cut short
-const _: () = assert!(WARM_UP_ONE_RUN < WARM_UP_HOPELESS);
+const _: () = assert!(WARM_UP_ONE_RUN < WARM_UP_HOPELESS as f64);
 /// A live warm-up does not run a rung it estimates (from a lighter rung's cost here and the
 /// manifest's timings) over this many frame durations either: the policy climbs only to a rung
 /// that fits the budget with headroom (under 0.8 of a frame), so the estimate would have to be
@@ -790,7 +790,7 @@ impl LightSrScale {
         let live = self.upstream_live();
         let live_frame = warm_up.frame.filter(|_| live);
         let limits = WarmUpLimits {
-            one_run: live_frame.map(|f| f * WARM_UP_ONE_RUN),
+            one_run: live_frame.map(|f| f.mul_f64(WARM_UP_ONE_RUN)),
             hopeless: live_frame.map(|f| f * WARM_UP_HOPELESS),
             unmeasured: live_frame.map(|f| f.mul_f64(WARM_UP_UNMEASURED)),
         };
@@ -2600,11 +2600,12 @@ mod tests {
             !far_over(&[ms(350)], None),
             "not live: every rung is measured"
         );
-        // a rung over a frame keeps its first timed run alone, and the warm-up goes on
-        let one_run = Some(ms(40) * WARM_UP_ONE_RUN);
-        assert!(far_over(&[ms(50)], one_run), "x4 dense-wide on AVX-512");
+        // a rung over the climb's headroom keeps its first timed run alone, and the warm-up
+        // goes on
+        let one_run = Some(ms(40).mul_f64(WARM_UP_ONE_RUN));
+        assert!(far_over(&[ms(38)], one_run), "x4 dense-wide on AVX-512");
         assert!(
-            !far_over(&[ms(50)], limit),
+            !far_over(&[ms(38)], limit),
             "... which does not stop the warm-up"
         );
         assert!(!far_over(&[ms(30)], one_run), "x4 dense: five timed runs");
