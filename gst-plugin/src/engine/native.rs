@@ -58,7 +58,8 @@ pub(super) struct NativeNet {
     mean_bias: [f32; 3],
     initial: Conv3,
     blocks: Vec<Block>,
-    /// Output channels in the (i, j, c) phase order, the rounding's +0.5 in its bias.
+    /// Output channels in (colour, j, i) order ([`plane_major`]), the rounding's +0.5 in its
+    /// bias.
     tail: Conv3,
     /// Per output phase, the 5 bicubic taps at input offsets -2..=2 (`bicubic_phase_kernel`).
     taps: Vec<[f32; 5]>,
@@ -229,7 +230,7 @@ impl NativeNet {
             mean_bias: mean_bias.try_into().ok()?,
             initial,
             blocks,
-            tail,
+            tail: plane_major(tail, scale),
             taps: phase_taps(scale),
             wide: AtomicBool::new(wide),
             workspaces: Mutex::default(),
@@ -562,6 +563,26 @@ impl NativeNet {
             let phase = &bytes[i * s * 3 * g.stride..(i + 1) * s * 3 * g.stride];
             interleave(phase, g.stride, g.w, row);
         }
+    }
+}
+
+/// The tail's output channels from PhaseDeploy's (i, j, colour) order (row phase, column
+/// phase, colour) into (colour, j, i): the s row phases of skip plane (colour, j) together,
+/// whose epilogue then loads the plane's 5 rows once for all s of them (`Epilogue::Tail`).
+fn plane_major(conv: Conv3, s: usize) -> Conv3 {
+    let taps = conv.cin * 9;
+    let from = |n: usize| {
+        let (plane, i) = (n / s, n % s);
+        let (colour, j) = (plane / s, plane % s);
+        (i * s + j) * 3 + colour
+    };
+    Conv3 {
+        weights: (0..conv.cout)
+            .flat_map(|n| &conv.weights[from(n) * taps..(from(n) + 1) * taps])
+            .copied()
+            .collect(),
+        bias: (0..conv.cout).map(|n| conv.bias[from(n)]).collect(),
+        ..conv
     }
 }
 
@@ -935,7 +956,17 @@ unsafe fn filter_row(padded: &[f32], taps: &[f32; 5], out: *mut f32, w: usize) {
 const PLAIN: u8 = 0;
 const PRELU: u8 = 1;
 const ADD: u8 = 2;
+/// The tail at scale s is kind `TAIL + s - 2`.
 const TAIL: u8 = 3;
+
+/// The row phases of an epilogue kind: the scale for the tail's kinds, 1 for the others.
+const fn phases(kind: u8) -> usize {
+    if kind >= TAIL {
+        (kind - TAIL) as usize + 2
+    } else {
+        1
+    }
+}
 
 /// How `cout` output channels are cut into register blocks of at most `most`, as evenly as
 /// possible (AVX2: 4, with 2 strips of 8 pixels 8 accumulators, as more spill on its 16
@@ -952,7 +983,7 @@ fn channel_blocks(cout: usize, most: usize) -> impl Iterator<Item = (usize, usiz
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{ADD, Buf, Conv3, Epilogue, Geometry, PLAIN, PRELU, TAIL, channel_blocks};
+    use super::{ADD, Buf, Conv3, Epilogue, Geometry, PLAIN, PRELU, TAIL, channel_blocks, phases};
 
     /// `super::interleave` for whole groups of 16 pixels whose 16-byte stores stay inside
     /// `out`; returns how many pixels it did (the caller does the rest).
@@ -1054,7 +1085,11 @@ mod avx2 {
                 Epilogue::Plain => row::<PLAIN>(conv, src, dst, g, y, epilogue),
                 Epilogue::PRelu(_) => row::<PRELU>(conv, src, dst, g, y, epilogue),
                 Epilogue::Add(..) => row::<ADD>(conv, src, dst, g, y, epilogue),
-                Epilogue::Tail { .. } => row::<TAIL>(conv, src, dst, g, y, epilogue),
+                Epilogue::Tail { scale: 2, .. } => row::<TAIL>(conv, src, dst, g, y, epilogue),
+                Epilogue::Tail { scale: 3, .. } => {
+                    row::<{ TAIL + 1 }>(conv, src, dst, g, y, epilogue)
+                }
+                Epilogue::Tail { .. } => row::<{ TAIL + 2 }>(conv, src, dst, g, y, epilogue),
             }
         }
     }
@@ -1069,7 +1104,10 @@ mod avx2 {
         y: usize,
         epilogue: Epilogue,
     ) {
-        for (co, count) in channel_blocks(conv.cout, 4) {
+        // the tail's blocks hold whole skip planes (`phases(E)` channels each)
+        let s = phases(E);
+        for (first, planes) in channel_blocks(conv.cout / s, 4 / s) {
+            let (co, count) = (first * s, planes * s);
             // SAFETY: forwarded.
             unsafe {
                 match count {
@@ -1085,7 +1123,8 @@ mod avx2 {
     /// Output channels `co..co + CB` of row `y`, `SB` strips of 8 pixels at a time: every input
     /// value loaded feeds CB FMAs, every weight broadcast SB.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
+    // (the tail's epilogue indexes the accumulators by strip, then by channel: a range loop)
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     unsafe fn block<const CB: usize, const SB: usize, const E: u8>(
         conv: &Conv3,
         co: usize,
@@ -1110,14 +1149,15 @@ mod avx2 {
             Epilogue::Add(a, b) => (a, b),
             _ => (Buf::NONE, None),
         };
-        let (across, phase_taps, scale, bytes) = match epilogue {
+        // (the scale is the kind's: `phases(E)`)
+        let (across, phase_taps, bytes) = match epilogue {
             Epilogue::Tail {
                 across,
                 taps,
-                scale,
                 bytes,
-            } => (across, taps, scale, bytes),
-            _ => (Buf::NONE, &[][..], 1, std::ptr::null_mut()),
+                ..
+            } => (across, taps, bytes),
+            _ => (Buf::NONE, &[][..], std::ptr::null_mut()),
         };
         let taps = std::hint::black_box(9);
         let mut x0 = 0;
@@ -1142,6 +1182,55 @@ mod avx2 {
                     }
                 }
             }
+            if E >= TAIL {
+                // channels in (colour, j, i) order: the s row phases i of skip plane
+                // (colour, j) load its rows y..y + 5 (input rows y - 2..=y + 2) once
+                let s = phases(E);
+                debug_assert!(CB.is_multiple_of(s) && co.is_multiple_of(s));
+                for st in 0..SB {
+                    let x = x0 + st * 8;
+                    if x >= g.w {
+                        break;
+                    }
+                    for p in 0..CB / s {
+                        let plane = co / s + p;
+                        let column = unsafe { across.ptr.add(plane * across.plane + x) };
+                        let rows: [__m256; 5] = std::array::from_fn(|a| unsafe {
+                            _mm256_loadu_ps(column.add(skip_rows[a]))
+                        });
+                        let (colour, j) = (plane / s, plane % s);
+                        for (i, phase) in phase_taps.iter().enumerate().take(s) {
+                            let channel = co + p * s + i;
+                            let mut r = _mm256_add_ps(
+                                acc[p * s + i][st],
+                                _mm256_set1_ps(conv.bias[channel]),
+                            );
+                            for (tap, row) in phase.iter().zip(rows) {
+                                r = _mm256_fmadd_ps(_mm256_set1_ps(*tap), row, r);
+                            }
+                            r = _mm256_min_ps(
+                                _mm256_max_ps(r, _mm256_setzero_ps()),
+                                _mm256_set1_ps(255.0),
+                            );
+                            // truncate to 8 x i32, pack to 8 bytes (lanes 0-3 and 4-7 sit in
+                            // the low dword of each 128-bit half after the two packs)
+                            let ints = _mm256_cvttps_epi32(r);
+                            let words = _mm256_packus_epi32(ints, ints);
+                            let packed = _mm256_packus_epi16(words, words);
+                            let eight = _mm_unpacklo_epi32(
+                                _mm256_castsi256_si128(packed),
+                                _mm256_extracti128_si256(packed, 1),
+                            );
+                            // the pixel shuffle's row of this channel: (i, j, colour) order
+                            let row = (i * s + j) * 3 + colour;
+                            // SAFETY: row `row` of `bytes`, x + 8 <= stride.
+                            unsafe { _mm_storel_epi64(bytes.add(row * stride + x).cast(), eight) };
+                        }
+                    }
+                }
+                x0 += 8 * SB;
+                continue;
+            }
             for (c, acc) in acc.iter().enumerate() {
                 let channel = co + c;
                 let bias = _mm256_set1_ps(conv.bias[channel]);
@@ -1156,34 +1245,6 @@ mod avx2 {
                         |b: Buf| unsafe { b.ptr.add(channel * b.plane + b.row(y + 1) + x + 1) };
                     // SAFETY (epilogue loads and the store): interior pixels x..x + 8 of row y,
                     // at most 7 columns past the width, inside the row's stride.
-                    if E == TAIL {
-                        // channel (i, j, c): vertical taps of phase i over plane (c, j),
-                        // rows y..y + 5 of the skip planes (input rows y - 2..=y + 2)
-                        let (i, j, colour) =
-                            (channel / (3 * scale), channel / 3 % scale, channel % 3);
-                        let column =
-                            unsafe { across.ptr.add((colour * scale + j) * across.plane + x) };
-                        for (a, tap) in phase_taps[i].iter().enumerate() {
-                            let v = unsafe { _mm256_loadu_ps(column.add(skip_rows[a])) };
-                            r = _mm256_fmadd_ps(_mm256_set1_ps(*tap), v, r);
-                        }
-                        r = _mm256_min_ps(
-                            _mm256_max_ps(r, _mm256_setzero_ps()),
-                            _mm256_set1_ps(255.0),
-                        );
-                        // truncate to 8 x i32, pack to 8 bytes (lanes 0-3 and 4-7 sit in
-                        // the low dword of each 128-bit half after the two packs)
-                        let i = _mm256_cvttps_epi32(r);
-                        let words = _mm256_packus_epi32(i, i);
-                        let packed = _mm256_packus_epi16(words, words);
-                        let eight = _mm_unpacklo_epi32(
-                            _mm256_castsi256_si128(packed),
-                            _mm256_extracti128_si256(packed, 1),
-                        );
-                        // SAFETY: row `channel` of `bytes`, x + 8 <= stride.
-                        unsafe { _mm_storel_epi64(bytes.add(channel * stride + x).cast(), eight) };
-                        continue;
-                    }
                     if E == PRELU {
                         let slope = _mm256_set1_ps(slopes[channel]);
                         let zero = _mm256_setzero_ps();
@@ -1218,7 +1279,7 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{ADD, Buf, Conv3, Epilogue, Geometry, PLAIN, PRELU, TAIL, channel_blocks};
+    use super::{ADD, Buf, Conv3, Epilogue, Geometry, PLAIN, PRELU, TAIL, channel_blocks, phases};
 
     /// # Safety
     /// See `super::conv_row`; the CPU has AVX-512F.
@@ -1237,7 +1298,11 @@ mod avx512 {
                 Epilogue::Plain => row::<PLAIN>(conv, src, dst, g, y, epilogue),
                 Epilogue::PRelu(_) => row::<PRELU>(conv, src, dst, g, y, epilogue),
                 Epilogue::Add(..) => row::<ADD>(conv, src, dst, g, y, epilogue),
-                Epilogue::Tail { .. } => row::<TAIL>(conv, src, dst, g, y, epilogue),
+                Epilogue::Tail { scale: 2, .. } => row::<TAIL>(conv, src, dst, g, y, epilogue),
+                Epilogue::Tail { scale: 3, .. } => {
+                    row::<{ TAIL + 1 }>(conv, src, dst, g, y, epilogue)
+                }
+                Epilogue::Tail { .. } => row::<{ TAIL + 2 }>(conv, src, dst, g, y, epilogue),
             }
         }
     }
@@ -1252,7 +1317,10 @@ mod avx512 {
         y: usize,
         epilogue: Epilogue,
     ) {
-        for (co, count) in channel_blocks(conv.cout, 8) {
+        // the tail's blocks hold whole skip planes (`phases(E)` channels each)
+        let s = phases(E);
+        for (first, planes) in channel_blocks(conv.cout / s, 8 / s) {
+            let (co, count) = (first * s, planes * s);
             // SAFETY: forwarded.
             unsafe {
                 match count {
@@ -1272,7 +1340,8 @@ mod avx512 {
     /// Output channels `co..co + CB` of row `y`, `SB` strips of 16 pixels at a time, then the
     /// epilogue of kind `E` (`epilogue` is of that kind).
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
+    // (the tail's epilogue indexes the accumulators by strip, then by channel: a range loop)
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     unsafe fn block<const CB: usize, const SB: usize, const E: u8>(
         conv: &Conv3,
         co: usize,
@@ -1300,14 +1369,15 @@ mod avx512 {
             Epilogue::Add(a, b) => (a, b),
             _ => (Buf::NONE, None),
         };
-        let (across, phase_taps, scale, bytes) = match epilogue {
+        // (the scale is the kind's: `phases(E)`)
+        let (across, phase_taps, bytes) = match epilogue {
             Epilogue::Tail {
                 across,
                 taps,
-                scale,
                 bytes,
-            } => (across, taps, scale, bytes),
-            _ => (Buf::NONE, &[][..], 1, std::ptr::null_mut()),
+                ..
+            } => (across, taps, bytes),
+            _ => (Buf::NONE, &[][..], std::ptr::null_mut()),
         };
         let taps = std::hint::black_box(9);
         let mut x0 = 0;
@@ -1334,6 +1404,50 @@ mod avx512 {
                     }
                 }
             }
+            if E >= TAIL {
+                // channels in (colour, j, i) order: the s row phases i of skip plane
+                // (colour, j) load its rows y..y + 5 (input rows y - 2..=y + 2) once
+                let s = phases(E);
+                debug_assert!(CB.is_multiple_of(s) && co.is_multiple_of(s));
+                for st in 0..SB {
+                    let x = x0 + st * 16;
+                    if x >= g.w {
+                        break;
+                    }
+                    for p in 0..CB / s {
+                        let plane = co / s + p;
+                        let column = unsafe { across.ptr.add(plane * across.plane + x) };
+                        let rows: [__m512; 5] = std::array::from_fn(|a| unsafe {
+                            _mm512_loadu_ps(column.add(skip_rows[a]))
+                        });
+                        let (colour, j) = (plane / s, plane % s);
+                        for (i, phase) in phase_taps.iter().enumerate().take(s) {
+                            let channel = co + p * s + i;
+                            let mut r = _mm512_add_ps(
+                                acc[p * s + i][st],
+                                _mm512_set1_ps(conv.bias[channel]),
+                            );
+                            for (tap, row) in phase.iter().zip(rows) {
+                                r = _mm512_fmadd_ps(_mm512_set1_ps(*tap), row, r);
+                            }
+                            r = _mm512_min_ps(
+                                _mm512_max_ps(r, _mm512_setzero_ps()),
+                                _mm512_set1_ps(255.0),
+                            );
+                            // truncate to 16 x i32, narrow to 16 bytes (values are 0..=255)
+                            let sixteen = _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(r));
+                            // the pixel shuffle's row of this channel: (i, j, colour) order
+                            let row = (i * s + j) * 3 + colour;
+                            // SAFETY: row `row` of `bytes`, x + 16 <= round_up(w, 16) <= stride.
+                            unsafe {
+                                _mm_storeu_si128(bytes.add(row * stride + x).cast(), sixteen)
+                            };
+                        }
+                    }
+                }
+                x0 += 16 * SB;
+                continue;
+            }
             for (c, acc) in acc.iter().enumerate() {
                 let channel = co + c;
                 let bias = _mm512_set1_ps(conv.bias[channel]);
@@ -1348,28 +1462,6 @@ mod avx512 {
                         |b: Buf| unsafe { b.ptr.add(channel * b.plane + b.row(y + 1) + x + 1) };
                     // SAFETY (epilogue loads and the stores): interior pixels x..x + 16 of row
                     // y, at most 15 columns past the width, inside the row's stride.
-                    if E == TAIL {
-                        // as in the AVX2 kernel: phase i's vertical taps over plane (c, j)
-                        let (i, j, colour) =
-                            (channel / (3 * scale), channel / 3 % scale, channel % 3);
-                        let column =
-                            unsafe { across.ptr.add((colour * scale + j) * across.plane + x) };
-                        for (a, tap) in phase_taps[i].iter().enumerate() {
-                            let v = unsafe { _mm512_loadu_ps(column.add(skip_rows[a])) };
-                            r = _mm512_fmadd_ps(_mm512_set1_ps(*tap), v, r);
-                        }
-                        r = _mm512_min_ps(
-                            _mm512_max_ps(r, _mm512_setzero_ps()),
-                            _mm512_set1_ps(255.0),
-                        );
-                        // truncate to 16 x i32, narrow to 16 bytes (values are 0..=255)
-                        let sixteen = _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(r));
-                        // SAFETY: row `channel` of `bytes`, x + 16 <= round_up(w, 16) <= stride.
-                        unsafe {
-                            _mm_storeu_si128(bytes.add(channel * stride + x).cast(), sixteen)
-                        };
-                        continue;
-                    }
                     if E == PRELU {
                         let slope = _mm512_set1_ps(slopes[channel]);
                         let zero = _mm512_setzero_ps();
