@@ -685,3 +685,54 @@ fn the_direct_cpu_form_at_the_edges_of_its_strips() {
         "no rung runs direct on this AVX2 CPU"
     );
 }
+
+#[test]
+fn the_direct_cpu_form_takes_every_scale_and_uneven_widths() {
+    // Dense rungs of random weights in the phase form at x2, x3 and x4 (the shipped ladders have
+    // no x3 rung), bodies 13, 8 and 7 channels wide: channel blocks of every size, and the tail's
+    // blocks of whole skip planes (3 * s * s channels in (colour, j, i) order, s row phases
+    // each). Each runs in the direct form, gives libtorch's picture to a grey level on a
+    // photograph and an odd-sized crop, and its AVX2 kernels the AVX-512 ones' very bytes.
+    if !direct_cpu() {
+        return;
+    }
+    let bundle = load("dense").unwrap();
+    let hr = photo("astronaut_hr", 192, 128);
+    for scale in [2u32, 3, 4] {
+        let ladder = bundle.ladder(scale).unwrap();
+        let variant = &ladder.variants[0];
+        let name = format!("x{scale} {}", variant.name());
+        assert_eq!(variant.direct_refused(), None, "{name}");
+        assert!(variant.runs_direct(), "{name}");
+        let lr = hr
+            .narrow(1, 0, 126 / scale as i64)
+            .narrow(2, 0, 189 / scale as i64);
+        let crop = hr.narrow(1, 3, 19).narrow(2, 5, 35);
+        for input in [&lr, &crop] {
+            let fast = variant.upscale(input).unwrap();
+            variant.set_direct(false);
+            let reference = variant.upscale(input).unwrap();
+            variant.set_direct(true);
+            assert_eq!(fast.size(), reference.size(), "{name}");
+            let (fast, reference) = (bytes(&fast), bytes(&reference));
+            let diff = max_diff(&fast, &reference);
+            let off = fast.iter().zip(&reference).filter(|(a, b)| a != b).count();
+            assert!(
+                diff <= 1 && off * 200 <= fast.len(),
+                "{name} {:?}: the direct form differs from libtorch by up to {diff} on {off} of \
+                 {} values",
+                input.size(),
+                fast.len()
+            );
+            // a picture, not a flat frame: the rung's random correction is visible
+            let spread = reference.iter().max().unwrap() - reference.iter().min().unwrap();
+            assert!(spread > 100, "{name}: output spread {spread}");
+            if variant.direct_isa() == Some("AVX-512") {
+                variant.set_direct_wide(false);
+                let narrow = bytes(&variant.upscale(input).unwrap());
+                variant.set_direct_wide(true);
+                assert!(narrow == fast, "{name}: AVX2 and AVX-512 kernels differ");
+            }
+        }
+    }
+}
