@@ -196,27 +196,53 @@ fn direct_forward(variant: &Variant, input: &Tensor) -> Duration {
     elapsed
 }
 
-/// This device's fp32 convolution throughput, GMAC/s: a dense 3x3 conv of 64 channels on a
-/// frame of the bench size, channels-last (what oneDNN / cuDNN run best), median of 9.
-fn peak_gmacs(device: Device) -> f64 {
-    let _guard = tch::no_grad_guard();
-    let (h, w, c) = (i64::from(size().1), i64::from(size().0), 64i64);
-    // NHWC memory seen as NCHW: the channels-last layout the rungs run in
-    let x = Tensor::randn([1, h, w, c], (Kind::Float, device)).permute([0, 3, 1, 2]);
-    let k = Tensor::randn([c, 3, 3, c], (Kind::Float, device)).permute([0, 3, 1, 2]);
-    let run = || {
+/// This device's fp32 convolution throughput: a dense 3x3 conv of 64 channels on a frame of
+/// the bench size, channels-last (what oneDNN / cuDNN run best). `sample` times one run;
+/// `gmacs` is the rate of the median sample. Sampled beside the rung's frames, one each round,
+/// so that the compute floor and the forward see the same moments of a shared machine (9 runs
+/// after all the frames had read 1.4x and 1.7x for the same build within minutes).
+struct Peak {
+    device: Device,
+    x: Tensor,
+    k: Tensor,
+    samples: Vec<Duration>,
+}
+
+impl Peak {
+    fn new(device: Device) -> Peak {
+        let (h, w, c) = (i64::from(size().1), i64::from(size().0), 64i64);
+        // NHWC memory seen as NCHW: the channels-last layout the rungs run in
+        let x = Tensor::randn([1, h, w, c], (Kind::Float, device)).permute([0, 3, 1, 2]);
+        let k = Tensor::randn([c, 3, 3, c], (Kind::Float, device)).permute([0, 3, 1, 2]);
+        let mut peak = Peak {
+            device,
+            x,
+            k,
+            samples: Vec::new(),
+        };
+        peak.sample();
+        peak.samples.clear();
+        peak
+    }
+
+    fn sample(&mut self) {
+        let _guard = tch::no_grad_guard();
         let start = Instant::now();
-        let y = x.conv2d(&k, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
-        if let Device::Cuda(index) = device {
+        let y = self
+            .x
+            .conv2d(&self.k, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+        if let Device::Cuda(index) = self.device {
             tch::Cuda::synchronize(index as i64);
         }
         drop(y);
-        start.elapsed()
-    };
-    run();
-    let mut samples: Vec<Duration> = (0..9).map(|_| run()).collect();
-    let macs = (h * w * c * c * 9) as f64;
-    macs / (median_ms(&mut samples) * 1e-3) / 1e9
+        self.samples.push(start.elapsed());
+    }
+
+    fn gmacs(&mut self) -> f64 {
+        let (h, w, c) = (i64::from(size().1), i64::from(size().0), 64i64);
+        let macs = (h * w * c * c * 9) as f64;
+        macs / (median_ms(&mut self.samples) * 1e-3) / 1e9
+    }
 }
 
 /// The variant's MACs at 320x180 from the bundle's manifest.json (`macs_320x180`), if given.
@@ -312,6 +338,7 @@ fn main() {
         direct_forward(&variant, &input);
         variant.set_direct_wide(true);
     }
+    let mut peak = Peak::new(device);
     let mut direct = Vec::with_capacity(frames);
     let mut element: Vec<Vec<Duration>> = vec![Vec::with_capacity(frames); runs.len()];
     for _ in 0..frames {
@@ -326,6 +353,7 @@ fn main() {
             variant.set_direct_wide(true);
         }
         direct.push(direct_forward(&variant, &input));
+        peak.sample();
         for (run, times) in runs.iter_mut().zip(&mut element) {
             times.push(run.frame());
         }
@@ -362,14 +390,14 @@ fn main() {
             "direct TorchScript forward (u8 tensor on device)"
         );
     }
-    let peak = peak_gmacs(device);
+    let peak = peak.gmacs();
     match variant_macs(&model, scale(), variant.name()).filter(|m| *m > 0.0) {
         Some(macs_320x180) => {
             // MACs grow with the pixels
             let macs = macs_320x180 * f64::from(size().0 * size().1) / (320.0 * 180.0);
             let floor = macs / 1e9 / peak * 1e3;
             println!(
-                "  {:<44}: {floor:8.2} ms/frame  ({:.2} GMACs at {peak:.0} GMAC/s, a dense 3x3 conv's rate); the forward is {:.1}x it",
+                "  {:<44}: {floor:8.2} ms/frame  ({:.2} GMACs at {peak:.0} GMAC/s, a dense 3x3 conv's rate, sampled beside the frames); the forward is {:.2}x it",
                 "compute floor",
                 macs / 1e9,
                 forward_ms / floor

@@ -132,6 +132,13 @@ fn cubic(t: f64) -> f64 {
     }
 }
 
+/// The first of phase `phase`'s 4 taps that can be non-zero, of its 5 at offsets -2..=2
+/// (`phase_taps`: the phase's offset d = (phase + 1/2) / scale - 1/2 has its 4 cubic taps at
+/// offsets floor(d) - 1..=floor(d) + 2; the other tap is exactly 0 and is skipped).
+fn window(phase: usize, scale: usize) -> usize {
+    usize::from(2 * phase + 1 >= scale)
+}
+
 /// Per phase of an upscale by `scale`, the taps at offsets -2..=2 of torch's bicubic
 /// interpolation (align_corners=False): `lightsr.deploy.bicubic_phase_kernel`'s factors.
 fn phase_taps(scale: usize) -> Vec<[f32; 5]> {
@@ -522,10 +529,12 @@ impl NativeNet {
         let colours = padded_rows(&frame[y * w * 3..(y + 1) * w * 3], padded);
         for (c, colour) in colours.iter().enumerate() {
             for (j, taps) in self.taps.iter().enumerate() {
+                let first = window(j, s);
+                let taps: &[f32; 4] = taps[first..first + 4].try_into().expect("4 taps");
                 // SAFETY: row r of plane (c, j), columns 0..round_up(w, 8) <= stride.
                 unsafe {
                     filter_row(
-                        colour,
+                        &colour[first..],
                         taps,
                         across.ptr.add((c * s + j) * across.plane + across.row(r)),
                         w,
@@ -935,8 +944,8 @@ fn interleave(rows: &[u8], stride: usize, w: usize, out: &mut [u8]) {
 /// `out[x] = sum of taps[b] * padded[x + b]` for x in 0..round_up(w, 8).
 ///
 /// # Safety
-/// `out` has room for round_up(w, 8) floats; `padded` holds at least round_up(w, 8) + 4.
-unsafe fn filter_row(padded: &[f32], taps: &[f32; 5], out: *mut f32, w: usize) {
+/// `out` has room for round_up(w, 8) floats; `padded` holds at least round_up(w, 8) + 3.
+unsafe fn filter_row(padded: &[f32], taps: &[f32; 4], out: *mut f32, w: usize) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: forwarded; only reached where `supported()`.
     unsafe {
@@ -983,7 +992,9 @@ fn channel_blocks(cout: usize, most: usize) -> impl Iterator<Item = (usize, usiz
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{ADD, Buf, Conv3, Epilogue, Geometry, PLAIN, PRELU, TAIL, channel_blocks, phases};
+    use super::{
+        ADD, Buf, Conv3, Epilogue, Geometry, PLAIN, PRELU, TAIL, channel_blocks, phases, window,
+    };
 
     /// `super::interleave` for whole groups of 16 pixels whose 16-byte stores stay inside
     /// `out`; returns how many pixels it did (the caller does the rest).
@@ -1050,13 +1061,13 @@ mod avx2 {
     /// # Safety
     /// See `super::filter_row`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn filter_row(padded: &[f32], taps: &[f32; 5], out: *mut f32, w: usize) {
-        assert!(padded.len() >= w.div_ceil(8) * 8 + 4);
+    pub(super) unsafe fn filter_row(padded: &[f32], taps: &[f32; 4], out: *mut f32, w: usize) {
+        assert!(padded.len() >= w.div_ceil(8) * 8 + 3);
         let taps = taps.map(|t| _mm256_set1_ps(t));
         for x in (0..w).step_by(8) {
             let mut v = _mm256_setzero_ps();
             for (b, tap) in taps.iter().enumerate() {
-                // SAFETY: x + b + 8 <= round_up(w, 8) + 4 <= padded.len() (asserted).
+                // SAFETY: x + b + 8 <= round_up(w, 8) + 3 <= padded.len() (asserted).
                 v = _mm256_fmadd_ps(
                     *tap,
                     unsafe { _mm256_loadu_ps(padded.as_ptr().add(x + b)) },
@@ -1205,8 +1216,11 @@ mod avx2 {
                                 acc[p * s + i][st],
                                 _mm256_set1_ps(conv.bias[channel]),
                             );
-                            for (tap, row) in phase.iter().zip(rows) {
-                                r = _mm256_fmadd_ps(_mm256_set1_ps(*tap), row, r);
+                            // its 4 taps that can be non-zero (`window`)
+                            let first = window(i, s);
+                            let taps = phase[first..first + 4].iter();
+                            for (tap, row) in taps.zip(&rows[first..first + 4]) {
+                                r = _mm256_fmadd_ps(_mm256_set1_ps(*tap), *row, r);
                             }
                             r = _mm256_min_ps(
                                 _mm256_max_ps(r, _mm256_setzero_ps()),
@@ -1279,7 +1293,9 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{ADD, Buf, Conv3, Epilogue, Geometry, PLAIN, PRELU, TAIL, channel_blocks, phases};
+    use super::{
+        ADD, Buf, Conv3, Epilogue, Geometry, PLAIN, PRELU, TAIL, channel_blocks, phases, window,
+    };
 
     /// # Safety
     /// See `super::conv_row`; the CPU has AVX-512F.
@@ -1427,8 +1443,11 @@ mod avx512 {
                                 acc[p * s + i][st],
                                 _mm512_set1_ps(conv.bias[channel]),
                             );
-                            for (tap, row) in phase.iter().zip(rows) {
-                                r = _mm512_fmadd_ps(_mm512_set1_ps(*tap), row, r);
+                            // its 4 taps that can be non-zero (`window`)
+                            let first = window(i, s);
+                            let taps = phase[first..first + 4].iter();
+                            for (tap, row) in taps.zip(&rows[first..first + 4]) {
+                                r = _mm512_fmadd_ps(_mm512_set1_ps(*tap), *row, r);
                             }
                             r = _mm512_min_ps(
                                 _mm512_max_ps(r, _mm512_setzero_ps()),
@@ -1524,6 +1543,14 @@ mod tests {
                 );
             }
             assert_eq!(t[4], 0.0);
+        }
+        // the tap outside each phase's window of 4 is exactly zero (the kernels skip it)
+        for scale in [2, 3, 4] {
+            for (phase, t) in phase_taps(scale).iter().enumerate() {
+                let first = window(phase, scale);
+                let outside = if first == 0 { t[4] } else { t[0] };
+                assert_eq!(outside, 0.0, "x{scale} phase {phase}: {t:?}");
+            }
         }
     }
 
