@@ -352,8 +352,8 @@ fn main() {
             narrow.push(direct_forward(&variant, &input));
             variant.set_direct_wide(true);
         }
-        direct.push(direct_forward(&variant, &input));
         peak.sample();
+        direct.push(direct_forward(&variant, &input));
         for (run, times) in runs.iter_mut().zip(&mut element) {
             times.push(run.frame());
         }

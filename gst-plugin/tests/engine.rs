@@ -689,7 +689,8 @@ fn the_direct_cpu_form_at_the_edges_of_its_strips() {
 #[test]
 fn the_direct_cpu_form_takes_every_scale_and_uneven_widths() {
     // Dense rungs of random weights in the phase form at x2, x3 and x4 (the shipped ladders have
-    // no x3 rung), bodies 13, 8 and 7 channels wide: channel blocks of every size, and the tail's
+    // no x3 rung), bodies 13, 5 and 9 channels wide: channel blocks of 2-4 (AVX2) and 4-7
+    // (AVX-512) in the body, 3 and 4, and 3, 6 and 8, in the tails; and the tail's
     // blocks of whole skip planes (3 * s * s channels in (colour, j, i) order, s row phases
     // each). Each runs in the direct form, gives libtorch's picture to a grey level on a
     // photograph and an odd-sized crop, and its AVX2 kernels the AVX-512 ones' very bytes.

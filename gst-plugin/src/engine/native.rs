@@ -72,7 +72,7 @@ pub(super) struct NativeNet {
 
 /// How many frame sizes keep their buffers (a tiled frame has up to 4 tile sizes), within
 /// `KEPT_BYTES` beside the latest size's (the rings of a band take a few MB at most: about
-/// 0.6 MB for x4 `dense-pruned` at 320 columns, 4.5 MB for x4 `dense` at 1920; a failed
+/// 0.7 MB for x4 `dense-pruned` at 320 columns, 7 MB for x4 `dense` at 1920; a failed
 /// allocation is an error, `try_reserve_exact`).
 const KEPT_WORKSPACES: usize = 4;
 const KEPT_BYTES: usize = 256 << 20;
@@ -759,6 +759,7 @@ impl Rings {
         let mut skip = Planes::zeroed(skip_planes * SKIP_RING_ROWS * stride, 0)?;
         let mut next = conv.start();
         let mut bufs = layout.iter().map(|&(channels, ring)| {
+            debug_assert!(ring.is_power_of_two(), "`Buf::row` masks");
             let buf = Buf {
                 ptr: next,
                 channels,
@@ -887,7 +888,8 @@ enum Epilogue<'a> {
     /// Plus the same pixel of these buffers (a residual, and the features before the tail).
     Add(Buf, Option<Buf>),
     /// Plus the skip's vertical pass over `across`, clamped to 0..=255 and truncated, into
-    /// `bytes`, `cout` rows of `stride` bytes.
+    /// `bytes`, `cout` rows of `stride` bytes: channel (colour, j, i) ([`plane_major`]) into row
+    /// (i * scale + j) * 3 + colour, the pixel shuffle's order.
     Tail {
         across: Buf,
         taps: &'a [[f32; 5]],
@@ -1107,7 +1109,12 @@ mod avx2 {
                 Epilogue::Tail { scale: 3, .. } => {
                     row::<{ TAIL + 1 }>(conv, src, dst, g, y, epilogue)
                 }
-                Epilogue::Tail { .. } => row::<{ TAIL + 2 }>(conv, src, dst, g, y, epilogue),
+                Epilogue::Tail { scale: 4, .. } => {
+                    row::<{ TAIL + 2 }>(conv, src, dst, g, y, epilogue)
+                }
+                Epilogue::Tail { scale, .. } => {
+                    unreachable!("scale {scale}: `from_module` takes 2..=4")
+                }
             }
         }
     }
@@ -1325,7 +1332,12 @@ mod avx512 {
                 Epilogue::Tail { scale: 3, .. } => {
                     row::<{ TAIL + 1 }>(conv, src, dst, g, y, epilogue)
                 }
-                Epilogue::Tail { .. } => row::<{ TAIL + 2 }>(conv, src, dst, g, y, epilogue),
+                Epilogue::Tail { scale: 4, .. } => {
+                    row::<{ TAIL + 2 }>(conv, src, dst, g, y, epilogue)
+                }
+                Epilogue::Tail { scale, .. } => {
+                    unreachable!("scale {scale}: `from_module` takes 2..=4")
+                }
             }
         }
     }
