@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{bicubic_reference, bytes, fixture, gradient, max_diff, nearest_reference};
 use gstlightsrscale::engine::{
-    Bundle, BundleSource, EngineError, Objective, VariantSpec, load_shared,
+    Bundle, BundleSource, EngineError, Objective, Variant, VariantSpec, load_shared,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -526,6 +526,27 @@ fn avx512_cpu() -> bool {
     }
 }
 
+/// `variant`'s bytes for `input` in its direct form and in libtorch, asserted the same picture:
+/// at most a grey level apart (where float sums round differently), on at most 0.5% of values.
+fn direct_and_libtorch(variant: &Variant, input: &Tensor, name: &str) -> (Vec<u8>, Vec<u8>) {
+    let fast = variant.upscale(input).unwrap();
+    variant.set_direct(false);
+    let reference = variant.upscale(input);
+    variant.set_direct(true);
+    let reference = reference.unwrap();
+    assert_eq!(fast.size(), reference.size(), "{name}");
+    let (fast, reference) = (bytes(&fast), bytes(&reference));
+    let diff = max_diff(&fast, &reference);
+    let off = fast.iter().zip(&reference).filter(|(a, b)| a != b).count();
+    assert!(
+        diff <= 1 && off * 200 <= fast.len(),
+        "{name} {:?}: the direct form differs from libtorch by up to {diff} on {off} of {} values",
+        input.size(),
+        fast.len()
+    );
+    (fast, reference)
+}
+
 #[test]
 fn the_direct_cpu_form_gives_libtorchs_picture() {
     // Every thin plain-convolution rung of the default ladder (body width up to 16, or 32 with
@@ -556,21 +577,7 @@ fn the_direct_cpu_form_gives_libtorchs_picture() {
             }
             direct.push(name.clone());
             for input in [&lr, &crop, &batch] {
-                let fast = variant.upscale(input).unwrap();
-                variant.set_direct(false);
-                let reference = variant.upscale(input).unwrap();
-                variant.set_direct(true);
-                assert_eq!(fast.size(), reference.size(), "{name}");
-                let (fast, reference) = (bytes(&fast), bytes(&reference));
-                let diff = max_diff(&fast, &reference);
-                let off = fast.iter().zip(&reference).filter(|(a, b)| a != b).count();
-                assert!(
-                    diff <= 1 && off * 200 <= fast.len(),
-                    "{name} {:?}: the direct form differs from libtorch by up to {diff} on {off} \
-                     of {} values",
-                    input.size(),
-                    fast.len()
-                );
+                let (fast, _) = direct_and_libtorch(variant, input, &name);
                 // the bands on threads of the element's own give the OpenMP team's very bytes
                 // (two bands and more: 2 libtorch threads, 8 rows or more a band)
                 gstlightsrscale::omp::set_team(false);
@@ -710,21 +717,7 @@ fn the_direct_cpu_form_takes_every_scale_and_uneven_widths() {
             .narrow(2, 0, 189 / scale as i64);
         let crop = hr.narrow(1, 3, 19).narrow(2, 5, 35);
         for input in [&lr, &crop] {
-            let fast = variant.upscale(input).unwrap();
-            variant.set_direct(false);
-            let reference = variant.upscale(input).unwrap();
-            variant.set_direct(true);
-            assert_eq!(fast.size(), reference.size(), "{name}");
-            let (fast, reference) = (bytes(&fast), bytes(&reference));
-            let diff = max_diff(&fast, &reference);
-            let off = fast.iter().zip(&reference).filter(|(a, b)| a != b).count();
-            assert!(
-                diff <= 1 && off * 200 <= fast.len(),
-                "{name} {:?}: the direct form differs from libtorch by up to {diff} on {off} of \
-                 {} values",
-                input.size(),
-                fast.len()
-            );
+            let (fast, reference) = direct_and_libtorch(variant, input, &name);
             // a picture, not a flat frame: the rung's random correction is visible
             let spread = reference.iter().max().unwrap() - reference.iter().min().unwrap();
             assert!(spread > 100, "{name}: output spread {spread}");

@@ -977,6 +977,22 @@ const ADD: u8 = 2;
 /// The tail at scale s is kind `TAIL + s - 2`.
 const TAIL: u8 = 3;
 
+/// `$row::<E>(args; epilogue)` for the kind `E` of the epilogue (`conv_row` of each kernel
+/// set).
+macro_rules! by_kind {
+    ($row:ident($($arg:expr),+; $epilogue:expr)) => {
+        match $epilogue {
+            Epilogue::Plain => $row::<PLAIN>($($arg),+, $epilogue),
+            Epilogue::PRelu(_) => $row::<PRELU>($($arg),+, $epilogue),
+            Epilogue::Add(..) => $row::<ADD>($($arg),+, $epilogue),
+            Epilogue::Tail { scale: 2, .. } => $row::<TAIL>($($arg),+, $epilogue),
+            Epilogue::Tail { scale: 3, .. } => $row::<{ TAIL + 1 }>($($arg),+, $epilogue),
+            Epilogue::Tail { scale: 4, .. } => $row::<{ TAIL + 2 }>($($arg),+, $epilogue),
+            Epilogue::Tail { scale, .. } => unreachable!("scale {scale}: `from_module` takes 2..=4"),
+        }
+    };
+}
+
 /// The row phases of an epilogue kind: the scale for the tail's kinds, 1 for the others.
 const fn phases(kind: u8) -> usize {
     if kind >= TAIL {
@@ -1100,23 +1116,7 @@ mod avx2 {
         epilogue: Epilogue,
     ) {
         // SAFETY: forwarded.
-        unsafe {
-            match epilogue {
-                Epilogue::Plain => row::<PLAIN>(conv, src, dst, g, y, epilogue),
-                Epilogue::PRelu(_) => row::<PRELU>(conv, src, dst, g, y, epilogue),
-                Epilogue::Add(..) => row::<ADD>(conv, src, dst, g, y, epilogue),
-                Epilogue::Tail { scale: 2, .. } => row::<TAIL>(conv, src, dst, g, y, epilogue),
-                Epilogue::Tail { scale: 3, .. } => {
-                    row::<{ TAIL + 1 }>(conv, src, dst, g, y, epilogue)
-                }
-                Epilogue::Tail { scale: 4, .. } => {
-                    row::<{ TAIL + 2 }>(conv, src, dst, g, y, epilogue)
-                }
-                Epilogue::Tail { scale, .. } => {
-                    unreachable!("scale {scale}: `from_module` takes 2..=4")
-                }
-            }
-        }
+        unsafe { by_kind!(row(conv, src, dst, g, y; epilogue)) }
     }
 
     /// `conv_row` for an epilogue of kind `E` (see [`PLAIN`]).
@@ -1323,23 +1323,7 @@ mod avx512 {
         epilogue: Epilogue,
     ) {
         // SAFETY: forwarded.
-        unsafe {
-            match epilogue {
-                Epilogue::Plain => row::<PLAIN>(conv, src, dst, g, y, epilogue),
-                Epilogue::PRelu(_) => row::<PRELU>(conv, src, dst, g, y, epilogue),
-                Epilogue::Add(..) => row::<ADD>(conv, src, dst, g, y, epilogue),
-                Epilogue::Tail { scale: 2, .. } => row::<TAIL>(conv, src, dst, g, y, epilogue),
-                Epilogue::Tail { scale: 3, .. } => {
-                    row::<{ TAIL + 1 }>(conv, src, dst, g, y, epilogue)
-                }
-                Epilogue::Tail { scale: 4, .. } => {
-                    row::<{ TAIL + 2 }>(conv, src, dst, g, y, epilogue)
-                }
-                Epilogue::Tail { scale, .. } => {
-                    unreachable!("scale {scale}: `from_module` takes 2..=4")
-                }
-            }
-        }
+        unsafe { by_kind!(row(conv, src, dst, g, y; epilogue)) }
     }
 
     /// `conv_row` for an epilogue of kind `E`.
