@@ -580,11 +580,7 @@ impl NativeNet {
 /// whose epilogue then loads the plane's 5 rows once for all s of them (`Epilogue::Tail`).
 fn plane_major(conv: Conv3, s: usize) -> Conv3 {
     let taps = conv.cin * 9;
-    let from = |n: usize| {
-        let (plane, i) = (n / s, n % s);
-        let (colour, j) = (plane / s, plane % s);
-        (i * s + j) * 3 + colour
-    };
+    let from = |n: usize| shuffle_row(n / s, n % s, s);
     Conv3 {
         weights: (0..conv.cout)
             .flat_map(|n| &conv.weights[from(n) * taps..(from(n) + 1) * taps])
@@ -898,15 +894,53 @@ enum Epilogue<'a> {
     },
 }
 
-impl Epilogue<'_> {
-    /// For the tail of row `y`: the offsets in the skip's planes of its rows y..y + 5 (input
-    /// rows y - 2..=y + 2); zeros otherwise.
-    fn skip_rows(&self, y: usize) -> [usize; 5] {
-        match self {
-            Epilogue::Tail { across, .. } => std::array::from_fn(|a| across.row(y + a)),
-            _ => [0; 5],
+/// An epilogue's operands for row `y`, read out of it once before a kernel's loops (those of
+/// other kinds empty; the tail's scale is its kind's, `phases`).
+struct Operands<'a> {
+    slopes: &'a [f32],
+    residual: Buf,
+    also: Option<Buf>,
+    across: Buf,
+    phase_taps: &'a [[f32; 5]],
+    bytes: *mut u8,
+    /// For the tail: the offsets in the skip's planes of its rows y..y + 5 (input rows
+    /// y - 2..=y + 2).
+    skip_rows: [usize; 5],
+}
+
+impl<'a> Epilogue<'a> {
+    fn operands(&self, y: usize) -> Operands<'a> {
+        let mut operands = Operands {
+            slopes: &[],
+            residual: Buf::NONE,
+            also: None,
+            across: Buf::NONE,
+            phase_taps: &[],
+            bytes: std::ptr::null_mut(),
+            skip_rows: [0; 5],
+        };
+        match *self {
+            Epilogue::Plain => {}
+            Epilogue::PRelu(slopes) => operands.slopes = slopes,
+            Epilogue::Add(residual, also) => (operands.residual, operands.also) = (residual, also),
+            Epilogue::Tail {
+                across,
+                taps,
+                bytes,
+                ..
+            } => {
+                operands.skip_rows = std::array::from_fn(|a| across.row(y + a));
+                (operands.across, operands.phase_taps, operands.bytes) = (across, taps, bytes);
+            }
         }
+        operands
     }
+}
+
+/// The pixel shuffle's row (of the tail's bytes, (i, j, colour) order) of row phase `i` of skip
+/// plane `plane` = colour * s + j: where [`plane_major`] took that channel from.
+fn shuffle_row(plane: usize, i: usize, s: usize) -> usize {
+    (i * s + plane % s) * 3 + plane / s
 }
 
 /// One output row `y` of `conv` from `src` (rows y - 1..=y + 1 made) into `dst`, then the
@@ -1018,7 +1052,8 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{
-        ADD, Buf, Conv3, Epilogue, Geometry, PLAIN, PRELU, TAIL, channel_blocks, phases, window,
+        ADD, Buf, Conv3, Epilogue, Geometry, Operands, PLAIN, PRELU, TAIL, channel_blocks, phases,
+        shuffle_row, window,
     };
 
     /// `super::interleave` for whole groups of 16 pixels whose 16-byte stores stay inside
@@ -1164,26 +1199,15 @@ mod avx2 {
         // the taps' offsets in a plane (padded rows y..y + 2: rows y - 1..=y + 1), kept a
         // loop as in `avx512::block`
         let offsets: [usize; 9] = std::array::from_fn(|tap| src.row(tap / 3 + y) + tap % 3);
-        let skip_rows = epilogue.skip_rows(y);
-        // the epilogue's operands, read once (those of other kinds unused)
-        let slopes: &[f32] = match epilogue {
-            Epilogue::PRelu(slopes) => slopes,
-            _ => &[],
-        };
-        let (residual, also) = match epilogue {
-            Epilogue::Add(a, b) => (a, b),
-            _ => (Buf::NONE, None),
-        };
-        // (the scale is the kind's: `phases(E)`)
-        let (across, phase_taps, bytes) = match epilogue {
-            Epilogue::Tail {
-                across,
-                taps,
-                bytes,
-                ..
-            } => (across, taps, bytes),
-            _ => (Buf::NONE, &[][..], std::ptr::null_mut()),
-        };
+        let Operands {
+            slopes,
+            residual,
+            also,
+            across,
+            phase_taps,
+            bytes,
+            skip_rows,
+        } = epilogue.operands(y);
         let taps = std::hint::black_box(9);
         let mut x0 = 0;
         while x0 < g.w {
@@ -1223,7 +1247,6 @@ mod avx2 {
                         let rows: [__m256; 5] = std::array::from_fn(|a| unsafe {
                             _mm256_loadu_ps(column.add(skip_rows[a]))
                         });
-                        let (colour, j) = (plane / s, plane % s);
                         for (i, phase) in phase_taps.iter().enumerate().take(s) {
                             let channel = co + p * s + i;
                             let mut r = _mm256_add_ps(
@@ -1249,8 +1272,7 @@ mod avx2 {
                                 _mm256_castsi256_si128(packed),
                                 _mm256_extracti128_si256(packed, 1),
                             );
-                            // the pixel shuffle's row of this channel: (i, j, colour) order
-                            let row = (i * s + j) * 3 + colour;
+                            let row = shuffle_row(plane, i, s);
                             // SAFETY: row `row` of `bytes`, x + 8 <= stride.
                             unsafe { _mm_storel_epi64(bytes.add(row * stride + x).cast(), eight) };
                         }
@@ -1308,7 +1330,8 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{
-        ADD, Buf, Conv3, Epilogue, Geometry, PLAIN, PRELU, TAIL, channel_blocks, phases, window,
+        ADD, Buf, Conv3, Epilogue, Geometry, Operands, PLAIN, PRELU, TAIL, channel_blocks, phases,
+        shuffle_row, window,
     };
 
     /// # Safety
@@ -1378,26 +1401,15 @@ mod avx512 {
         // (`black_box`): unrolled, the compiler hoists all 9 * CB weight broadcasts and
         // spills them to the stack, which ran the kernel at half speed
         let offsets: [usize; 9] = std::array::from_fn(|tap| src.row(tap / 3 + y) + tap % 3);
-        let skip_rows = epilogue.skip_rows(y);
-        // the epilogue's operands, read once (those of other kinds unused)
-        let slopes: &[f32] = match epilogue {
-            Epilogue::PRelu(slopes) => slopes,
-            _ => &[],
-        };
-        let (residual, also) = match epilogue {
-            Epilogue::Add(a, b) => (a, b),
-            _ => (Buf::NONE, None),
-        };
-        // (the scale is the kind's: `phases(E)`)
-        let (across, phase_taps, bytes) = match epilogue {
-            Epilogue::Tail {
-                across,
-                taps,
-                bytes,
-                ..
-            } => (across, taps, bytes),
-            _ => (Buf::NONE, &[][..], std::ptr::null_mut()),
-        };
+        let Operands {
+            slopes,
+            residual,
+            also,
+            across,
+            phase_taps,
+            bytes,
+            skip_rows,
+        } = epilogue.operands(y);
         let taps = std::hint::black_box(9);
         let mut x0 = 0;
         while x0 < g.w {
@@ -1439,7 +1451,6 @@ mod avx512 {
                         let rows: [__m512; 5] = std::array::from_fn(|a| unsafe {
                             _mm512_loadu_ps(column.add(skip_rows[a]))
                         });
-                        let (colour, j) = (plane / s, plane % s);
                         for (i, phase) in phase_taps.iter().enumerate().take(s) {
                             let channel = co + p * s + i;
                             let mut r = _mm512_add_ps(
@@ -1458,8 +1469,7 @@ mod avx512 {
                             );
                             // truncate to 16 x i32, narrow to 16 bytes (values are 0..=255)
                             let sixteen = _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(r));
-                            // the pixel shuffle's row of this channel: (i, j, colour) order
-                            let row = (i * s + j) * 3 + colour;
+                            let row = shuffle_row(plane, i, s);
                             // SAFETY: row `row` of `bytes`, x + 16 <= round_up(w, 16) <= stride.
                             unsafe {
                                 _mm_storeu_si128(bytes.add(row * stride + x).cast(), sixteen)
