@@ -388,12 +388,13 @@ def test_pad_cpu_forms_replaces_a_rung_only_where_the_padded_form_is_faster(tmp_
     assert "lightsr export:" in capsys.readouterr().err
 
 
-def test_the_committed_pruned_checkpoint_matches_the_shipped_rung():
-    """The committed pruned checkpoint (Torch-Pruning's state since 2026-12-02, converted from
-    the whole module pickled before the generator had `unshuffle` and `attention`) loads without
-    unpickling classes, runs eager and in the phase form, and gives what the shipped x4
-    `dense-pruned` rung gives."""
-    path = Path(__file__).resolve().parents[1] / "checkpoints/codec_dense_pruned58_x4_long/pruned.pth"
+@pytest.mark.parametrize("checkpoint,rung", [("codec_dense_deep_wide_pruned_x4", "deep"),
+                                              ("codec_dense_deep10_pruned_x4_long", "deep-thin")])
+def test_the_committed_pruned_checkpoints_match_the_shipped_rungs(checkpoint, rung):
+    """The committed pruned checkpoints (Torch-Pruning's state, `tp.state_dict` kept to tensors)
+    load without unpickling classes, run eager and in the phase form, and give what the shipped
+    x4 rung gives."""
+    path = Path(__file__).resolve().parents[1] / "checkpoints" / checkpoint / "pruned.pth"
     assert "pruned" in torch.load(path, map_location="cpu", weights_only=True)
     net, _ = export.network_from_checkpoint(export.read_training_checkpoint(path), path)
     assert net.unshuffle == 1 and all(isinstance(b.attention, torch.nn.Identity) for b in net.residual)
@@ -401,7 +402,7 @@ def test_the_committed_pruned_checkpoint_matches_the_shipped_rung():
     with torch.no_grad():
         eager = U8Deploy(net, 4).eval()(x)
         phases = PhaseDeploy(net).eval()(x)
-        shipped = torch.jit.load(str(DEFAULT_BUNDLE / "x4-dense-pruned.pt")).eval()(x)
+        shipped = torch.jit.load(str(DEFAULT_BUNDLE / f"x4-{rung}.pt")).eval()(x)
     assert (phases.int() - eager.int()).abs().max() <= 1
     assert (phases.int() - shipped.int()).abs().max() <= 1
 

@@ -13,7 +13,7 @@ had run it 7 times at 7 ms. Each case below runs in a fresh process (cold CUDA c
 * `ops`      : as `other`, but thread B first runs one tiny fp16 convolution, an FFT and a
   matrix product (per-thread cuDNN / cuBLAS / cuFFT state) and nothing of the rung.
 
-    python3 tests/gpu/threads.py model/bundles/default [fourier dense ...]
+    python3 tests/gpu/threads.py model/bundles/default [fourier deep ...]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main() -> int:
         print("threads: no CUDA device; nothing measured")
         return 0
     bundle = Path(sys.argv[1])
-    for name in sys.argv[2:] or ["fourier", "dense"]:
+    for name in sys.argv[2:] or ["fourier", "deep"]:
         for how in ("same", "other", "touched", "ops"):
             subprocess.run([sys.executable, __file__, str(bundle), "--case", name, how],
                            check=False, timeout=120)
