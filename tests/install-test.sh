@@ -43,7 +43,7 @@ run() {
 run gst-inspect-1.0 lightsrscale > "$WORK/inspect.txt" || fail "gst-inspect-1.0 lightsrscale failed"
 grep -q "Filename.*$WORK/moved" "$WORK/inspect.txt" || fail "gst-inspect did not load the installed copy"
 run gst-launch-1.0 -q videotestsrc num-buffers=3 ! video/x-raw,format=NV12,width=160,height=90 \
-  ! lightsrscale scale=4 variant=dense ! video/x-raw,width=640,height=360 \
+  ! lightsrscale scale=4 variant=deep ! video/x-raw,width=640,height=360 \
   ! fakesink || fail "a pipeline through the installed copy failed"
 echo "install-test: OK, the installed copy runs on its own; it weighs $(du -sh "$WORK/moved" | cut -f1)" \
   "(plugin $(du -h "$PLUGIN" | cut -f1), libtorch $(du -sh "$(dirname "$PLUGIN")/../lightsrscale" | cut -f1))"
