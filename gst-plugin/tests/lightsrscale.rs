@@ -434,8 +434,8 @@ fn active_variant_changes_are_notified() {
 #[test]
 fn tile_size_runs_learned_rungs_in_tiles_without_changing_the_picture() {
     let input = gradient(45, 70);
-    let mut whole = harness(&[("scale", "2"), ("variant", "dense")]);
-    let mut tiled = harness(&[("scale", "2"), ("variant", "dense"), ("tile-size", "16")]);
+    let mut whole = harness(&[("scale", "2"), ("variant", "deep")]);
+    let mut tiled = harness(&[("scale", "2"), ("variant", "deep"), ("tile-size", "16")]);
     assert_eq!(tiled.element().unwrap().property::<u32>("tile-size"), 16);
     let (a, _, _) = run_frame(&mut whole, "RGB", PixelLayout::Rgb, &input, None);
     let (b, _, info) = run_frame(&mut tiled, "RGB", PixelLayout::Rgb, &input, None);

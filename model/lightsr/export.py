@@ -438,15 +438,27 @@ MIN_GAIN_DB = 0.05  # ... and scores at least this much higher on the validation
 
 
 def read_scores(paths: list[Path]) -> dict[int, dict[str, float]]:
-    """{scale: {rung name: validation score}} from `lightsr eval-video` JSON files."""
+    """{scale: {rung name: validation score}} from `lightsr eval-video` JSON files, or from a bundle's
+    manifest.json (the scores its last export recorded, "validation_gain_db": to re-export one scale's
+    ladder without scoring the other again). Later files add to and override earlier ones."""
     scores: dict[int, dict[str, float]] = {}
     for path in paths:
         try:
             doc = json.loads(Path(path).read_text())
+            if isinstance(doc, dict) and doc.get("format") == "lightsrscale-bundle":
+                for ladder in doc["ladders"]:
+                    got = scores.setdefault(int(ladder["scale"]), {})
+                    for v in ladder["variants"]:
+                        if v["kind"] == "bicubic":
+                            got[v["name"]] = 0.0
+                        elif "validation_gain_db" in v:
+                            got[v["name"]] = float(v["validation_gain_db"])
+                continue
             scale, values = int(doc["meta"]["scale"]), doc["validation_score"]
             scores.setdefault(scale, {}).update({k: float(v) for k, v in values.items() if v is not None})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"--scores {path}: not an eval_video.json of `lightsr eval-video` ({e})") from None
+            raise ValueError(f"--scores {path}: not an eval_video.json of `lightsr eval-video` nor a "
+                             f"bundle's manifest.json ({e})") from None
     return scores
 
 
@@ -536,7 +548,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="only add the CUDA form (cuda_file) of each phase-form learned rung to the "
                         "existing bundle --out, from its own TorchScript")
     p.add_argument("--scores", type=Path, action="append", default=[],
-                   help="eval_video.json of `lightsr eval-video` (one per scale): the ladder must then "
+                   help="eval_video.json of `lightsr eval-video` (one per scale), or a bundle's manifest.json "
+                        "(the scores of its last export; later files override): the ladder must then "
                         f"improve by >= {MIN_GAIN_DB} dB per heavier rung at {COST_RANGE[0]:g}-{COST_RANGE[1]:g}x "
                         "its cost, or nothing is written")
     return p.parse_args(argv)

@@ -224,6 +224,27 @@ def test_export_reads_eval_video_scores(tmp_path):
         export.read_scores([path])
 
 
+def test_export_reads_the_scores_a_bundle_recorded(tmp_path):
+    """A bundle's manifest gives the scores of its last export; a later eval_video.json overrides."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"format": "lightsrscale-bundle", "ladders": [
+        {"scale": 4, "variants": [{"name": "top", "kind": "learned", "validation_gain_db": 0.5},
+                                  {"name": "low", "kind": "learned", "validation_gain_db": 0.3},
+                                  {"name": "bicubic", "kind": "bicubic"}]},
+        {"scale": 2, "variants": [{"name": "old", "kind": "learned", "validation_gain_db": 0.2},
+                                  {"name": "unscored", "kind": "learned"},
+                                  {"name": "bicubic", "kind": "bicubic"}]}]}))
+    fresh = tmp_path / "eval_video.json"
+    fresh.write_text(json.dumps({"meta": {"scale": 2}, "validation_score": {"old": 0.25, "new": 0.4}}))
+    got = export.read_scores([manifest, fresh])
+    assert got[4] == {"top": 0.5, "low": 0.3, "bicubic": 0.0}
+    assert got[2] == {"old": 0.25, "new": 0.4, "bicubic": 0.0}
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"format": "lightsrscale-bundle", "ladders": [{"scale": 4}]}))
+    with pytest.raises(ValueError, match="manifest.json"):
+        export.read_scores([broken])
+
+
 def test_config_base_inheritance(tmp_path):
     (tmp_path / "base.yml").write_text("name: base\nscale: 4\ntrain: {total_iter: 10, optim_g: {lr: 0.1, type: AdamW}}\n"
                                        "datasets: {train: {gt_size: 96}}\n")

@@ -89,7 +89,7 @@ sys.exit(0 if any(l["scale"] == int(sys.argv[2]) and any(v["name"] == sys.argv[3
 }
 for run in ${OVERHEAD_RUNS:-320x180:4 960x540:4 1920x1080:2}; do
   set -- ${run/:/ }
-  for variant in ${OVERHEAD_VARIANTS:-fourier deep-wide deep dense-wide dense bicubic}; do
+  for variant in ${OVERHEAD_VARIANTS:-fourier deep-wide deep deep-thin bicubic}; do
     in_ladder "$2" "$variant" || continue
     LIGHTSRSCALE_BENCH_SIZE=$1 LIGHTSRSCALE_BENCH_SCALE=$2 LIGHTSRSCALE_BENCH_VARIANT=$variant \
       step "overhead-$1-x$2-$variant" 60 "$KIT/bin/bench-overhead"

@@ -423,7 +423,7 @@ mod tests {
         let element = gst::ElementFactory::make("lightsrscale")
             .property_from_str("device", "cuda")
             .property_from_str("scale", "2")
-            .property_from_str("variant", "dense")
+            .property_from_str("variant", "deep")
             .build()
             .unwrap();
         let mut h = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
