@@ -594,14 +594,15 @@ fn the_direct_cpu_form_gives_libtorchs_picture() {
                     wide.push(name.clone());
                 }
             }
-            // each band of rows is made through every layer in rings of its own, reaching past
-            // its edges as far as the layers need: 1, 2 and 4 bands (of the 128 rows: 32 and
-            // more, at least twice the layers' reach), on the OpenMP team and on threads of the
-            // element's own, give the same bytes
+            // each band of rows is made through every layer in rings of its own, its
+            // neighbours handing it the rows past its edges layer by layer (even bands going
+            // down, odd ones up): 1, 2, 3, 4 and 8 bands (of the 128 rows: 16 and more; 8
+            // threads on fewer cores wait for neighbours that are not running), on the OpenMP
+            // team and on threads of the element's own, give the same bytes
             let before = tch::get_num_threads();
             tch::set_num_threads(1);
             let one = bytes(&variant.upscale(&hr).unwrap());
-            for threads in [2, 4] {
+            for threads in [2, 3, 4, 8] {
                 tch::set_num_threads(threads);
                 for team in [true, false] {
                     gstlightsrscale::omp::set_team(team);

@@ -12,7 +12,8 @@
 //! the vertical pass in the tail's epilogue); clamp, truncation and packing to bytes in the same
 //! epilogue, then the pixel shuffle as a byte transpose. Each thread takes a band of output rows
 //! and makes it through every layer row by row, each layer's rows in a ring of a few that stays
-//! in the cache (`NativeNet::run_band`), no barrier between threads. Both kernel sets compute
+//! in the cache (`NativeNet::run_band`); neighbouring bands hand each other the rows of their
+//! common edge, layer by layer (`Exchange`), rather than each making the other's. Both kernel sets compute
 //! every value with the same operations in the same order (identical bytes). Bodies up to 16 channels wide with AVX2 ([`MAX_WIDTH`]), up to
 //! 32 with AVX-512: oneDNN does better on wider ones.
 //!
@@ -26,7 +27,7 @@ use std::{
     ops::Range,
     sync::{
         Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -302,11 +303,9 @@ impl NativeNet {
             Some(ws) => ws,
             None => Workspace::new(h, w),
         };
-        // bands of at least twice the layers' reach: a band makes up to `depth - 1` rows past
-        // each of its edges at the first layer (`run_band`), so thinner bands would make each
-        // row twice or more (a many-core machine on small frames or tiles)
-        let depth = 2 * self.blocks.len() + 2;
-        let threads = threads.clamp(1, (h / (2 * depth)).max(1));
+        // bands of `MIN_BAND_ROWS` at least: each layer of a band waits at its edges for its
+        // neighbours' rows (`Exchange`), which thinner bands would do for little work
+        let threads = threads.clamp(1, (h / MIN_BAND_ROWS).max(1));
         ws.reserve(self, threads)?;
         for (frame, out) in src
             .chunks_exact(frame_in)
@@ -329,6 +328,13 @@ impl NativeNet {
             ..ws.geometry
         };
         let out = Shared(out.as_mut_ptr());
+        // this frame's rows in the exchange are those flagged with its number
+        ws.frames += 1;
+        let edges = Edges {
+            exchange: &ws.exchange,
+            frame: ws.frames,
+        };
+        let edges = &edges;
         // one set of rings and row buffers per band, each moved to the thread that runs it
         let count = threads.min(ws.bands.len());
         let bands = &mut ws.bands[..count];
@@ -347,7 +353,7 @@ impl NativeNet {
                 // writes only the output rows of band t of n.
                 let band = || unsafe {
                     let rings = &mut *sets.0.add(t);
-                    self.run_band(t, n, &geometry, frame, out, rings)
+                    self.run_band(t, n, &geometry, frame, out, rings, edges)
                 };
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(band)).is_err() {
                     std::process::abort();
@@ -372,7 +378,7 @@ impl NativeNet {
                             return;
                         };
                         // SAFETY: see `run_band`; band t of `threads`, rings of its own.
-                        unsafe { self.run_band(t, threads, &geometry, frame, out, rings) }
+                        unsafe { self.run_band(t, threads, &geometry, frame, out, rings, edges) }
                     });
                 if started.is_err() {
                     break;
@@ -385,7 +391,7 @@ impl NativeNet {
                 let _ = tell.send((t + 1, threads));
             }
             // SAFETY: see `run_band`.
-            unsafe { self.run_band(0, threads, &geometry, frame, out, own) }
+            unsafe { self.run_band(0, threads, &geometry, frame, out, own, edges) }
         });
     }
 
@@ -394,13 +400,20 @@ impl NativeNet {
     /// input layer made up to this step, into a ring of a few rows that stays in the cache
     /// (a whole frame's planes, one layer at a time, did not: their 2 MB at 320x180 and 7
     /// channels exceed a core's L2, and the convolutions ran at 55-65% of their speed on data in
-    /// L1). Each layer makes the rows its successors need of this band, so a band reaches
-    /// `depth - 1 - d` rows past its edges at layer d (those rows are made twice, once for each
-    /// band); rows -1 and h of every ring are made zeros (the convolutions' padding).
+    /// L1). Each layer makes this band's rows only: the row past an edge that its successor
+    /// reads is the neighbouring band's, handed over through `edges` (a band used to make
+    /// `depth - 1 - d` rows past each edge at layer d itself: 12% more rows for a 22-layer rung
+    /// in 2 bands of 90). Even bands go down and odd ones up, so that two neighbours reach their
+    /// common edge together (both at their first rows or both at their last) and each waits
+    /// there for a row its neighbour has just made; rows -1 and h of every ring are made zeros
+    /// (the convolutions' padding).
     ///
     /// # Safety
     /// `rings` are `g`'s size, for this net; the output is the frame's, and this band's output
-    /// rows are written by this thread alone.
+    /// rows are written by this thread alone; `edges` holds `threads - 1` edges of `g`'s size for
+    /// this net, and every band of `threads` runs at the same time (each waits for its
+    /// neighbours).
+    #[allow(clippy::too_many_arguments)]
     unsafe fn run_band(
         &self,
         t: usize,
@@ -409,6 +422,7 @@ impl NativeNet {
         frame: &[u8],
         out: Shared<u8>,
         rings: &mut Rings,
+        edges: &Edges,
     ) {
         let rows = band(g.h, t, threads);
         if rows.is_empty() {
@@ -417,53 +431,94 @@ impl NativeNet {
         let (y0, y1, h) = (rows.start as isize, rows.end as isize, g.h as isize);
         let blocks = self.blocks.len();
         let depth = 2 * blocks + 2;
-        // rows of conv layer d this band makes
-        let range = |d: usize| {
-            let reach = (depth - 1 - d) as isize;
-            (y0 - reach).max(0)..(y1 + reach).min(h)
-        };
-        let first = range(0);
-        let means = (first.start - 1).max(0)..(first.end + 1).min(h);
-        // skip rows (input rows r - 2, replicated at the edges) of the band's tail rows
-        let skips = y0..y1 + 4;
-        let mut next_skip = skips.start;
+        let down = t.is_multiple_of(2);
+        // the edges with the band above and the band below, by their index
+        let above = t.checked_sub(1);
+        let below = (t + 1 < threads).then_some(t);
+        let means = (y0 - 1).max(0)..(y1 + 1).min(h);
+        let own = y0..y1;
         let Rings {
             bufs,
             padded,
             bytes,
             ..
         } = rings;
-        for step in (y0 - depth as isize - 2)..(y1 + depth as isize) {
+        let bufs = &*bufs;
+        // the rows conv layer d makes (0 the first, then two a block)
+        let output = |d: usize| {
+            if d == 0 {
+                bufs.features
+            } else if d % 2 == 1 {
+                bufs.middles[d / 2]
+            } else {
+                bufs.outs[d / 2 - 1]
+            }
+        };
+        // Before a layer makes an edge row, the row past the edge of its input layer (`d`):
+        // the neighbour's, waited for.
+        // SAFETY (of both closures' calls): `edges` as this function's contract, the row
+        // past the edge is inside the ring (-1..=h) and no row of the ring this band still
+        // reads (`Exchange::fetch`).
+        let fetch = |d: usize, r: isize| unsafe {
+            if r == y0
+                && let Some(e) = above
+            {
+                edges.fetch(e, Side::Upper, d, output(d), y0 - 1);
+            }
+            if r == y1 - 1
+                && let Some(e) = below
+            {
+                edges.fetch(e, Side::Lower, d, output(d), y1);
+            }
+        };
+        // After a layer made an edge row: handed to the neighbour.
+        let publish = |d: usize, r: isize| unsafe {
+            if r == y0
+                && let Some(e) = above
+            {
+                edges.publish(e, Side::Lower, d, output(d), r);
+            }
+            if r == y1 - 1
+                && let Some(e) = below
+            {
+                edges.publish(e, Side::Upper, d, output(d), r);
+            }
+        };
+        // skip rows (input rows r - 2, replicated at the edges) of the band's tail rows: a tail
+        // row y reads y..=y + 4
+        let mut next_skip = if down { y0 } else { y1 + 3 };
+        // Down: at step k, the mean row k + 1, layer d's row k - d, the tail's k - depth + 1;
+        // up, mirrored: k - 1, k + d and k + depth - 1, k from y1 + 1 down. Either way each
+        // layer makes the row its successor needs next, within the same step.
+        let first = if down { y0 - 2 } else { y1 + 1 };
+        let sign = if down { 1 } else { -1 };
+        for k in 0..(y1 - y0) + depth as isize + 1 {
+            let step = first + sign * k;
             // SAFETY (throughout): every row index below is in -1..=h, the rings' rows are
             // `g`'s, and each ring keeps enough rows for its readers (`Rings::new`).
             unsafe {
-                let r = step + 1;
+                let r = step + sign;
                 if means.contains(&r) {
                     self.sub_mean(frame, bufs.mean, g, r as usize, padded);
                 } else if (r == -1 && means.start == 0) || (r == h && means.end == h) {
                     bufs.mean.zero_row(r);
                 }
                 for d in 0..depth - 1 {
-                    let r = step - d as isize;
-                    let range = range(d);
-                    let output = if d == 0 {
-                        bufs.features
-                    } else if d % 2 == 1 {
-                        bufs.middles[d / 2]
-                    } else {
-                        bufs.outs[d / 2 - 1]
-                    };
-                    if !range.contains(&r) {
-                        if (r == -1 && range.start == 0) || (r == h && range.end == h) {
-                            output.zero_row(r);
+                    let r = step - sign * d as isize;
+                    let made = output(d);
+                    if !own.contains(&r) {
+                        if (r == -1 && y0 == 0) || (r == h && y1 == h) {
+                            made.zero_row(r);
                         }
                         continue;
                     }
                     let y = r as usize;
                     if d == 0 {
-                        conv_row(&self.initial, bufs.mean, output, g, y, Epilogue::Plain);
+                        conv_row(&self.initial, bufs.mean, made, g, y, Epilogue::Plain);
+                        publish(d, r);
                         continue;
                     }
+                    fetch(d - 1, r);
                     let b = (d - 1) / 2;
                     let block = &self.blocks[b];
                     let input = if b == 0 {
@@ -473,27 +528,35 @@ impl NativeNet {
                     };
                     if d % 2 == 1 {
                         let epilogue = Epilogue::PRelu(&block.slopes);
-                        conv_row(&block.conv1, input, output, g, y, epilogue);
+                        conv_row(&block.conv1, input, made, g, y, epilogue);
                     } else {
                         let also = (b + 1 == blocks).then_some(bufs.features);
                         let epilogue = Epilogue::Add(input, also);
-                        conv_row(&block.conv2, bufs.middles[b], output, g, y, epilogue);
+                        conv_row(&block.conv2, bufs.middles[b], made, g, y, epilogue);
                     }
+                    publish(d, r);
                 }
-                let y = step - (depth - 1) as isize;
+                let y = step - sign * (depth - 1) as isize;
                 if y < y0 || y >= y1 {
                     continue;
                 }
-                // the skip rows this tail row reads: y..=y + 4
-                while next_skip <= y + 4 {
-                    self.horizontal_skip(frame, bufs.across, g, next_skip as usize, padded);
-                    next_skip += 1;
+                if down {
+                    while next_skip <= y + 4 {
+                        self.horizontal_skip(frame, bufs.across, g, next_skip as usize, padded);
+                        next_skip += 1;
+                    }
+                } else {
+                    while next_skip >= y {
+                        self.horizontal_skip(frame, bufs.across, g, next_skip as usize, padded);
+                        next_skip -= 1;
+                    }
                 }
+                fetch(depth - 2, y);
                 let last = bufs.outs[blocks - 1];
                 self.tail(last, bufs.across, out.0, g, y as usize, bytes);
             }
         }
-        debug_assert!(next_skip == skips.end);
+        debug_assert!(next_skip == if down { y1 + 4 } else { y0 - 1 });
     }
 
     /// `sub_mean` (a 1x1 conv) of the frame's row `y` into its row of `mean`.
@@ -628,6 +691,9 @@ fn evicted(sizes: &[usize]) -> usize {
 fn band(total: usize, t: usize, threads: usize) -> Range<usize> {
     total * t / threads..total * (t + 1) / threads
 }
+
+/// Rows of a band at least (`NativeNet::upscale`).
+const MIN_BAND_ROWS: usize = 16;
 
 /// Sizes of a frame's rows: every buffer's rows are `stride` floats; a zero-bordered buffer
 /// holds column x at `x + 1`.
@@ -798,11 +864,17 @@ impl Rings {
     }
 }
 
-/// The buffers of one frame size, reused from frame to frame: one set of rings per band.
+/// The buffers of one frame size, reused from frame to frame: one set of rings per band, and
+/// the rows bands hand each other.
 #[derive(Debug)]
 struct Workspace {
     geometry: Geometry,
     bands: Vec<Rings>,
+    /// For `bands.len() - 1` edges.
+    exchange: Exchange,
+    /// Frames made with these buffers: the exchange's rows of the frame in progress are flagged
+    /// with its number.
+    frames: u64,
 }
 
 impl Workspace {
@@ -817,23 +889,181 @@ impl Workspace {
                 wide: false,
             },
             bands: Vec::new(),
+            exchange: Exchange::default(),
+            frames: 0,
         }
     }
 
-    /// Rings for `threads` bands at least.
+    /// Rings for `threads` bands at least, and the exchange between them.
     fn reserve(&mut self, net: &NativeNet, threads: usize) -> Result<(), tch::TchError> {
         while self.bands.len() < threads {
             self.bands.push(Rings::new(net, &self.geometry)?);
+        }
+        let edges = self.bands.len() - 1;
+        if self.exchange.edges < edges {
+            self.exchange = Exchange::new(net, &self.geometry, edges)?;
         }
         Ok(())
     }
 
     fn bytes(&self) -> usize {
-        self.bands.iter().map(Rings::bytes).sum()
+        self.bands.iter().map(Rings::bytes).sum::<usize>() + self.exchange.bytes()
     }
 
     fn fits(&self, h: usize, w: usize) -> bool {
         self.geometry.h == h && self.geometry.w == w
+    }
+}
+
+/// Which of the two rows at an edge between bands: the upper band's last row, or the lower
+/// band's first.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Upper = 0,
+    Lower = 1,
+}
+
+/// The rows neighbouring bands hand each other (`NativeNet::run_band`): for each edge between
+/// bands e and e + 1, each side and each layer but the tail, one row of the layer's channels,
+/// and a flag that holds the number of the frame whose row it is once the row is written.
+#[derive(Debug)]
+struct Exchange {
+    edges: usize,
+    /// The slots' rows (`data`, which owns them; null for none).
+    rows: *mut f32,
+    data: Option<Planes>,
+    /// Per slot (edge, side, layer): where its row starts in `rows`, and its channels.
+    slots: Vec<(usize, usize)>,
+    flags: Vec<AtomicU64>,
+    layers: usize,
+    stride: usize,
+}
+
+impl Default for Exchange {
+    fn default() -> Exchange {
+        Exchange {
+            edges: 0,
+            rows: std::ptr::null_mut(),
+            data: None,
+            slots: Vec::new(),
+            flags: Vec::new(),
+            layers: 0,
+            stride: 0,
+        }
+    }
+}
+
+// SAFETY: `rows` points into `data`'s heap buffer, which moves with it. Bands write a slot's
+// rows through it from several threads at once, but each slot from one band only, once a
+// frame, and its one reader waits for the slot's flag (release / acquire) before it reads
+// (`Edges`).
+unsafe impl Send for Exchange {}
+// SAFETY: as above.
+unsafe impl Sync for Exchange {}
+
+impl Exchange {
+    /// Slots for `edges` edges of `g`'s rows for `net`'s layers; out of memory is an error
+    /// (as `Planes::zeroed`).
+    fn new(net: &NativeNet, g: &Geometry, edges: usize) -> Result<Exchange, tch::TchError> {
+        // the channels conv layer d makes: the first conv, then two a block
+        let layers: Vec<usize> = std::iter::once(net.width)
+            .chain(net.blocks.iter().flat_map(|b| [b.conv1.cout, net.width]))
+            .collect();
+        let mut slots = Vec::new();
+        let mut next = 0;
+        for _ in 0..2 * edges {
+            for &channels in &layers {
+                slots.push((next, channels));
+                next += channels * g.stride;
+            }
+        }
+        let mut data = Planes::zeroed(next, 0)?;
+        Ok(Exchange {
+            edges,
+            rows: data.start(),
+            data: Some(data),
+            flags: slots.iter().map(|_| AtomicU64::new(0)).collect(),
+            slots,
+            layers: layers.len(),
+            stride: g.stride,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        self.data.as_ref().map_or(0, |r| r.data.len() * 4)
+    }
+
+    fn slot(&self, edge: usize, side: Side, layer: usize) -> usize {
+        (2 * edge + side as usize) * self.layers + layer
+    }
+}
+
+/// The exchange as the bands of one frame use it: rows flagged with `frame` are this frame's.
+struct Edges<'a> {
+    exchange: &'a Exchange,
+    frame: u64,
+}
+
+impl Edges<'_> {
+    /// Row `r` of `src` (every channel, the whole row), made by conv layer `layer`, handed over
+    /// at `edge` from `side`.
+    ///
+    /// # Safety
+    /// `src` is a ring of `layer`'s channels for the exchange's geometry holding row `r`; only
+    /// one band writes a slot in a frame, and no band reads it before its flag says so.
+    unsafe fn publish(&self, edge: usize, side: Side, layer: usize, src: Buf, r: isize) {
+        let x = self.exchange;
+        let i = x.slot(edge, side, layer);
+        let (start, channels) = x.slots[i];
+        let rows = x.rows;
+        let p = usize::try_from(r + 1).expect("rows from -1");
+        for c in 0..channels {
+            // SAFETY: slot i's rows, written by this band alone in this frame (its reader
+            // waits for the flag below); `src`'s row p of plane c, `stride` floats.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src.ptr.add(c * src.plane + src.row(p)),
+                    rows.add(start + c * x.stride),
+                    x.stride,
+                )
+            };
+        }
+        x.flags[i].store(self.frame, Ordering::Release);
+    }
+
+    /// The row handed over at `edge` from `side` by conv layer `layer`, once its neighbour has
+    /// written it, into row `r` of `dst`.
+    ///
+    /// # Safety
+    /// `dst` is a ring of `layer`'s channels for the exchange's geometry in which row `r`'s
+    /// place holds no row still to be read; the neighbouring band runs at the same time.
+    unsafe fn fetch(&self, edge: usize, side: Side, layer: usize, dst: Buf, r: isize) {
+        let x = self.exchange;
+        let i = x.slot(edge, side, layer);
+        let mut spins = 0u32;
+        while x.flags[i].load(Ordering::Acquire) != self.frame {
+            // a few microseconds at most when both bands run; a preempted neighbour is left
+            // its core
+            if spins < 4096 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let (start, channels) = x.slots[i];
+        let rows = x.rows.cast_const();
+        let p = usize::try_from(r + 1).expect("rows from -1");
+        for c in 0..channels {
+            // SAFETY: slot i's rows, complete (the flag's release); `dst`'s row p of plane c.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    rows.add(start + c * x.stride),
+                    dst.ptr.add(c * dst.plane + dst.row(p)),
+                    x.stride,
+                )
+            };
+        }
     }
 }
 
