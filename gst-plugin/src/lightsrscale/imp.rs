@@ -48,7 +48,7 @@ use super::{
     },
 };
 use crate::{
-    convert::{self, FrameFormat, PixelLayout, Plane, PlaneMut, YuvMatrix, YuvRange},
+    convert::{self, FrameFormat, PixelLayout, Plane, PlaneMut, RawPlane, YuvMatrix, YuvRange},
     cpushare::{self, OthersLoad},
     engine::{
         self, Bundle, BundleSource, DeviceRequest, EngineError, Ladder, Variant, manifest::AUTO,
@@ -1416,9 +1416,6 @@ fn upscale_planes(
             stride: *stride,
         })
         .collect();
-    let frame = convert::to_rgb(in_format, &planes, tch::Device::Cpu).map_err(|e| e.to_string())?;
-    let output = (out_format.height, out_format.width);
-    let (upscaled, alpha) = upscale_tensors(rung, &frame.rgb, frame.alpha.as_ref(), tile, output)?;
     let fits = spare.len() == out_layout.len()
         && spare
             .iter()
@@ -1428,7 +1425,7 @@ fn upscale_planes(
         true => spare,
         false => out_layout.iter().map(|(len, _)| vec![0u8; *len]).collect(),
     };
-    let mut planes: Vec<PlaneMut> = out
+    let mut out_planes: Vec<PlaneMut> = out
         .iter_mut()
         .zip(out_layout)
         .map(|(data, (_, stride))| PlaneMut {
@@ -1436,9 +1433,58 @@ fn upscale_planes(
             stride: *stride,
         })
         .collect();
-    convert::write_rgb(out_format, &upscaled, alpha.as_ref(), &mut planes)
-        .map_err(|e| e.to_string())?;
+    upscale_into(
+        rung,
+        tile,
+        (in_format, &planes),
+        (out_format, &mut out_planes),
+    )?;
     Ok(out)
+}
+
+/// One frame of a CPU rung from input planes into output planes: the whole frame's libtorch
+/// work, for the inference thread.
+fn upscale_into(
+    rung: &Variant,
+    tile: i64,
+    (in_format, input): (&FrameFormat, &[Plane]),
+    (out_format, output): (&FrameFormat, &mut [PlaneMut]),
+) -> Result<(), String> {
+    let frame = convert::to_rgb(in_format, input, tch::Device::Cpu).map_err(|e| e.to_string())?;
+    let size = (out_format.height, out_format.width);
+    let (upscaled, alpha) = upscale_tensors(rung, &frame.rgb, frame.alpha.as_ref(), tile, size)?;
+    convert::write_rgb(out_format, &upscaled, alpha.as_ref(), output).map_err(|e| e.to_string())
+}
+
+/// A frame's input and output planes by address, for a job on the inference thread that its
+/// caller waits for to its end ([`LightSrScale::upscale_host_frame`]).
+struct FramePlanes {
+    input: Vec<RawPlane>,
+    output: Vec<RawPlane>,
+}
+
+// SAFETY: the planes are a mapped frame's, which its caller keeps mapped, and does not touch,
+// until the job that uses them has ended.
+unsafe impl Send for FramePlanes {}
+
+impl FramePlanes {
+    /// The planes as slices.
+    ///
+    /// # Safety
+    /// The frame is mapped for the slices' life, and nothing else reads or writes it meanwhile.
+    unsafe fn planes(&mut self) -> (Vec<Plane<'_>>, Vec<PlaneMut<'_>>) {
+        // SAFETY: as the caller's.
+        let input = self.input.iter().map(|p| Plane {
+            data: unsafe { std::slice::from_raw_parts(p.ptr, p.len) },
+            stride: p.stride,
+        });
+        // SAFETY: as the caller's; each output plane is a distinct range of the frame.
+        let output = self.output.iter().map(|p| PlaneMut {
+            data: unsafe { std::slice::from_raw_parts_mut(p.ptr, p.len) },
+            stride: p.stride,
+        });
+        (input.collect(), output.collect())
+    }
 }
 
 /// Sets this thread's libtorch (OpenMP) thread count where it differs.
@@ -2517,8 +2563,47 @@ impl LightSrScale {
             });
         }
         // Every libtorch operation of the frame (conversions and forward) runs there, on one
-        // OpenMP team. The input planes are copied in and the output planes out, so nothing
-        // there reads or writes this frame's memory after this thread stops waiting.
+        // OpenMP team. Without a rescue this thread waits for the job's end, so the job reads
+        // and writes this frame's own planes.
+        if job.rescue.is_none() {
+            let mut planes = FramePlanes {
+                input: host_planes(inframe)?.iter().map(RawPlane::from).collect(),
+                output: host_planes_mut(outframe)?
+                    .iter_mut()
+                    .map(RawPlane::from)
+                    .collect(),
+            };
+            let (rung, tile, threads) = (job.variant.clone(), job.tile, job.threads);
+            let (in_format, out_format) = (job.input, job.output);
+            let result = inference.run(
+                &format!("the {} frame", job.variant.name()),
+                move || {
+                    use_threads(threads);
+                    // SAFETY: `run` without a limit returns once this job has ended (or if it
+                    // never ran), and the frames stay mapped and untouched until then.
+                    let (input, mut output) = unsafe { planes.planes() };
+                    upscale_into(
+                        &rung,
+                        tile,
+                        (&in_format, &input),
+                        (&out_format, &mut output),
+                    )
+                },
+                None,
+            );
+            drop(guard);
+            return match result {
+                Ok(made) => made.map(|()| Made::Planned),
+                Err(NotRun::Gone(why)) => Err(why),
+                Err(NotRun::GaveUp(waited)) => Err(format!(
+                    "the {} frame was given up on after {waited:?} without a limit",
+                    job.variant.name()
+                )),
+            };
+        }
+        // With a rescue this thread may stop waiting before the job ends: the input planes are
+        // copied in and the output planes out, so nothing there reads or writes this frame's
+        // memory after that.
         let input: Vec<(Vec<u8>, usize)> = host_planes(inframe)?
             .iter()
             .map(|p| (p.data.to_vec(), p.stride))
